@@ -1,0 +1,227 @@
+"""The catalog store: one interface, one SQLAlchemy implementation for SQLite and PostgreSQL.
+
+Callers speak in `MediaRecord`s and never see SQL, so a backend is a class, not a code path.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, delete, event, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from medialayer.catalog.models import Deletion, Media
+from medialayer.errors import Conflict, NotFound
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+@dataclass(frozen=True)
+class MediaRecord:
+    """A catalog item as callers see it."""
+
+    id: str
+    seq: int
+    tenant: str
+    media_type: str
+    name: str | None
+    external_id: str | None
+    source: str | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime | None = None
+
+    @classmethod
+    def from_row(cls, row: Media) -> MediaRecord:
+        return cls(id=row.id, seq=row.seq, tenant=row.tenant, media_type=row.media_type,
+                   name=row.name, external_id=row.external_id, source=row.source,
+                   metadata=dict(row.metadata_ or {}), created_at=_utc(row.created_at))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "media_type": self.media_type, "name": self.name,
+                "external_id": self.external_id, "source": self.source,
+                "metadata": self.metadata,
+                "created_at": self.created_at.isoformat() if self.created_at else None}
+
+
+@dataclass(frozen=True)
+class NewMedia:
+    """What a caller hands the store to add one item."""
+
+    tenant: str
+    media_type: str
+    fingerprint: bytes
+    name: str | None = None
+    external_id: str | None = None
+    source: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class CatalogStore(Protocol):
+    """What the service needs from a catalog backend."""
+
+    engine: Engine
+
+    def add(self, item: NewMedia) -> MediaRecord: ...
+    def get(self, tenant: str, media_id: str) -> MediaRecord: ...
+    def get_by_external_id(self, tenant: str, external_id: str) -> MediaRecord | None: ...
+    def get_fingerprint(self, tenant: str, media_id: str) -> tuple[MediaRecord, bytes]: ...
+    def records(self, seqs: list[int]) -> dict[int, MediaRecord]: ...
+    def list(self, tenant: str, media_type: str | None, after_seq: int, limit: int
+             ) -> list[MediaRecord]: ...
+    def delete(self, tenant: str, media_id: str) -> MediaRecord: ...
+    def fingerprints_since(self, media_type: str, after_seq: int
+                           ) -> Iterator[tuple[int, str, bytes]]: ...
+    def deletions_since(self, media_type: str, after_seq: int) -> list[tuple[int, int, str]]: ...
+    def count(self, tenant: str | None = None) -> int: ...
+
+
+class SqlCatalogStore:
+    """The catalog on SQLAlchemy: SQLite (WAL) embedded, or PostgreSQL for several processes."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = _engine(url)
+        self.session = sessionmaker(self.engine, expire_on_commit=False)
+        migrate(self.engine)
+
+    def add(self, item: NewMedia) -> MediaRecord:
+        row = Media(id=str(uuid.uuid4()), tenant=item.tenant, media_type=item.media_type,
+                    name=item.name, external_id=item.external_id, source=item.source,
+                    metadata_=item.metadata, fingerprint=item.fingerprint)
+        try:
+            with self.session.begin() as s:
+                s.add(row)
+                s.flush()
+                return MediaRecord.from_row(row)
+        except IntegrityError as e:
+            raise Conflict(f"external_id {item.external_id!r} already exists") from e
+
+    def get(self, tenant: str, media_id: str) -> MediaRecord:
+        return MediaRecord.from_row(self._row(tenant, media_id))
+
+    def get_by_external_id(self, tenant: str, external_id: str) -> MediaRecord | None:
+        with self.session() as s:
+            row = s.scalar(select(Media).where(Media.tenant == tenant,
+                                               Media.external_id == external_id))
+            return MediaRecord.from_row(row) if row else None
+
+    def get_fingerprint(self, tenant: str, media_id: str) -> tuple[MediaRecord, bytes]:
+        row = self._row(tenant, media_id)
+        return MediaRecord.from_row(row), row.fingerprint
+
+    def records(self, seqs: list[int]) -> dict[int, MediaRecord]:
+        if not seqs:
+            return {}
+        with self.session() as s:
+            rows = s.scalars(select(Media).where(Media.seq.in_(seqs)))
+            return {r.seq: MediaRecord.from_row(r) for r in rows}
+
+    def list(self, tenant: str, media_type: str | None, after_seq: int, limit: int
+             ) -> list[MediaRecord]:
+        q = select(Media).where(Media.tenant == tenant, Media.seq > after_seq)
+        if media_type:
+            q = q.where(Media.media_type == media_type)
+        with self.session() as s:
+            return [MediaRecord.from_row(r) for r in s.scalars(q.order_by(Media.seq).limit(limit))]
+
+    def delete(self, tenant: str, media_id: str) -> MediaRecord:
+        with self.session.begin() as s:
+            row = s.scalar(select(Media).where(Media.tenant == tenant, Media.id == media_id))
+            if row is None:
+                raise NotFound(f"no media {media_id}")
+            record = MediaRecord.from_row(row)
+            s.add(Deletion(media_seq=row.seq, media_type=row.media_type, tenant=row.tenant))
+            s.execute(delete(Media).where(Media.seq == row.seq))
+            return record
+
+    def fingerprints_since(self, media_type: str, after_seq: int, batch: int = 5000
+                           ) -> Iterator[tuple[int, str, bytes]]:
+        """(seq, tenant, fingerprint) in seq order, fetched in batches to bound memory."""
+        while True:
+            with self.session() as s:
+                rows = s.execute(select(Media.seq, Media.tenant, Media.fingerprint)
+                                 .where(Media.media_type == media_type, Media.seq > after_seq)
+                                 .order_by(Media.seq).limit(batch)).all()
+            if not rows:
+                return
+            yield from ((seq, tenant, fp) for seq, tenant, fp in rows)
+            after_seq = rows[-1][0]
+
+    def deletions_since(self, media_type: str, after_seq: int) -> list[tuple[int, int, str]]:
+        """(deletion seq, media seq, tenant) logged after `after_seq`."""
+        with self.session() as s:
+            rows = s.execute(select(Deletion.seq, Deletion.media_seq, Deletion.tenant)
+                             .where(Deletion.media_type == media_type, Deletion.seq > after_seq)
+                             .order_by(Deletion.seq)).all()
+            return [tuple(r) for r in rows]
+
+    def count(self, tenant: str | None = None) -> int:
+        q = select(func.count()).select_from(Media)
+        if tenant is not None:
+            q = q.where(Media.tenant == tenant)
+        with self.session() as s:
+            return int(s.scalar(q) or 0)
+
+    def _row(self, tenant: str, media_id: str) -> Media:
+        with self.session() as s:
+            row = s.scalar(select(Media).where(Media.tenant == tenant, Media.id == media_id))
+            if row is None:
+                raise NotFound(f"no media {media_id}")
+            return row
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything this store writes is UTC."""
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
+
+
+def _engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(conn, _record) -> None:  # WAL: readers never block the writer
+            cur = conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return create_engine(url, pool_pre_ping=True)
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the latest Alembic revision (idempotent, safe at every start)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def open_store(data_dir: str | Path | None = None, database_url: str | None = None
+               ) -> SqlCatalogStore:
+    """The configured database, or SQLite in `data_dir` (created if missing)."""
+    if database_url:
+        return SqlCatalogStore(database_url)
+    path = Path(data_dir or "data")
+    path.mkdir(parents=True, exist_ok=True)
+    return SqlCatalogStore(f"sqlite:///{path / 'catalog.db'}")
+
+
+def session_of(store: SqlCatalogStore) -> Session:
+    """A plain session for modules that keep their own tables (keys, jobs, decisions)."""
+    return store.session()

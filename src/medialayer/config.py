@@ -1,0 +1,34 @@
+"""Settings from `MEDIALAYER_*` environment variables or an optional env file."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; docs/configuration.md lists them with their defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="MEDIALAYER_", env_file=None, extra="ignore")
+
+    data_dir: str = "data"
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    log_json: bool = False
+    log_level: str = "info"
+    # safe URL fetching
+    fetch_connect_timeout: float = 5.0
+    fetch_read_timeout: float = 15.0
+    fetch_total_timeout: float = 30.0
+    fetch_max_bytes: int = 50 * 1024 * 1024
+    fetch_max_redirects: int = 5
+    fetch_allow_networks: list[str] = Field(default_factory=list)
+    """CIDRs that may be fetched although private/loopback (e.g. a test server on 127.0.0.1)."""
+    # limits
+    upload_max_bytes: int = 50 * 1024 * 1024
+    default_rate_limit: int = 600
+    """Requests per minute per API key when the key sets none."""
+    bulk_max_rows: int = 1_000_000
+    bulk_concurrency: int = 16
+    bulk_workers: int = 2

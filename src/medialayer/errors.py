@@ -1,0 +1,43 @@
+"""Error types shared by every layer; the API maps each one to one HTTP status."""
+
+
+class MediaLayerError(Exception):
+    """Base class: every error a caller can act on."""
+
+    code = "error"
+
+
+class UnsupportedMedia(MediaLayerError):
+    """The bytes are not media we can decode (wrong type, truncated, hostile): HTTP 415."""
+
+    code = "unsupported_media"
+
+
+class MediaTooLarge(MediaLayerError):
+    """Over a byte, pixel or duration cap (decompression bombs, endless streams): HTTP 413."""
+
+    code = "too_large"
+
+
+class NotFound(MediaLayerError):
+    """No such media, job or key in this tenant: HTTP 404."""
+
+    code = "not_found"
+
+
+class Conflict(MediaLayerError):
+    """An external id already used in this tenant: HTTP 409."""
+
+    code = "conflict"
+
+
+class InvalidInput(MediaLayerError):
+    """A request that cannot be served as asked (bad CSV, bad parameter): HTTP 400."""
+
+    code = "bad_request"
+
+
+class FetchFailed(MediaLayerError):
+    """A source URL could not be fetched, or was refused (SSRF guard): HTTP 502."""
+
+    code = "fetch_failed"

@@ -1,0 +1,306 @@
+"""Images: decode safely, fingerprint in two tiers, and verify candidate matches.
+
+Tier 1 is one 64-bit dHash of the image after its uniform borders are trimmed. It is what the
+Hamming index holds for every catalog item (8 bytes), and the query side also hashes its mirror
+image and the photo region it finds in a page screenshot. It survives re-encoding, scaling, colour
+edits, blur, noise, overlays, padding and flips.
+
+Tier 2 is a small set of ORB keypoints checked geometrically (RANSAC similarity transform). It
+survives what no global code can: crops of 30 %, off-centre crops, rotations, and a photo pasted
+into a listing page.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import struct
+import warnings
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps
+
+from medialayer.errors import MediaTooLarge, UnsupportedMedia
+from medialayer.sniff import IMAGE_FORMATS, sniff
+
+try:  # HEIC/AVIF phone photos; optional so a minimal install still decodes everything else.
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    pillow_heif.register_avif_opener()
+except Exception:  # pragma: no cover - depends on the wheel available for the platform
+    pillow_heif = None
+
+cv2.setNumThreads(1)
+
+MAX_PIXELS = 80_000_000
+"""Images above this pixel count are refused before any pixel is decoded (decompression bombs)."""
+WORK_SIDE = 480
+"""Long side, in pixels, at which keypoints are computed: large enough for 70 % crops."""
+GLOBAL_SIDE = 128
+"""Long side at which the global code is computed, after border trimming."""
+ORB_FEATURES = 256
+ORB_BYTES = 32
+
+
+def open_image(data: bytes, max_pixels: int = MAX_PIXELS,
+               draft_side: int = WORK_SIDE) -> Image.Image:
+    """Decode bytes to an RGB image, refusing anything that is not a well-formed image.
+
+    JPEGs are decoded at reduced scale (draft mode), so a 4000-px photo costs what a 500-px one
+    does. EXIF orientation is applied and transparency is flattened on white, as a shopper sees it.
+    """
+    kind = sniff(data[:64])
+    if kind not in IMAGE_FORMATS:
+        raise UnsupportedMedia(f"not a supported image (detected: {kind or 'unknown'})")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+            w, h = im.size
+            if w * h > max_pixels:
+                raise MediaTooLarge(f"image is {w}x{h} pixels, over the cap of {max_pixels}")
+            if im.format == "JPEG" and draft_side:  # the long side stays >= draft_side
+                scale = draft_side / max(w, h)
+                im.draft("RGB", (math.ceil(w * scale), math.ceil(h * scale)))
+            im.seek(0)
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            return _flatten(im)
+    except (MediaTooLarge, UnsupportedMedia):
+        raise
+    except Image.DecompressionBombError as e:
+        raise MediaTooLarge(str(e)) from e
+    except Exception as e:  # Pillow raises many types for hostile input; all mean "undecodable".
+        raise UnsupportedMedia(f"cannot decode image: {e}") from e
+
+
+def _flatten(im: Image.Image) -> Image.Image:
+    """Transparent pixels become white: a product shot on a transparent canvas looks white."""
+    if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        canvas = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        canvas.alpha_composite(im)
+        return canvas.convert("RGB")
+    return im.convert("RGB")
+
+
+def work_gray(im: Image.Image, side: int = WORK_SIDE) -> np.ndarray:
+    """Grayscale array with the long side at most `side` px (area-averaged, so no aliasing)."""
+    g = im.convert("L")
+    scale = side / max(g.size)
+    if scale < 1:
+        g = g.resize((max(1, round(g.width * scale)), max(1, round(g.height * scale))),
+                     Image.BOX, reducing_gap=2.0)
+    return np.asarray(g)
+
+
+def content_box(gray: np.ndarray, tol: int = 12,
+                min_frac: float = 0.01) -> tuple[int, int, int, int]:
+    """The box (y0, y1, x0, x1) left after trimming uniform borders, padding and letterboxing.
+
+    The background is the median of the outer frame; it only counts as a border if most of the
+    frame is close to it. Rows and columns are trimmed while nearly all their pixels match it.
+    """
+    h, w = gray.shape
+    frame = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]]).astype(np.int16)
+    bg = int(np.median(frame))
+    if np.mean(np.abs(frame - bg) <= tol) < 0.6:
+        return 0, h, 0, w
+    diff = np.abs(gray.astype(np.int16) - bg) > tol
+    rows = np.flatnonzero(diff.mean(axis=1) > min_frac)
+    cols = np.flatnonzero(diff.mean(axis=0) > min_frac)
+    if rows.size == 0 or cols.size == 0:
+        return 0, h, 0, w
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    if (y1 - y0) < 0.1 * h or (x1 - x0) < 0.1 * w:
+        return 0, h, 0, w
+    return int(y0), int(y1), int(x0), int(x1)
+
+
+def dhash(gray: np.ndarray) -> int:
+    """64-bit difference hash: 8 rows of 8 left-right brightness comparisons on a 9x8 thumbnail."""
+    small = cv2.resize(gray, (9, 8), interpolation=cv2.INTER_AREA).astype(np.int16)
+    bits = (small[:, 1:] > small[:, :-1]).ravel()
+    return int(np.packbits(bits).view(">u8")[0])
+
+
+def trimmed_codes(gray: np.ndarray, mirror: bool) -> list[int]:
+    """dHash of the content left after border trimming, and of its mirror image if asked."""
+    small = shrink(gray, GLOBAL_SIDE)
+    y0, y1, x0, x1 = content_box(small)
+    content = small[y0:y1, x0:x1]
+    return [dhash(content), dhash(content[:, ::-1])] if mirror else [dhash(content)]
+
+
+def shrink(gray: np.ndarray, side: int) -> np.ndarray:
+    """Area-averaged downscale so the long side is at most `side` (never upscales)."""
+    h, w = gray.shape
+    scale = side / max(h, w)
+    if scale >= 1:
+        return gray
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+
+
+def photo_region(gray: np.ndarray, tol: int = 12) -> tuple[int, int, int, int] | None:
+    """The box of the largest compact non-background blob: the photo in a listing screenshot.
+
+    Page text and buttons are many small or thin blobs; the photo is one large, roughly square
+    one. Returns None when the page has no uniform background or the blob is the whole image.
+    """
+    h, w = gray.shape
+    scale = min(1.0, 256 / max(h, w))
+    small = shrink(gray, 256)
+    frame = np.concatenate([small[0], small[-1], small[:, 0], small[:, -1]]).astype(np.int16)
+    bg = int(np.median(frame))
+    if np.mean(np.abs(frame - bg) <= tol) < 0.5:
+        return None
+    mask = (np.abs(small.astype(np.int16) - bg) > tol).astype(np.uint8)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if n <= 1:
+        return None
+    bw, bh = stats[1:, cv2.CC_STAT_WIDTH].astype(float), stats[1:, cv2.CC_STAT_HEIGHT].astype(float)
+    area = np.where(np.maximum(bw / bh, bh / bw) <= 5, bw * bh, 0)
+    best = int(np.argmax(area))
+    total = small.shape[0] * small.shape[1]
+    if not 0.04 * total <= area[best] <= 0.9 * total:
+        return None
+    x, y, bx, by = stats[1 + best, :4]
+    return (int(y / scale), min(h, int((y + by) / scale)),
+            int(x / scale), min(w, int((x + bx) / scale)))
+
+
+_ORB = cv2.ORB_create(nfeatures=ORB_FEATURES, scaleFactor=1.3, nlevels=6, edgeThreshold=15,
+                      patchSize=31, fastThreshold=10)
+
+
+def orb_features(gray: np.ndarray) -> Features:
+    """ORB keypoints at WORK_SIDE: coordinates in pixels of that scale, 32-byte descriptors."""
+    small = shrink(gray, WORK_SIDE)
+    keypoints, descriptors = _ORB.detectAndCompute(small, None)
+    if descriptors is None or not keypoints:
+        return Features.empty()
+    points = np.array([k.pt for k in keypoints], dtype=np.float32)
+    return Features(points, descriptors)
+
+
+@dataclass(frozen=True)
+class Features:
+    """Keypoints of one view of an image: positions and their binary descriptors."""
+
+    points: np.ndarray  # float32 (n, 2)
+    descriptors: np.ndarray  # uint8 (n, 32)
+
+    @classmethod
+    def empty(cls) -> Features:
+        return cls(np.zeros((0, 2), np.float32), np.zeros((0, ORB_BYTES), np.uint8))
+
+    def __len__(self) -> int:
+        return len(self.descriptors)
+
+
+@dataclass(frozen=True)
+class ImageFingerprint:
+    """The stored fingerprint (code + features) and, for queries, the extra views to try."""
+
+    code: int
+    features: Features
+    query_codes: tuple[int, ...] = ()
+    query_views: tuple[Features, ...] = ()
+
+    @property
+    def codes(self) -> list[int]:
+        return [self.code, *self.query_codes]
+
+    @property
+    def views(self) -> list[Features]:
+        return [self.features, *self.query_views]
+
+
+def fingerprint_image(im: Image.Image, query: bool = False, local: bool = True) -> ImageFingerprint:
+    """Both tiers (and the mirror code) for one image; a query also gets its photo region."""
+    gray = work_gray(im, 2 * WORK_SIDE)
+    codes = trimmed_codes(gray, mirror=True)
+    features = orb_features(gray) if local else Features.empty()
+    views: list[Features] = []
+    if query:
+        box = photo_region(gray)
+        if box is not None:
+            region = gray[box[0] : box[1], box[2] : box[3]]
+            codes += trimmed_codes(region, mirror=True)
+            if local:
+                views.append(orb_features(region))
+    return ImageFingerprint(codes[0], features, tuple(codes[1:]), tuple(views))
+
+
+def fingerprint_bytes(data: bytes, query: bool = False, local: bool = True) -> ImageFingerprint:
+    """File bytes to fingerprint; the global-only path decodes JPEGs at 1/8 scale."""
+    draft = WORK_SIDE if local else GLOBAL_SIDE
+    return fingerprint_image(open_image(data, draft_side=draft), query=query, local=local)
+
+
+_HEADER = struct.Struct("<4sQQH")
+_MAGIC = b"MLI1"
+
+
+def encode(fp: ImageFingerprint) -> bytes:
+    """Stored form: magic, code, mirror code, point count, float16 points, raw descriptors.
+
+    The mirror code costs 8 bytes and lets a stored item search the catalog for its flipped
+    copies (clusters) without its file.
+    """
+    n = len(fp.features)
+    mirror = fp.query_codes[0] if fp.query_codes else fp.code
+    return (_HEADER.pack(_MAGIC, fp.code, mirror, n)
+            + fp.features.points.astype("<f2").tobytes() + fp.features.descriptors.tobytes())
+
+
+def decode(blob: bytes) -> ImageFingerprint:
+    magic, code, mirror, n = _HEADER.unpack_from(blob)
+    if magic != _MAGIC:
+        raise ValueError("not an image fingerprint")
+    off = _HEADER.size
+    points = np.frombuffer(blob, "<f2", 2 * n, off).astype(np.float32).reshape(n, 2)
+    off += 4 * n
+    descriptors = np.frombuffer(blob, np.uint8, ORB_BYTES * n, off).reshape(n, ORB_BYTES)
+    return ImageFingerprint(code, Features(points, descriptors), query_codes=(mirror,))
+
+
+_MATCHER = cv2.BFMatcher(cv2.NORM_HAMMING)
+
+
+def inliers(query: Features, ref: Features) -> int:
+    """Keypoint matches consistent with one similarity transform (RANSAC), or 0.
+
+    Lowe's ratio test keeps distinctive matches; the transform must keep a sane scale, so a
+    handful of chance matches between unrelated images cannot line up.
+    """
+    if len(query) < 4 or len(ref) < 4:
+        return 0
+    pairs = _MATCHER.knnMatch(query.descriptors, ref.descriptors, k=2)
+    good = [p[0] for p in pairs
+            if len(p) == 2 and p[0].distance < 0.85 * p[1].distance and p[0].distance < 64]
+    if len(good) < 4:
+        return 0
+    src = query.points[[m.queryIdx for m in good]]
+    dst = ref.points[[m.trainIdx for m in good]]
+    transform, mask = cv2.estimateAffinePartial2D(
+        src, dst, method=cv2.RANSAC, ransacReprojThreshold=6.0, maxIters=500, confidence=0.99)
+    if transform is None or mask is None:
+        return 0
+    scale = float(np.sqrt(abs(np.linalg.det(transform[:, :2]))))
+    if not 0.2 < scale < 5.0:
+        return 0
+    return int(mask.sum())
+
+
+def best_inliers(query: ImageFingerprint, ref: ImageFingerprint) -> int:
+    return max(inliers(view, ref.features) for view in query.views)
+
+
+def best_distance(query: ImageFingerprint, ref_code: int) -> int:
+    return min((c ^ ref_code).bit_count() for c in query.codes)

@@ -1,0 +1,86 @@
+"""The image kind: candidates from both tiers' indexes, then verification and one score."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from medialayer.calibration import image_score
+from medialayer.index.hamming import HammingIndex
+from medialayer.index.local import LocalFeatureIndex
+from medialayer.kinds import image
+from medialayer.kinds.base import Match
+from medialayer.kinds.image import ImageFingerprint
+
+CODE_RADIUS = 8
+"""Global-code candidates are taken up to this distance; beyond it the tier scores 0."""
+VOTED_CANDIDATES = 5
+"""Items per query view sent to geometric verification from descriptor voting."""
+
+
+class ImageIndex:
+    """Hamming index of global codes plus descriptor voting; verification ranks the union."""
+
+    def __init__(self) -> None:
+        self.codes = HammingIndex(bits=64, bands=4)
+        self.local = LocalFeatureIndex()
+        self._fingerprints: dict[int, ImageFingerprint] = {}
+
+    def __len__(self) -> int:
+        return len(self._fingerprints)
+
+    def nbytes(self) -> int:
+        return self.codes.nbytes() + self.local.nbytes() + 16 * len(self._fingerprints)
+
+    def add(self, key: int, fingerprint: ImageFingerprint) -> None:
+        self.codes.add(key, fingerprint.code)
+        self.local.add(key, fingerprint.features.descriptors)
+        self._fingerprints[key] = fingerprint
+
+    def remove(self, key: int) -> bool:
+        self.codes.remove(key)
+        self.local.remove(key)
+        return self._fingerprints.pop(key, None) is not None
+
+    def search(self, query: ImageFingerprint, top_k: int, min_score: float = 0.0,
+               exclude: int | None = None) -> list[Match]:
+        distances = dict(self.codes.radius_many(query.codes, CODE_RADIUS))
+        distances.pop(exclude, None)
+        top = max(top_k, VOTED_CANDIDATES)
+        voted = {key for view in query.views
+                 for key, _ in self.local.vote(view.descriptors, top=top, exclude=exclude)}
+        matches = []
+        for key in distances.keys() | voted:
+            score = self._score(query, key, distances.get(key))
+            if score > 0 and score >= min_score:
+                matches.append(Match(key, score))
+        matches.sort(key=lambda m: (-m.score, m.key))
+        return matches[:top_k]
+
+    def _score(self, query: ImageFingerprint, key: int, distance: int | None) -> float:
+        """Exact global matches need no keypoint check; anything weaker is verified."""
+        if distance == 0:
+            return image_score(0, 0)
+        return image_score(distance, image.best_inliers(query, self._fingerprints[key]))
+
+
+class ImageKind:
+    """Photos: the MediaKind for `image`."""
+
+    name = "image"
+
+    def fingerprint(self, data: bytes, query: bool = False) -> ImageFingerprint:
+        return image.fingerprint_bytes(data, query=query)
+
+    def encode(self, fingerprint: ImageFingerprint) -> bytes:
+        return image.encode(fingerprint)
+
+    def decode(self, blob: bytes) -> ImageFingerprint:
+        return image.decode(blob)
+
+    def compare(self, query: Any, reference: Any) -> Match:
+        distance = image.best_distance(query, reference.code)
+        inliers = 0 if distance == 0 else image.best_inliers(query, reference)
+        return Match(-1, image_score(distance if distance <= CODE_RADIUS else None, inliers))
+
+    def new_index(self) -> ImageIndex:
+        return ImageIndex()

@@ -1,0 +1,325 @@
+"""The use cases — index, search, compare, delete, clusters — over the catalog and the indexes.
+
+`MediaLayer` is the library entry point and what the CLI and the HTTP API call. The catalog is
+the source of truth; each (tenant, media type) has an in-memory index rebuilt from it at first
+use and kept in step with writes, including writes made by other processes (`sync`).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medialayer.calibration import at_least, confidence
+from medialayer.catalog.store import MediaRecord, NewMedia, open_store
+from medialayer.errors import Conflict, InvalidInput, MediaTooLarge
+from medialayer.kinds import KindIndex, Match, Segment, get_kind
+
+DEFAULT_TENANT = "default"
+MAX_FILE_BYTES = 50 * 1024 * 1024
+SYNC_INTERVAL = 0.5
+"""Seconds between catalog polls for rows written by other processes."""
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    media: MediaRecord
+    similarity_score: float
+    confidence: str
+    segments: list[Segment] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"media_id": self.media.id, "name": self.media.name,
+                               "external_id": self.media.external_id,
+                               "similarity_score": self.similarity_score,
+                               "confidence": self.confidence}
+        if self.segments:
+            out["segments"] = [s.__dict__ for s in self.segments]
+        return out
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    results: list[SearchHit]
+    query_media: MediaRecord | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"query_media_id": self.query_media.id if self.query_media else None,
+                "results": [h.as_dict() for h in self.results]}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    similarity_score: float
+    confidence: str
+    segments: list[Segment] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"similarity_score": self.similarity_score, "confidence": self.confidence,
+                "segments": [s.__dict__ for s in self.segments]}
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Near-duplicates: the members and the scored pairs that joined them."""
+
+    members: list[MediaRecord]
+    pairs: list[tuple[str, str, float]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"members": [m.as_dict() for m in self.members],
+                "pairs": [{"a": a, "b": b, "similarity_score": s} for a, b, s in self.pairs]}
+
+
+@dataclass(frozen=True)
+class MediaRef:
+    """An item already in the catalog, used as a compare operand."""
+
+    media_id: str
+
+
+Source = bytes | str | Path | MediaRef
+
+
+class _KindState:
+    """One media type's indexes (one per tenant) and how far they have read the catalog."""
+
+    def __init__(self) -> None:
+        self.by_tenant: dict[str, KindIndex] = {}
+        self.tenant_of: dict[int, str] = {}
+        self.last_seq = 0
+        self.last_deletion = 0
+        self.synced_at = 0.0
+        self.lock = threading.RLock()
+
+
+class MediaLayer:
+    """A catalog of fingerprinted media and the searches over it."""
+
+    def __init__(self, data_dir: str | Path | None = None, *, database_url: str | None = None,
+                 tenant: str = DEFAULT_TENANT) -> None:
+        data_dir = data_dir or os.environ.get("MEDIALAYER_DATA_DIR") or "data"
+        database_url = database_url or os.environ.get("MEDIALAYER_DATABASE_URL") or None
+        self.store = open_store(data_dir, database_url)
+        self.tenant = tenant
+        self._kinds: dict[str, _KindState] = {}
+        self._kinds_lock = threading.Lock()
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def index(self, source: Source, media_type: str = "image", *, name: str | None = None,
+              external_id: str | None = None, metadata: dict[str, Any] | None = None,
+              tenant: str | None = None, source_label: str | None = None,
+              if_exists: str = "error") -> MediaRecord:
+        """Fingerprint and add one item. With if_exists='return', a known external id is a no-op."""
+        tenant = tenant or self.tenant
+        if external_id is not None and (known := self._known(tenant, external_id, if_exists)):
+            return known
+        data, label = self._read(source)
+        kind = get_kind(media_type)
+        fingerprint = kind.fingerprint(data)
+        return self._add(kind.name, tenant, fingerprint, name=name or _name_of(source),
+                         external_id=external_id, metadata=metadata,
+                         source=source_label or label, if_exists=if_exists)
+
+    def delete(self, media_id: str, tenant: str | None = None) -> MediaRecord:
+        record = self.store.delete(tenant or self.tenant, media_id)
+        state = self._state(record.media_type)
+        with state.lock:
+            index = state.by_tenant.get(record.tenant)
+            if index is not None:
+                index.remove(record.seq)
+            state.tenant_of.pop(record.seq, None)
+        return record
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def search(self, source: Source, media_type: str = "image", *, top_k: int = 5,
+               min_score: float = 0.0, index: bool = False, name: str | None = None,
+               external_id: str | None = None, metadata: dict[str, Any] | None = None,
+               tenant: str | None = None, source_label: str | None = None) -> SearchResult:
+        """Rank the catalog against a query; with index=True add it afterwards, atomically."""
+        if not 1 <= top_k <= 100:
+            raise InvalidInput("top_k must be between 1 and 100")
+        tenant = tenant or self.tenant
+        kind = get_kind(media_type)
+        data, label = self._read(source)
+        query = kind.fingerprint(data, query=True)
+        state = self._state(kind.name)
+        with state.lock:  # search-then-add is one step: two ingests of one photo see each other
+            matches = self._index_for(kind.name, tenant).search(query, top_k, min_score)
+            added = None
+            if index:
+                added = self._add(kind.name, tenant, query, name=name or _name_of(source),
+                                  external_id=external_id, metadata=metadata,
+                                  source=source_label or label, if_exists="error")
+        return SearchResult(self._hits(kind.name, matches), added)
+
+    def compare(self, a: Source, b: Source, media_type: str = "image",
+                tenant: str | None = None) -> Comparison:
+        kind = get_kind(media_type)
+        tenant = tenant or self.tenant
+        match = kind.compare(self._fingerprint_of(kind, a, tenant, query=True),
+                             self._fingerprint_of(kind, b, tenant, query=False))
+        return Comparison(match.score, confidence(kind.name, match.score), match.segments)
+
+    def get(self, media_id: str, tenant: str | None = None) -> MediaRecord:
+        return self.store.get(tenant or self.tenant, media_id)
+
+    def list(self, media_type: str | None = None, *, after: int = 0, limit: int = 100,
+             tenant: str | None = None) -> list[MediaRecord]:
+        return self.store.list(tenant or self.tenant, media_type, after, limit)
+
+    def clusters(self, media_type: str = "image", min_confidence: str = "medium",
+                 tenant: str | None = None, neighbours: int = 10) -> list[Cluster]:
+        """Connected groups of items that match each other at `min_confidence` or better."""
+        tenant = tenant or self.tenant
+        kind = get_kind(media_type)
+        index = self._index_for(kind.name, tenant)
+        edges: dict[tuple[int, int], float] = {}
+        for seq, blob in self._tenant_fingerprints(kind.name, tenant):
+            for m in index.search(kind.decode(blob), neighbours, 0.0, exclude=seq):
+                if at_least(confidence(kind.name, m.score), min_confidence):
+                    pair = (min(seq, m.key), max(seq, m.key))
+                    edges[pair] = max(edges.get(pair, 0.0), m.score)
+        return self._group(edges)
+
+    def sync(self, media_type: str = "image") -> None:
+        """Read rows other processes added or deleted since the last look."""
+        state = self._state(media_type)
+        with state.lock:
+            self._catch_up(media_type, state)
+
+    def close(self) -> None:
+        self.store.engine.dispose()
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _known(self, tenant: str, external_id: str, if_exists: str) -> MediaRecord | None:
+        known = self.store.get_by_external_id(tenant, external_id)
+        if known is not None and if_exists != "return":
+            raise Conflict(f"external_id {external_id!r} already exists ({known.id})")
+        return known
+
+    def _add(self, media_type: str, tenant: str, fingerprint: Any, *, name: str | None,
+             external_id: str | None, metadata: dict[str, Any] | None, source: str | None,
+             if_exists: str) -> MediaRecord:
+        kind = get_kind(media_type)
+        item = NewMedia(tenant=tenant, media_type=media_type, fingerprint=kind.encode(fingerprint),
+                        name=name, external_id=external_id, source=source,
+                        metadata=metadata or {})
+        try:
+            record = self.store.add(item)
+        except Conflict:
+            if if_exists == "return" and external_id is not None:
+                known = self.store.get_by_external_id(tenant, external_id)
+                if known is not None:
+                    return known
+            raise
+        state = self._state(media_type)
+        with state.lock:
+            self._index_for(media_type, tenant).add(record.seq, fingerprint)
+            state.tenant_of[record.seq] = tenant
+        return record
+
+    def _state(self, media_type: str) -> _KindState:
+        with self._kinds_lock:
+            if media_type not in self._kinds:
+                state = _KindState()
+                self._kinds[media_type] = state
+                with state.lock:
+                    self._catch_up(media_type, state)
+            return self._kinds[media_type]
+
+    def _index_for(self, media_type: str, tenant: str) -> KindIndex:
+        state = self._state(media_type)
+        with state.lock:
+            if time.monotonic() - state.synced_at > SYNC_INTERVAL:
+                self._catch_up(media_type, state)
+            return self._tenant_index(media_type, state, tenant)
+
+    def _tenant_index(self, media_type: str, state: _KindState, tenant: str) -> KindIndex:
+        if tenant not in state.by_tenant:
+            state.by_tenant[tenant] = get_kind(media_type).new_index()
+        return state.by_tenant[tenant]
+
+    def _catch_up(self, media_type: str, state: _KindState) -> None:
+        """Apply catalog rows and deletions past what this process has seen."""
+        kind = get_kind(media_type)
+        for seq, tenant, blob in self.store.fingerprints_since(media_type, state.last_seq):
+            self._tenant_index(media_type, state, tenant).add(seq, kind.decode(blob))
+            state.tenant_of[seq] = tenant
+            state.last_seq = max(state.last_seq, seq)
+        for deletion, media_seq, tenant in self.store.deletions_since(media_type,
+                                                                      state.last_deletion):
+            if tenant in state.by_tenant:
+                state.by_tenant[tenant].remove(media_seq)
+            state.tenant_of.pop(media_seq, None)
+            state.last_deletion = deletion
+        state.synced_at = time.monotonic()
+
+    def _tenant_fingerprints(self, media_type: str, tenant: str) -> Iterable[tuple[int, bytes]]:
+        for seq, owner, blob in self.store.fingerprints_since(media_type, 0):
+            if owner == tenant:
+                yield seq, blob
+
+    def _hits(self, media_type: str, matches: list[Match]) -> list[SearchHit]:
+        records = self.store.records([m.key for m in matches])
+        return [SearchHit(records[m.key], m.score, confidence(media_type, m.score), m.segments)
+                for m in matches if m.key in records]
+
+    def _group(self, edges: dict[tuple[int, int], float]) -> list[Cluster]:
+        parent: dict[int, int] = {}
+
+        def root(x: int) -> int:
+            while parent.setdefault(x, x) != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        for a, b in edges:
+            parent[root(a)] = root(b)
+        groups: dict[int, list[int]] = {}
+        for key in parent:
+            groups.setdefault(root(key), []).append(key)
+        records = self.store.records(list(parent))
+        clusters = []
+        for keys in groups.values():
+            members = [records[k] for k in sorted(keys) if k in records]
+            pairs = [(records[a].id, records[b].id, s) for (a, b), s in sorted(edges.items())
+                     if a in records and b in records and root(a) == root(keys[0])]
+            clusters.append(Cluster(members, pairs))
+        clusters.sort(key=lambda c: (-len(c.members), c.members[0].seq))
+        return clusters
+
+    def _fingerprint_of(self, kind: Any, source: Source, tenant: str, query: bool) -> Any:
+        if isinstance(source, MediaRef):
+            _, blob = self.store.get_fingerprint(tenant, source.media_id)
+            return kind.decode(blob)
+        data, _ = self._read(source)
+        return kind.fingerprint(data, query=query)
+
+    def _read(self, source: Source) -> tuple[bytes, str | None]:
+        if isinstance(source, bytes):
+            if len(source) > MAX_FILE_BYTES:
+                raise MediaTooLarge(f"file is over {MAX_FILE_BYTES} bytes")
+            return source, None
+        if isinstance(source, MediaRef):
+            raise InvalidInput("a catalog reference cannot be indexed or searched again")
+        path = Path(source)
+        try:
+            size = path.stat().st_size
+        except OSError as e:
+            raise InvalidInput(f"cannot read {path}: {e.strerror}") from e
+        if size > MAX_FILE_BYTES:
+            raise MediaTooLarge(f"{path} is {size} bytes, over {MAX_FILE_BYTES}")
+        return path.read_bytes(), str(path)
+
+
+def _name_of(source: Source) -> str | None:
+    return Path(source).name if isinstance(source, str | Path) else None

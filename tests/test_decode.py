@@ -1,0 +1,94 @@
+"""Bad input gets the clear error, never a crash: corrupt, empty, huge, hostile, wrong type."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import pytest
+from PIL import Image
+
+from medialayer.errors import MediaTooLarge, UnsupportedMedia
+from medialayer.kinds.image import fingerprint_bytes, open_image
+from medialayer.sniff import sniff
+
+import synth
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares huge dimensions: a decompression bomb as far as headers go."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("data", [
+    b"",
+    b"hello world",
+    b"<html><body>not an image</body></html>",
+    b"\xff\xd8\xff\xe0" + b"\x00" * 10,  # JPEG magic, nothing after
+    synth.jpeg(synth.photo(1))[:300],  # truncated JPEG
+    synth.png(synth.photo(1))[:100],  # truncated PNG
+    b"GIF89a" + b"\x00" * 5,
+])
+def test_undecodable_bytes_raise_unsupported_media(data: bytes) -> None:
+    with pytest.raises(UnsupportedMedia):
+        fingerprint_bytes(data)
+
+
+def test_decompression_bomb_is_refused_before_decoding() -> None:
+    with pytest.raises(MediaTooLarge):
+        open_image(_png_header_only(100_000, 100_000))
+
+
+def test_pixel_cap_is_configurable() -> None:
+    with pytest.raises(MediaTooLarge):
+        open_image(synth.png(synth.photo(1)), max_pixels=1000)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "GIF", "BMP", "TIFF"])
+def test_common_formats_decode(fmt: str) -> None:
+    buf = io.BytesIO()
+    synth.photo(2, (320, 240)).save(buf, fmt)
+    im = open_image(buf.getvalue())
+    assert im.mode == "RGB" and im.size == (320, 240)
+
+
+def test_heif_decodes_when_available() -> None:
+    pillow_heif = pytest.importorskip("pillow_heif")
+    buf = io.BytesIO()
+    pillow_heif.from_pillow(synth.photo(3, (320, 240))).save(buf, quality=80)
+    assert sniff(buf.getvalue()[:64]) == "heif"
+    assert open_image(buf.getvalue()).size == (320, 240)
+
+
+def test_transparency_is_flattened_on_white() -> None:
+    im = Image.new("RGBA", (50, 50), (255, 0, 0, 0))
+    assert open_image(synth.png(im)).getpixel((10, 10)) == (255, 255, 255)
+
+
+def test_exif_orientation_is_applied() -> None:
+    im = synth.photo(4, (320, 200))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when shown
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", exif=exif)
+    assert open_image(buf.getvalue(), draft_side=0).size == (200, 320)
+
+
+def test_large_jpeg_is_decoded_at_reduced_size() -> None:
+    big = synth.jpeg(synth.photo(5, (2400, 1800)))
+    im = open_image(big, draft_side=480)
+    assert 480 <= max(im.size) < 1200
+
+
+def test_sniff_ignores_names_and_trusts_bytes() -> None:
+    assert sniff(synth.jpeg(synth.photo(1))[:64]) == "jpeg"
+    assert sniff(synth.png(synth.photo(1))[:64]) == "png"
+    assert sniff(b"RIFF\x00\x00\x00\x00WEBPVP8 ") == "webp"
+    assert sniff(b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2") == "mp4"
+    assert sniff(b"<!doctype html>") is None

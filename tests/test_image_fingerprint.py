@@ -1,0 +1,109 @@
+"""Robustness of the image fingerprint on synthetic photos and the edits sellers make."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image, ImageOps
+
+from medialayer.calibration import confidence
+from medialayer.kinds.image import (
+    content_box,
+    decode,
+    dhash,
+    encode,
+    fingerprint_bytes,
+    photo_region,
+)
+from medialayer.kinds.image_search import ImageKind
+
+import synth
+
+KIND = ImageKind()
+ORIGINAL = synth.photo(1)
+OTHERS = [synth.photo(seed) for seed in range(100, 104)]
+
+EDITS = {
+    "jpeg_q20": lambda im: Image.open(__import__("io").BytesIO(synth.jpeg(im, 20))),
+    "downscale": lambda im: im.resize((im.width // 3, im.height // 3), Image.LANCZOS),
+    "bright": lambda im: Image.eval(im, lambda v: min(255, int(v * 1.3))),
+    "grayscale": lambda im: im.convert("L").convert("RGB"),
+    "blur": synth.blur,
+    "watermark": synth.watermark,
+    "pad_white": lambda im: synth.pad(im, 0.1, "white"),
+    "pad_black": lambda im: synth.pad(im, 0.1, "black"),
+    "crop_center_70": lambda im: synth.crop_center(im, 0.7),
+    "crop_corner_80": lambda im: synth.crop_corner(im, 0.8),
+    "rotate_4": lambda im: synth.rotate(im, 4),
+    "hflip": ImageOps.mirror,
+    "screenshot": synth.screenshot,
+}
+
+
+def score(query: Image.Image, reference: Image.Image) -> float:
+    q = fingerprint_bytes(synth.png(query), query=True)
+    r = fingerprint_bytes(synth.jpeg(reference))
+    return KIND.compare(q, r).score
+
+
+@pytest.mark.parametrize("edit", list(EDITS))
+def test_edited_copy_matches_with_high_confidence(edit: str) -> None:
+    s = score(EDITS[edit](ORIGINAL), ORIGINAL)
+    assert confidence("image", s) == "high", f"{edit}: score {s}"
+
+
+@pytest.mark.parametrize("edit", ["jpeg_q20", "crop_center_70", "screenshot", "hflip"])
+def test_unrelated_images_are_not_high(edit: str) -> None:
+    for other in OTHERS:
+        s = score(EDITS[edit](other), ORIGINAL)
+        assert confidence("image", s) != "high", f"{edit}: score {s}"
+
+
+@settings(max_examples=15, deadline=None)
+@given(keep=st.floats(0.7, 1.0), seed=st.integers(0, 3), quality=st.integers(30, 95))
+def test_any_centre_crop_to_70_percent_still_matches(keep: float, seed: int, quality: int) -> None:
+    im = synth.photo(seed)
+    query = Image.open(__import__("io").BytesIO(synth.jpeg(synth.crop_center(im, keep), quality)))
+    assert score(query, im) >= 0.6
+
+
+def test_fingerprint_round_trips_through_bytes() -> None:
+    fp = fingerprint_bytes(synth.jpeg(ORIGINAL))
+    back = decode(encode(fp))
+    assert back.code == fp.code
+    assert np.array_equal(back.features.descriptors, fp.features.descriptors)
+    assert np.allclose(back.features.points, fp.features.points, atol=0.5)
+
+
+def test_stored_fingerprint_is_compact() -> None:
+    blob = encode(fingerprint_bytes(synth.jpeg(ORIGINAL)))
+    assert len(blob) < 10_000
+
+
+def test_border_trimming_finds_the_content() -> None:
+    gray = np.full((200, 300), 255, np.uint8)
+    gray[50:150, 100:220] = np.random.default_rng(0).integers(0, 200, (100, 120))
+    assert content_box(gray) == (50, 150, 100, 220)
+
+
+def test_no_trimming_without_a_uniform_border() -> None:
+    gray = np.random.default_rng(1).integers(0, 255, (100, 100)).astype(np.uint8)
+    assert content_box(gray) == (0, 100, 0, 100)
+
+
+def test_photo_region_is_found_in_a_listing_page() -> None:
+    page = np.asarray(synth.screenshot(ORIGINAL).convert("L"))
+    y0, y1, x0, x1 = photo_region(page)
+    # the thumbnail is pasted at (40, 110), 640x480
+    assert abs(x0 - 40) < 12 and abs(y0 - 110) < 12
+    assert abs(x1 - 680) < 12 and abs(y1 - 590) < 12
+
+
+def test_dhash_is_stable_under_mild_edits_and_differs_across_images() -> None:
+    g = np.asarray(ORIGINAL.convert("L"))
+    g2 = np.asarray(synth.blur(ORIGINAL).convert("L"))
+    g3 = np.asarray(OTHERS[0].convert("L"))
+    assert (dhash(g) ^ dhash(g2)).bit_count() <= 4
+    assert (dhash(g) ^ dhash(g3)).bit_count() >= 16
