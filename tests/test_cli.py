@@ -1,0 +1,112 @@
+"""The command line end to end: index files, folders and CSV; search; compare; dedupe; keys."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import ImageOps
+from typer.testing import CliRunner
+
+from medialayer.cli import app
+
+import synth
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.jpg").write_bytes(synth.jpeg(synth.photo(1)))
+    (folder / "a-copy.png").write_bytes(synth.png(synth.crop_center(synth.photo(1), 0.8)))
+    (folder / "sub" / "a-flip.jpg").write_bytes(synth.jpeg(ImageOps.mirror(synth.photo(1))))
+    (folder / "b.jpg").write_bytes(synth.jpeg(synth.photo(2)))
+    (folder / "b-pad.jpg").write_bytes(synth.jpeg(synth.pad(synth.photo(2), 0.1, "white")))
+    (folder / "c.jpg").write_bytes(synth.jpeg(synth.photo(3)))
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    return folder
+
+
+def invoke(*args: str) -> object:
+    result = runner.invoke(app, [str(a) for a in args])
+    return result
+
+
+def test_index_a_folder_then_search(photos: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    r = invoke("index", photos / "a.jpg", photos / "b.jpg", "--data-dir", data, "--json")
+    assert r.exit_code == 0, r.output
+    assert len(json.loads(r.stdout)["indexed"]) == 2
+    r = invoke("search", photos / "a-copy.png", "--data-dir", data, "--json", "--top-k", "1")
+    hits = json.loads(r.stdout)["results"]
+    assert hits[0]["name"] == "a.jpg" and hits[0]["confidence"] == "high"
+
+
+def test_a_bad_file_is_reported_and_the_rest_indexed(photos: Path, tmp_path: Path) -> None:
+    r = invoke("index", photos, "--data-dir", tmp_path / "d", "--json")
+    out = json.loads(r.stdout)
+    assert r.exit_code == 0
+    assert len(out["indexed"]) == 6
+    assert [f["source"].endswith("broken.jpg") for f in out["failed"]] == [True]
+
+
+def test_index_a_csv_of_paths_with_external_ids(photos: Path, tmp_path: Path) -> None:
+    listing = tmp_path / "list.csv"
+    listing.write_text("path,name,external_id\n"
+                       f"{photos / 'a.jpg'},Brand A,sku-1\n"
+                       "photos/b.jpg,Brand B,sku-2\n"
+                       "missing.jpg,Gone,sku-3\n"
+                       ",,\n")
+    data = tmp_path / "data"
+    r = invoke("index", listing, "--data-dir", data, "--json")
+    out = json.loads(r.stdout)
+    assert sorted(m["external_id"] for m in out["indexed"]) == ["sku-1", "sku-2"]
+    assert [f["row"] for f in out["failed"]] == [3, 4]
+    again = json.loads(invoke("index", listing, "--data-dir", data, "--json").stdout)
+    assert sorted(m["id"] for m in again["indexed"]) == sorted(m["id"] for m in out["indexed"])
+
+
+def test_search_prints_a_table(photos: Path, tmp_path: Path) -> None:
+    invoke("index", photos / "b.jpg", "--data-dir", tmp_path / "d")
+    r = invoke("search", photos / "b-pad.jpg", "--data-dir", tmp_path / "d")
+    assert r.exit_code == 0 and "b.jpg" in r.stdout and "high" in r.stdout
+
+
+def test_search_with_a_bad_file_is_one_clear_error(photos: Path, tmp_path: Path) -> None:
+    r = invoke("search", photos / "broken.jpg", "--data-dir", tmp_path / "d")
+    assert r.exit_code == 1
+    assert "error" in r.output and "Traceback" not in r.output
+
+
+def test_compare(photos: Path) -> None:
+    same = json.loads(invoke("compare", photos / "a.jpg", photos / "a-copy.png", "--json").stdout)
+    other = json.loads(invoke("compare", photos / "a.jpg", photos / "c.jpg", "--json").stdout)
+    assert same["confidence"] == "high" and other["confidence"] == "low"
+
+
+def test_dedupe_groups_clusters_and_writes_reports(photos: Path, tmp_path: Path) -> None:
+    html, pairs = tmp_path / "report.html", tmp_path / "pairs.csv"
+    r = invoke("dedupe", photos, "--html", html, "--csv", pairs, "--json")
+    assert r.exit_code == 0, r.output
+    clusters = json.loads(r.stdout)
+    names = sorted(sorted(m["name"] for m in c["members"]) for c in clusters)
+    assert names == [["a-copy.png", "a-flip.jpg", "a.jpg"], ["b-pad.jpg", "b.jpg"]]
+    page = html.read_text()
+    assert page.count("data:image/jpeg;base64,") == 5 and "Cluster 2" in page
+    assert pairs.read_text().startswith("cluster,a,b,similarity_score")
+
+
+def test_keys_create_list_revoke(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    r = invoke("keys", "create", "--tenant", "shop", "--scopes", "index,search", "--data-dir", data)
+    assert r.exit_code == 0
+    key = r.stdout.strip().splitlines()[-1]
+    assert key.startswith("ml_")
+    listing = invoke("keys", "list", "--data-dir", data).stdout
+    assert "shop" in listing and key not in listing
+    assert invoke("keys", "revoke", key[:10], "--data-dir", data).exit_code == 0
+    bad = invoke("keys", "create", "--scopes", "everything", "--data-dir", data)
+    assert bad.exit_code == 1

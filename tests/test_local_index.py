@@ -1,0 +1,91 @@
+"""Keypoint voting index: finds items sharing descriptors, survives merges and removals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medialayer.index import local
+from medialayer.index.local import LocalFeatureIndex
+
+RNG = np.random.default_rng(7)
+
+
+def descriptors(n: int = 200) -> np.ndarray:
+    return RNG.integers(0, 256, (n, 32), dtype=np.uint8)
+
+
+def flip_bits(d: np.ndarray, fraction: float) -> np.ndarray:
+    """The same descriptors with a fraction of bits flipped, as a re-encoded copy would give."""
+    bits = np.unpackbits(d, axis=1)
+    flips = RNG.random(bits.shape) < fraction
+    return np.packbits(bits ^ flips, axis=1)
+
+
+@pytest.fixture
+def index() -> LocalFeatureIndex:
+    idx = LocalFeatureIndex()
+    for key in range(50):
+        idx.add(key, descriptors())
+    return idx
+
+
+def test_a_noisy_copy_votes_for_its_item_first(index: LocalFeatureIndex) -> None:
+    target = descriptors()
+    index.add(1000, target)
+    votes = index.vote(flip_bits(target[:120], 0.08))
+    assert votes[0][0] == 1000
+    assert votes[0][1] >= 30
+    assert all(v < votes[0][1] / 4 for _, v in votes[1:])
+
+
+def test_removed_items_stop_voting_at_once(index: LocalFeatureIndex) -> None:
+    target = descriptors()
+    index.add(1000, target)
+    assert index.remove(1000)
+    assert not index.remove(1000)
+    assert 1000 not in index
+    assert all(k != 1000 for k, _ in index.vote(target))
+
+
+def test_exclude_skips_the_querys_own_item(index: LocalFeatureIndex) -> None:
+    target = descriptors()
+    index.add(1000, target)
+    index.add(1001, flip_bits(target, 0.05))
+    assert index.vote(target, exclude=1000)[0][0] == 1001
+
+
+def test_results_are_the_same_before_and_after_a_merge(monkeypatch) -> None:
+    monkeypatch.setattr(local, "MERGE_AT", 10**9)
+    idx = LocalFeatureIndex()
+    items = {k: descriptors() for k in range(30)}
+    for k, d in items.items():
+        idx.add(k, d)
+    idx.remove(3)
+    query = flip_bits(items[5], 0.06)
+    before = idx.vote(query, top=10, min_votes=1)
+    idx._merge()
+    assert idx.vote(query, top=10, min_votes=1) == before
+    assert before[0][0] == 5
+
+
+def test_slots_are_compacted_after_many_removals(monkeypatch) -> None:
+    monkeypatch.setattr(local, "MERGE_AT", 500)
+    idx = LocalFeatureIndex()
+    keep = descriptors(20)
+    for k in range(3000):
+        idx.add(k, descriptors(20) if k != 2999 else keep)
+    for k in range(2900):
+        idx.remove(k)
+    idx._merge()
+    assert len(idx) == 100 and len(idx._key_of_slot) == 100
+    assert idx.vote(keep)[0][0] == 2999
+
+
+def test_replacing_an_items_descriptors(index: LocalFeatureIndex) -> None:
+    old, new = descriptors(), descriptors()
+    index.add(7, old)
+    index.add(7, new)
+    assert index.vote(new)[0][0] == 7
+    assert all(k != 7 for k, _ in index.vote(old))
+    assert len(index) == 50
