@@ -6,11 +6,12 @@ import io
 import struct
 import zlib
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from medialayer.errors import MediaTooLarge, UnsupportedMedia
-from medialayer.kinds.image import fingerprint_bytes, open_image
+from medialayer.kinds.image import decode_gray, fingerprint_bytes, open_image
 from medialayer.sniff import sniff
 
 import synth
@@ -92,3 +93,22 @@ def test_sniff_ignores_names_and_trusts_bytes() -> None:
     assert sniff(b"RIFF\x00\x00\x00\x00WEBPVP8 ") == "webp"
     assert sniff(b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2") == "mp4"
     assert sniff(b"<!doctype html>") is None
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_fast_jpeg_path_agrees_with_pillow(orientation: int) -> None:
+    """The OpenCV fast path and Pillow's path see the same, correctly oriented pixels."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    synth.photo(6, (960, 640)).save(buf, "JPEG", exif=exif, quality=92)
+    fast = decode_gray(buf.getvalue(), 240)
+    slow = np.asarray(open_image(buf.getvalue(), draft_side=240, mode="L"))
+    assert fast.shape == slow.shape
+    assert np.abs(fast.astype(int) - slow.astype(int)).mean() < 3
+
+
+def test_truncated_jpeg_is_refused_on_the_fast_path_too() -> None:
+    data = synth.jpeg(synth.photo(1))
+    with pytest.raises(UnsupportedMedia):
+        decode_gray(data[: len(data) // 2], 64)

@@ -45,30 +45,25 @@ ORB_FEATURES = 256
 ORB_BYTES = 32
 
 
-def open_image(data: bytes, max_pixels: int = MAX_PIXELS,
-               draft_side: int = WORK_SIDE) -> Image.Image:
-    """Decode bytes to an RGB image, refusing anything that is not a well-formed image.
+def open_image(data: bytes, max_pixels: int = MAX_PIXELS, draft_side: int = WORK_SIDE,
+               mode: str = "RGB") -> Image.Image:
+    """Decode bytes to an RGB (or "L") image, refusing anything that is not a well-formed image.
 
     JPEGs are decoded at reduced scale (draft mode), so a 4000-px photo costs what a 500-px one
-    does. EXIF orientation is applied and transparency is flattened on white, as a shopper sees it.
+    does, and in grayscale when that is all the caller needs. EXIF orientation is applied and
+    transparency is flattened on white, as a shopper sees it.
     """
-    kind = sniff(data[:64])
-    if kind not in IMAGE_FORMATS:
-        raise UnsupportedMedia(f"not a supported image (detected: {kind or 'unknown'})")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
-            w, h = im.size
-            if w * h > max_pixels:
-                raise MediaTooLarge(f"image is {w}x{h} pixels, over the cap of {max_pixels}")
+            im = _header(data, max_pixels)
             if im.format == "JPEG" and draft_side:  # the long side stays >= draft_side
-                scale = draft_side / max(w, h)
-                im.draft("RGB", (math.ceil(w * scale), math.ceil(h * scale)))
+                scale = draft_side / max(im.size)
+                im.draft(mode, (math.ceil(im.width * scale), math.ceil(im.height * scale)))
             im.seek(0)
             im.load()
-            im = ImageOps.exif_transpose(im)
-            return _flatten(im)
+            ImageOps.exif_transpose(im, in_place=True)
+            return _flatten(im, mode)
     except (MediaTooLarge, UnsupportedMedia):
         raise
     except Image.DecompressionBombError as e:
@@ -77,19 +72,35 @@ def open_image(data: bytes, max_pixels: int = MAX_PIXELS,
         raise UnsupportedMedia(f"cannot decode image: {e}") from e
 
 
-def _flatten(im: Image.Image) -> Image.Image:
+def _header(data: bytes, max_pixels: int) -> Image.Image:
+    """A lazily opened image whose real type and pixel count have been checked; nothing decoded."""
+    kind = sniff(data[:64])
+    if kind not in IMAGE_FORMATS:
+        raise UnsupportedMedia(f"not a supported image (detected: {kind or 'unknown'})")
+    try:
+        im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as e:
+        raise MediaTooLarge(str(e)) from e
+    except Exception as e:
+        raise UnsupportedMedia(f"cannot decode image: {e}") from e
+    if im.width * im.height > max_pixels:
+        raise MediaTooLarge(f"image is {im.width}x{im.height} pixels, over the cap of {max_pixels}")
+    return im
+
+
+def _flatten(im: Image.Image, mode: str) -> Image.Image:
     """Transparent pixels become white: a product shot on a transparent canvas looks white."""
     if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
         im = im.convert("RGBA")
         canvas = Image.new("RGBA", im.size, (255, 255, 255, 255))
         canvas.alpha_composite(im)
-        return canvas.convert("RGB")
-    return im.convert("RGB")
+        im = canvas
+    return im if im.mode == mode else im.convert(mode)
 
 
 def work_gray(im: Image.Image, side: int = WORK_SIDE) -> np.ndarray:
     """Grayscale array with the long side at most `side` px (area-averaged, so no aliasing)."""
-    g = im.convert("L")
+    g = im if im.mode == "L" else im.convert("L")
     scale = side / max(g.size)
     if scale < 1:
         g = g.resize((max(1, round(g.width * scale)), max(1, round(g.height * scale))),
@@ -101,17 +112,18 @@ def content_box(gray: np.ndarray, tol: int = 12,
                 min_frac: float = 0.01) -> tuple[int, int, int, int]:
     """The box (y0, y1, x0, x1) left after trimming uniform borders, padding and letterboxing.
 
-    The background is the median of the outer frame; it only counts as a border if most of the
-    frame is close to it. Rows and columns are trimmed while nearly all their pixels match it.
+    The background is the most common value of the outer frame; it only counts as a border if
+    most of the frame is close to it. Rows and columns are trimmed while nearly all their pixels
+    match it.
     """
     h, w = gray.shape
-    frame = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]]).astype(np.int16)
-    bg = int(np.median(frame))
-    if np.mean(np.abs(frame - bg) <= tol) < 0.6:
+    frame = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    bg = int(np.bincount(frame, minlength=256).argmax())
+    if np.count_nonzero(np.abs(frame.astype(np.int16) - bg) <= tol) < 0.6 * frame.size:
         return 0, h, 0, w
     diff = np.abs(gray.astype(np.int16) - bg) > tol
-    rows = np.flatnonzero(diff.mean(axis=1) > min_frac)
-    cols = np.flatnonzero(diff.mean(axis=0) > min_frac)
+    rows = np.flatnonzero(np.count_nonzero(diff, axis=1) > min_frac * w)
+    cols = np.flatnonzero(np.count_nonzero(diff, axis=0) > min_frac * h)
     if rows.size == 0 or cols.size == 0:
         return 0, h, 0, w
     y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
@@ -120,19 +132,30 @@ def content_box(gray: np.ndarray, tol: int = 12,
     return int(y0), int(y1), int(x0), int(x1)
 
 
-def dhash(gray: np.ndarray) -> int:
-    """64-bit difference hash: 8 rows of 8 left-right brightness comparisons on a 9x8 thumbnail."""
+def dhash_pair(gray: np.ndarray) -> tuple[int, int]:
+    """64-bit difference hashes of an image and of its mirror image, from one 9x8 thumbnail.
+
+    Each of the 8 rows gives 8 left-right brightness comparisons; the mirror image's comparisons
+    are the same pixels compared the other way round, read right to left.
+    """
     small = cv2.resize(gray, (9, 8), interpolation=cv2.INTER_AREA).astype(np.int16)
-    bits = (small[:, 1:] > small[:, :-1]).ravel()
-    return int(np.packbits(bits).view(">u8")[0])
+    right_brighter = small[:, 1:] > small[:, :-1]
+    left_brighter = (small[:, :-1] > small[:, 1:])[:, ::-1]
+    packed = np.packbits(np.concatenate([right_brighter.ravel(), left_brighter.ravel()]))
+    code, mirror = packed.view(">u8")
+    return int(code), int(mirror)
 
 
-def trimmed_codes(gray: np.ndarray, mirror: bool) -> list[int]:
-    """dHash of the content left after border trimming, and of its mirror image if asked."""
+def dhash(gray: np.ndarray) -> int:
+    """64-bit difference hash (the seed product's code) of a grayscale image."""
+    return dhash_pair(gray)[0]
+
+
+def trimmed_codes(gray: np.ndarray) -> list[int]:
+    """dHash of the content left after border trimming, and of its mirror image."""
     small = shrink(gray, GLOBAL_SIDE)
     y0, y1, x0, x1 = content_box(small)
-    content = small[y0:y1, x0:x1]
-    return [dhash(content), dhash(content[:, ::-1])] if mirror else [dhash(content)]
+    return list(dhash_pair(small[y0:y1, x0:x1]))
 
 
 def shrink(gray: np.ndarray, side: int) -> np.ndarray:
@@ -222,16 +245,21 @@ class ImageFingerprint:
 
 
 def fingerprint_image(im: Image.Image, query: bool = False, local: bool = True) -> ImageFingerprint:
+    """Both tiers (and the mirror code) for a decoded image; see `fingerprint_gray`."""
+    return fingerprint_gray(work_gray(im, 2 * (WORK_SIDE if local else GLOBAL_SIDE)), query, local)
+
+
+def fingerprint_gray(gray: np.ndarray, query: bool = False, local: bool = True
+                     ) -> ImageFingerprint:
     """Both tiers (and the mirror code) for one image; a query also gets its photo region."""
-    gray = work_gray(im, 2 * WORK_SIDE)
-    codes = trimmed_codes(gray, mirror=True)
+    codes = trimmed_codes(gray)
     features = orb_features(gray) if local else Features.empty()
     views: list[Features] = []
     if query:
         box = photo_region(gray)
         if box is not None:
             region = gray[box[0] : box[1], box[2] : box[3]]
-            codes += trimmed_codes(region, mirror=True)
+            codes += trimmed_codes(region)
             if local:
                 views.append(orb_features(region))
     return ImageFingerprint(codes[0], features, tuple(codes[1:]), tuple(views))
@@ -239,8 +267,29 @@ def fingerprint_image(im: Image.Image, query: bool = False, local: bool = True) 
 
 def fingerprint_bytes(data: bytes, query: bool = False, local: bool = True) -> ImageFingerprint:
     """File bytes to fingerprint; the global-only path decodes JPEGs at 1/8 scale."""
-    draft = WORK_SIDE if local else GLOBAL_SIDE
-    return fingerprint_image(open_image(data, draft_side=draft), query=query, local=local)
+    side = WORK_SIDE if local else GLOBAL_SIDE // 2
+    return fingerprint_gray(decode_gray(data, side), query=query, local=local)
+
+
+_REDUCED_GRAY = ((8, cv2.IMREAD_REDUCED_GRAYSCALE_8), (4, cv2.IMREAD_REDUCED_GRAYSCALE_4),
+                 (2, cv2.IMREAD_REDUCED_GRAYSCALE_2), (1, cv2.IMREAD_GRAYSCALE))
+
+
+def decode_gray(data: bytes, side: int, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Grayscale pixels, long side at least `side` where the file has it and at most 2x that.
+
+    Complete JPEGs (ending in an EOI marker) take OpenCV's reduced-scale grayscale decode, about
+    10 % faster than Pillow's draft mode for the same pixels; OpenCV applies EXIF orientation
+    too. Anything else, including truncated JPEGs that OpenCV would half-decode, goes through
+    Pillow's stricter `open_image`.
+    """
+    if sniff(data[:64]) == "jpeg" and data.rstrip(b"\0").endswith(b"\xff\xd9"):
+        w, h = _header(data, max_pixels).size
+        flag = next(f for scale, f in _REDUCED_GRAY if max(w, h) >= side * scale or scale == 1)
+        gray = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+        if gray is not None:
+            return shrink(gray, 2 * side)
+    return work_gray(open_image(data, max_pixels, draft_side=side, mode="L"), 2 * side)
 
 
 _HEADER = struct.Struct("<4sQQH")
