@@ -9,6 +9,7 @@ import pytest
 from PIL import ImageOps
 from typer.testing import CliRunner
 
+from medialayer import MediaLayer
 from medialayer.cli import app
 
 import synth
@@ -55,18 +56,25 @@ def test_a_bad_file_is_reported_and_the_rest_indexed(photos: Path, tmp_path: Pat
 
 def test_index_a_csv_of_paths_with_external_ids(photos: Path, tmp_path: Path) -> None:
     listing = tmp_path / "list.csv"
-    listing.write_text("path,name,external_id\n"
-                       f"{photos / 'a.jpg'},Brand A,sku-1\n"
-                       "photos/b.jpg,Brand B,sku-2\n"
-                       "missing.jpg,Gone,sku-3\n"
-                       ",,\n")
+    listing.write_text("path,name,external_id,price\n"
+                       f"{photos / 'a.jpg'},Brand A,sku-1,10\n"
+                       "photos/b.jpg,Brand B,sku-2,12\n"
+                       "missing.jpg,Gone,sku-3,1\n"
+                       ",,,\n"
+                       "too,many,fields,in,this,line\n")
     data = tmp_path / "data"
     r = invoke("index", listing, "--data-dir", data, "--json")
+    assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
-    assert sorted(m["external_id"] for m in out["indexed"]) == ["sku-1", "sku-2"]
-    assert [f["row"] for f in out["failed"]] == [3, 4]
+    assert [m["row"] for m in out["indexed"]] == [1, 2]
+    assert [f["row"] for f in out["failed"]] == [3, 4, 5]
     again = json.loads(invoke("index", listing, "--data-dir", data, "--json").stdout)
-    assert sorted(m["id"] for m in again["indexed"]) == sorted(m["id"] for m in out["indexed"])
+    assert [m["media_id"] for m in again["indexed"]] == [m["media_id"] for m in out["indexed"]]
+    ml = MediaLayer(data)
+    record = ml.store.get_by_external_id("default", "sku-1")
+    assert record.name == "Brand A" and record.metadata == {"price": "10"}
+    assert len(ml.list()) == 2
+    ml.close()
 
 
 def test_search_prints_a_table(photos: Path, tmp_path: Path) -> None:

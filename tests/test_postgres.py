@@ -13,8 +13,9 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-import synth
 from medialayer import Conflict, MediaLayer
+
+import synth
 
 URL = os.environ.get("MEDIALAYER_TEST_POSTGRES_URL",
                      "postgresql+psycopg://postgres@127.0.0.1:5432/test")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import csv
+import asyncio
 import json
+import signal
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -19,6 +20,8 @@ from medialayer.service import MediaLayer, SearchResult
 app = typer.Typer(help="Find copied and near-duplicate media in a catalog.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+jobs_app = typer.Typer(help="Work and inspect bulk ingestion jobs.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
 console = Console()
 err = Console(stderr=True)
 
@@ -55,63 +58,72 @@ def _files(paths: list[Path]) -> list[Path]:
 def index(paths: Annotated[list[Path], typer.Argument(help="Files, folders, or .csv lists.")],
           data_dir: DataDir = None, tenant: Tenant = "default", media_type: MediaType = "image",
           as_json: AsJson = False) -> None:
-    """Fingerprint files, folders, or CSV rows (path or url, name, external_id) into the catalog.
+    """Fingerprint files, folders, or CSV lists (url or path, media_type, name, external_id).
 
-    A bad file or row is reported and skipped; the rest is indexed.
+    A CSV becomes a bulk job in the catalog, worked by the same code as POST /v1/media/bulk:
+    resumable, idempotent by external_id. A bad file or row is reported and the rest indexed.
     """
     ml = _open(data_dir, tenant)
-    rows = []
-    for p in paths:
-        rows += _csv_rows(p) if p.suffix.lower() == ".csv" else [
-            {"path": str(f)} for f in _files([p])]
-    done, failed = [], []
-    with _progress() as bar:
-        task = bar.add_task("indexing", total=len(rows))
-        for n, row in enumerate(rows, 1):
-            try:
-                record = _index_row(ml, row, media_type)
-                done.append(record.as_dict())
-            except (MediaLayerError, OSError, ValueError) as e:
-                failed.append({"row": n, "source": row.get("path") or row.get("url"),
-                               "error": str(e)})
-            bar.advance(task)
+    done: list[dict] = []
+    failed: list[dict] = []
+    files = _files([p for p in paths if p.suffix.lower() != ".csv"])
+    if files:
+        _index_files(ml, files, media_type, done, failed)
+    for listing in (p for p in paths if p.suffix.lower() == ".csv"):
+        _index_csv(ml, listing, tenant, done, failed)
+    ml.close()
     if as_json:
         console.print_json(json.dumps({"indexed": done, "failed": failed}))
     else:
         console.print(f"indexed {len(done)}, failed {len(failed)}")
         for f in failed:
-            err.print(f"[red]row {f['row']}[/red] {f['source']}: {f['error']}")
-    ml.close()
+            err.print(f"[red]{f.get('source')}[/red]: {f['error']}")
     if failed and not done:
         raise typer.Exit(1)
 
 
-def _csv_rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        rows = [{k.strip().lower(): (v or "").strip() for k, v in r.items() if k}
-                for r in csv.DictReader(f)]
-    base = path.parent
-    for r in rows:
-        if r.get("path") and not Path(r["path"]).is_absolute():
-            r["path"] = str(base / r["path"])
-    return rows
+def _index_files(ml: MediaLayer, files: list[Path], media_type: str, done: list[dict],
+                 failed: list[dict]) -> None:
+    with _progress() as bar:
+        task = bar.add_task("indexing", total=len(files))
+        for f in files:
+            try:
+                done.append(ml.index(f, media_type).as_dict())
+            except MediaLayerError as e:
+                failed.append({"source": str(f), "error": str(e)})
+            bar.advance(task)
 
 
-def _index_row(ml: MediaLayer, row: dict[str, str], default_type: str):
-    media_type = row.get("media_type") or default_type
-    name = row.get("name") or None
-    external_id = row.get("external_id") or None
-    if row.get("url"):
-        from medialayer.config import Settings
-        from medialayer.fetch import fetch_sync
+def _index_csv(ml: MediaLayer, listing: Path, tenant: str, done: list[dict],
+               failed: list[dict]) -> None:
+    """Run the listing as a local bulk job in this process, with a progress bar."""
+    from medialayer.catalog import jobs as job_rows
+    from medialayer.config import Settings
+    from medialayer.jobs import JobRunner, submit_csv
 
-        data = fetch_sync(row["url"], Settings())
-        return ml.index(data, media_type, name=name, external_id=external_id,
-                        source_label=row["url"], if_exists="return")
-    if not row.get("path"):
-        raise ValueError("row has neither path nor url")
-    return ml.index(Path(row["path"]), media_type, name=name, external_id=external_id,
-                    if_exists="return")
+    settings = Settings()
+    text = listing.read_text(encoding="utf-8", errors="replace")
+    job_id = _run(lambda: submit_csv(ml, text, tenant, settings, allow_paths=True,
+                                     base=listing.parent))
+    runner = JobRunner(ml, settings)
+    total = job_rows.progress(ml.store, tenant, job_id).total
+    with _progress() as bar:
+        task = bar.add_task(f"job {job_id[:8]}", total=total)
+
+        async def work() -> None:
+            runner_task = asyncio.create_task(runner.run_until_idle(job_id))
+            while not runner_task.done():
+                p = job_rows.progress(ml.store, tenant, job_id)
+                bar.update(task, completed=p.done + p.failed)
+                await asyncio.sleep(0.2)
+            await runner_task
+
+        asyncio.run(work())
+    runner.close()
+    done += [{"row": n, "media_id": m, "source": str(listing)}
+             for n, state, m in job_rows.row_outcomes(ml.store, job_id) if state == "done"]
+    failed += [{"row": e["row"], "source": e["url"], "error": e["error"]}
+               for e in job_rows.row_errors(ml.store, tenant, job_id)]
 
 
 @app.command()
@@ -278,3 +290,43 @@ def _print_welcome(key: str, host: str, port: int) -> None:
     print(f"  curl -s -H 'X-API-Key: {key}' -F file=@photo-copy.jpg -F top_k=5 "
           f"{base}/v1/search/image/upload")
     console.print(f"API docs: {base}/docs")
+
+
+@jobs_app.command("worker")
+def jobs_worker(data_dir: DataDir = None) -> None:
+    """Work bulk jobs from the catalog until stopped; run as many as you like, anywhere."""
+    from medialayer.config import Settings
+    from medialayer.jobs import JobRunner
+
+    settings = Settings()
+    ml = MediaLayer(data_dir or settings.data_dir, database_url=settings.database_url)
+    runner = JobRunner(ml, settings)
+
+    async def work() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await runner.run_forever(stop)
+
+    err.print("working bulk jobs; Ctrl-C to stop")
+    try:
+        asyncio.run(work())
+    finally:
+        runner.close()
+        ml.close()
+
+
+@jobs_app.command("status")
+def jobs_status(job_id: str, tenant: Tenant = "default", data_dir: DataDir = None,
+                errors: Annotated[bool, typer.Option("--errors", help="List failed rows.")] = False
+                ) -> None:
+    """A job's progress as JSON (and its failed rows with --errors)."""
+    from medialayer.catalog import jobs as job_rows
+
+    ml = _open(data_dir, tenant)
+    out = _run(lambda: job_rows.progress(ml.store, tenant, job_id)).as_dict()
+    if errors:
+        out["errors"] = job_rows.row_errors(ml.store, tenant, job_id)
+    ml.close()
+    console.print_json(json.dumps(out))

@@ -32,3 +32,8 @@ class Settings(BaseSettings):
     bulk_max_rows: int = 1_000_000
     bulk_concurrency: int = 16
     bulk_workers: int = 2
+    """Processes that fingerprint bulk rows (the CPU part)."""
+    bulk_claim_timeout: float = 300.0
+    """Seconds after which a claimed but unfinished row counts as abandoned (its worker died)."""
+    run_jobs: bool = True
+    """Whether `serve` also works bulk jobs; turn off on API-only nodes of a larger deployment."""

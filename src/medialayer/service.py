@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from medialayer.calibration import at_least, confidence
-from medialayer.catalog.store import MediaRecord, NewMedia, open_store
+from medialayer.catalog.store import MediaRecord, NewMedia, Within, open_store
 from medialayer.errors import Conflict, InvalidInput, MediaTooLarge
 from medialayer.kinds import KindIndex, Match, Segment, get_kind
 
@@ -127,6 +127,16 @@ class MediaLayer:
                          external_id=external_id, metadata=metadata,
                          source=source_label or label, if_exists=if_exists)
 
+    def index_fingerprint(self, media_type: str, blob: bytes, *, tenant: str,
+                          name: str | None = None, external_id: str | None = None,
+                          metadata: dict[str, Any] | None = None, source: str | None = None,
+                          within: Within | None = None) -> MediaRecord:
+        """Add an item fingerprinted elsewhere (a worker process); `within` joins the insert."""
+        kind = get_kind(media_type)
+        return self._add(kind.name, tenant, kind.decode(blob), name=name,
+                         external_id=external_id, metadata=metadata, source=source,
+                         if_exists="error", within=within)
+
     def delete(self, media_id: str, tenant: str | None = None) -> MediaRecord:
         record = self.store.delete(tenant or self.tenant, media_id)
         state = self._state(record.media_type)
@@ -208,13 +218,13 @@ class MediaLayer:
 
     def _add(self, media_type: str, tenant: str, fingerprint: Any, *, name: str | None,
              external_id: str | None, metadata: dict[str, Any] | None, source: str | None,
-             if_exists: str) -> MediaRecord:
+             if_exists: str, within: Within | None = None) -> MediaRecord:
         kind = get_kind(media_type)
         item = NewMedia(tenant=tenant, media_type=media_type, fingerprint=kind.encode(fingerprint),
                         name=name, external_id=external_id, source=source,
                         metadata=metadata or {})
         try:
-            record = self.store.add(item)
+            record = self.store.add(item, within)
         except Conflict:
             if if_exists == "return" and external_id is not None:
                 known = self.store.get_by_external_id(tenant, external_id)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -106,6 +107,9 @@ class Job(Base):
     total: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    allow_paths: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    """Local CLI jobs may name files; jobs submitted over HTTP may only name URLs."""
 
 
 class JobRow(Base):
@@ -121,5 +125,9 @@ class JobRow(Base):
     media_id: Mapped[str | None] = mapped_column(String(36))
     error: Mapped[str | None] = mapped_column(Text)
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    claim_token: Mapped[str | None] = mapped_column(String(36))
+    """Who holds the row: a worker may only complete rows still carrying its own token."""
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
-    __table_args__ = (Index("ix_job_rows_job_state", "job_id", "state"),)
+    __table_args__ = (Index("ix_job_rows_job_state", "job_id", "state"),
+                      Index("ix_job_rows_state_id", "state", "id"))

@@ -6,7 +6,7 @@ Callers speak in `MediaRecord`s and never see SQL, so a backend is a class, not 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +22,7 @@ from medialayer.catalog.models import Deletion, Media
 from medialayer.errors import Conflict, NotFound
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+Within = Callable[[Session, str], None]
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class MediaRecord:
     def from_row(cls, row: Media) -> MediaRecord:
         return cls(id=row.id, seq=row.seq, tenant=row.tenant, media_type=row.media_type,
                    name=row.name, external_id=row.external_id, source=row.source,
-                   metadata=dict(row.metadata_ or {}), created_at=_utc(row.created_at))
+                   metadata=dict(row.metadata_ or {}), created_at=as_utc(row.created_at))
 
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "media_type": self.media_type, "name": self.name,
@@ -69,7 +70,7 @@ class CatalogStore(Protocol):
 
     engine: Engine
 
-    def add(self, item: NewMedia) -> MediaRecord: ...
+    def add(self, item: NewMedia, within: Within | None = None) -> MediaRecord: ...
     def get(self, tenant: str, media_id: str) -> MediaRecord: ...
     def get_by_external_id(self, tenant: str, external_id: str) -> MediaRecord | None: ...
     def get_fingerprint(self, tenant: str, media_id: str) -> tuple[MediaRecord, bytes]: ...
@@ -92,7 +93,8 @@ class SqlCatalogStore:
         self.session = sessionmaker(self.engine, expire_on_commit=False)
         migrate(self.engine)
 
-    def add(self, item: NewMedia) -> MediaRecord:
+    def add(self, item: NewMedia, within: Within | None = None) -> MediaRecord:
+        """Insert one item; `within(session, media_id)` runs in the same transaction (job rows)."""
         row = Media(id=str(uuid.uuid4()), tenant=item.tenant, media_type=item.media_type,
                     name=item.name, external_id=item.external_id, source=item.source,
                     metadata_=item.metadata, fingerprint=item.fingerprint)
@@ -100,6 +102,8 @@ class SqlCatalogStore:
             with self.session.begin() as s:
                 s.add(row)
                 s.flush()
+                if within is not None:
+                    within(s, row.id)
                 return MediaRecord.from_row(row)
         except IntegrityError as e:
             raise Conflict(f"external_id {item.external_id!r} already exists") from e
@@ -178,7 +182,7 @@ class SqlCatalogStore:
             return row
 
 
-def _utc(moment: datetime | None) -> datetime | None:
+def as_utc(moment: datetime | None) -> datetime | None:
     """SQLite hands back naive datetimes; everything this store writes is UTC."""
     if moment is not None and moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)

@@ -1,0 +1,92 @@
+"""API keys on every /v1 route: who is calling (tenant), what they may do (scopes), how often.
+
+The key arrives in `X-API-Key` and is only ever hashed and compared (medialayer.keys); it is never
+logged. Rate limits are per key and per process, in memory: a limit exists to stop one client's
+runaway loop from starving the others, and per-process accuracy is enough for that.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
+from starlette.exceptions import HTTPException
+
+from medialayer.keys import KeyInfo, authenticate
+
+KEY_ID_SCOPE = "medialayer.key_id"
+"""Where the caller's key id is left for the access log (the id, never the key)."""
+API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False,
+                              description="An API key created with `medialayer keys create`.")
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+class RateLimiter:
+    """A token bucket per key: `per_minute` requests a minute, bursts of up to `per_minute`."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._buckets: dict[str, _Bucket] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, key: str, per_minute: int) -> float:
+        """Take one token; 0 if granted, else the seconds until one is available."""
+        if per_minute <= 0:
+            return 0.0
+        rate = per_minute / 60.0
+        now = self._clock()
+        with self._lock:
+            bucket = self._buckets.setdefault(key, _Bucket(float(per_minute), now))
+            bucket.tokens = min(float(per_minute), bucket.tokens + (now - bucket.updated) * rate)
+            bucket.updated = now
+            if bucket.tokens >= 1.0:
+                bucket.tokens -= 1.0
+                return 0.0
+            return (1.0 - bucket.tokens) / rate
+
+
+def require(*scopes: str) -> Callable[..., KeyInfo]:
+    """A dependency admitting a live, non-throttled key that has any of `scopes`.
+
+    Sync on purpose: FastAPI runs it in the threadpool, so the key lookup (SQL) never blocks
+    the event loop. Throttling is checked before scopes, so a key hammering routes it may not use
+    is slowed down too.
+    """
+
+    def dependency(request: Request,
+                   api_key: Annotated[str | None, Security(API_KEY_HEADER)]) -> KeyInfo:
+        if not api_key:
+            raise HTTPException(401, "missing X-API-Key header")
+        state = request.app.state
+        key = authenticate(state.ml.store, api_key)
+        if key is None:
+            raise HTTPException(401, "unknown or revoked API key")
+        request.scope[KEY_ID_SCOPE] = key.id
+        per_minute = key.rate_limit if key.rate_limit is not None else \
+            state.settings.default_rate_limit
+        wait = state.rate_limiter.acquire(key.id, per_minute)
+        if wait > 0:
+            raise HTTPException(429, f"rate limit of {per_minute} requests per minute exceeded",
+                                headers={"Retry-After": str(max(1, math.ceil(wait)))})
+        if not any(key.allows(scope) for scope in scopes):
+            raise HTTPException(403, f"this API key needs the {' or '.join(scopes)} scope")
+        return key
+
+    return dependency
+
+
+IndexKey = Annotated[KeyInfo, Depends(require("index"))]
+SearchKey = Annotated[KeyInfo, Depends(require("search"))]
+ReadKey = Annotated[KeyInfo, Depends(require("search", "index"))]
+ReviewKey = Annotated[KeyInfo, Depends(require("index", "admin"))]

@@ -1,0 +1,51 @@
+"""What every route needs besides auth: the app's MediaLayer and settings, a validated media type,
+and the bytes of an upload, read under the size cap."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Path, Request, UploadFile
+
+from medialayer.config import Settings
+from medialayer.errors import InvalidInput, MediaTooLarge
+from medialayer.kinds import KINDS, get_kind
+from medialayer.service import MediaLayer
+
+UPLOAD_CHUNK = 1024 * 1024
+
+
+def _ml(request: Request) -> MediaLayer:
+    return request.app.state.ml
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def _media_type(media_type: Annotated[str, Path(description="One of: " + ", ".join(KINDS))]
+                ) -> str:
+    """A media type from the path, refused (400) before any byte is fetched or decoded."""
+    get_kind(media_type)
+    return media_type
+
+
+ML = Annotated[MediaLayer, Depends(_ml)]
+AppSettings = Annotated[Settings, Depends(_settings)]
+MediaType = Annotated[str, Depends(_media_type)]
+
+
+async def read_upload(file: UploadFile, settings: Settings) -> bytes:
+    """The uploaded bytes, read in chunks so an oversized file is refused without being held."""
+    limit = settings.upload_max_bytes
+    what = f"upload {file.filename!r}" if file.filename else "upload"
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await file.read(UPLOAD_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise MediaTooLarge(f"{what} is over the cap of {limit} bytes")
+        chunks.append(chunk)
+    if not size:
+        raise InvalidInput(f"{what} is empty")
+    return b"".join(chunks)

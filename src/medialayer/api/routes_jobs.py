@@ -1,0 +1,46 @@
+"""Bulk ingestion over HTTP: a CSV of URLs becomes a persisted job; progress and errors per row."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
+
+from medialayer.api.auth import IndexKey, ReadKey
+from medialayer.api.deps import ML, AppSettings, read_upload
+from medialayer.api.schemas import FormFile, JobAccepted, JobErrors, JobOut, errors
+from medialayer.catalog import jobs as job_rows
+from medialayer.jobs import submit_csv
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+
+@router.post("/media/bulk", status_code=202, response_model=JobAccepted,
+             responses=errors(400, 403, 413))
+async def bulk(key: IndexKey, ml: ML, settings: AppSettings, file: FormFile) -> dict[str, Any]:
+    """Queue a CSV (columns url, media_type, name, external_id; others become metadata).
+
+    Malformed lines fail alone and show in the job's errors; rows whose external_id is already
+    in the catalog are done without a second copy.
+    """
+    text = await read_upload(file, settings)
+    job_id = await run_in_threadpool(submit_csv, ml, text, key.tenant, settings)
+    return {"job_id": job_id}
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, responses=errors(403, 404))
+async def job(job_id: str, key: ReadKey, ml: ML) -> dict[str, Any]:
+    """Progress: total, done, failed, pending, state, rate and ETA."""
+    return (await run_in_threadpool(job_rows.progress, ml.store, key.tenant, job_id)).as_dict()
+
+
+@router.get("/jobs/{job_id}/errors", response_model=JobErrors, responses=errors(403, 404))
+async def job_errors(job_id: str, key: ReadKey, ml: ML,
+                     after: Annotated[int, Query(ge=0, description="Row number cursor")] = 0,
+                     limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+    """Failed rows (row number, url, reason), in row order, a page at a time."""
+    rows = await run_in_threadpool(job_rows.row_errors, ml.store, key.tenant, job_id, after,
+                                   limit + 1)
+    page = rows[:limit]
+    return {"errors": page, "next_after": page[-1]["row"] if len(rows) > limit else None}

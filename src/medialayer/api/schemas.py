@@ -1,0 +1,195 @@
+"""Request and response bodies of the v1 API: the contract clients code against, shown at /docs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import File, Form, UploadFile
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, Json, model_validator
+
+Url = AnyHttpUrl
+"""Only http(s) URLs pass validation; where they may point is the fetcher's business."""
+Confidence = Literal["low", "medium", "high"]
+Action = Literal["consolidate", "flag", "reject", "dismiss"]
+NAME_MAX = 1000
+EXTERNAL_ID_MAX = 512
+Name = Annotated[str | None, Field(max_length=NAME_MAX)]
+ExternalId = Annotated[str | None, Field(min_length=1, max_length=EXTERNAL_ID_MAX)]
+MediaId = Annotated[str, Field(max_length=64)]
+
+# The same fields as multipart form fields, for the upload routes.
+FormFile = Annotated[UploadFile, File(description="The media file (its type is sniffed from "
+                                                  "its bytes, never its name).")]
+FormName = Annotated[str | None, Form(max_length=NAME_MAX)]
+FormExternalId = Annotated[str | None, Form(min_length=1, max_length=EXTERNAL_ID_MAX)]
+FormMetadata = Annotated[Json[dict[str, Any]] | None,
+                         Form(description="A JSON object, sent as a string.")]
+FormTopK = Annotated[int, Form(ge=1, le=100)]
+FormMinScore = Annotated[float, Form(ge=0.0, le=1.0)]
+
+
+class Strict(BaseModel):
+    """Unknown fields are a client bug worth a 422, not something to ignore silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class IndexUrl(Strict):
+    url: Url
+    name: Name = None
+    external_id: ExternalId = None
+    metadata: dict[str, Any] | None = None
+
+
+class SearchUrl(Strict):
+    url: Url
+    top_k: int = Field(default=5, ge=1, le=100, description="How many matches at most.")
+    min_score: float = Field(default=0.0, ge=0.0, le=1.0, description="Drop weaker matches.")
+    index: bool = Field(default=False, description="Add the query to the catalog afterwards.")
+    name: Name = None
+    external_id: ExternalId = None
+    metadata: dict[str, Any] | None = None
+
+
+class Operand(Strict):
+    """One side of a comparison: a URL to fetch or an item already in the catalog."""
+
+    url: Url | None = None
+    media_id: MediaId | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Operand:
+        if (self.url is None) == (self.media_id is None):
+            raise ValueError("give exactly one of url or media_id")
+        return self
+
+
+class CompareRequest(Strict):
+    a: Operand
+    b: Operand
+    media_type: str = "image"
+
+
+class DecisionRequest(Strict):
+    media_id: str = Field(max_length=64)
+    other_media_id: MediaId | None = None
+    action: Action
+    note: str | None = Field(default=None, max_length=4000)
+
+
+class MediaOut(BaseModel):
+    id: str
+    media_type: str
+    name: str | None
+    external_id: str | None
+    source: str | None
+    metadata: dict[str, Any]
+    created_at: datetime | None
+
+
+class MediaPage(BaseModel):
+    items: list[MediaOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; "
+                                                "null on the last page.")
+
+
+class SegmentOut(BaseModel):
+    query_start: float
+    query_end: float
+    reference_start: float
+    reference_end: float
+
+
+class HitOut(BaseModel):
+    media_id: str
+    name: str | None
+    external_id: str | None
+    similarity_score: float
+    confidence: Confidence
+    segments: list[SegmentOut] | None = None
+
+
+class SearchOut(BaseModel):
+    query_media_id: str | None = Field(description="The query's id when it was indexed "
+                                                   "(index=true), else null.")
+    results: list[HitOut]
+
+
+class CompareOut(BaseModel):
+    similarity_score: float
+    confidence: Confidence
+    segments: list[SegmentOut]
+
+
+class PairOut(BaseModel):
+    a: str
+    b: str
+    similarity_score: float
+
+
+class ClusterOut(BaseModel):
+    members: list[MediaOut]
+    pairs: list[PairOut]
+
+
+class ClustersOut(BaseModel):
+    clusters: list[ClusterOut]
+
+
+class DecisionOut(BaseModel):
+    id: str
+    media_id: str
+    other_media_id: str | None
+    action: Action
+    note: str | None
+    created_at: datetime | None
+
+
+class DecisionList(BaseModel):
+    items: list[DecisionOut]
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. `not_found`.")
+    message: str = Field(description="What went wrong, for a human.")
+
+
+class ErrorOut(BaseModel):
+    """The one shape of every error response."""
+
+    error: ErrorBody
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for a route's error statuses, all in the one error shape."""
+    return {status: {"model": ErrorOut} for status in (401, 422, 429, *statuses)}
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+
+
+class JobOut(BaseModel):
+    job_id: str
+    state: Literal["queued", "running", "done"]
+    total: int
+    done: int
+    failed: int
+    pending: int
+    created_at: datetime | None
+    finished_at: datetime | None
+    rate_per_second: float | None = Field(description="Rows finished per second so far.")
+    eta_seconds: float | None
+
+
+class JobRowError(BaseModel):
+    row: int
+    url: str | None
+    external_id: str | None
+    error: str | None
+
+
+class JobErrors(BaseModel):
+    errors: list[JobRowError]
+    next_after: int | None
