@@ -4,39 +4,15 @@ from __future__ import annotations
 
 import io
 
-import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
+from medialayer.examples import jpeg_bytes, photo
 
-def photo(seed: int, size: tuple[int, int] = (640, 480)) -> Image.Image:
-    """A textured colour image: multi-scale smooth noise plus random shapes (keypoint-rich)."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    base = np.zeros((h, w, 3), np.float32)
-    for cells in (4, 12, 40):
-        noise = rng.random((cells * h // w + 1, cells, 3)).astype(np.float32)
-        layer = Image.fromarray((noise * 255).astype(np.uint8)).resize((w, h), Image.BICUBIC)
-        base += np.asarray(layer, np.float32) / 3
-    im = Image.fromarray(base.clip(0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(im)
-    for _ in range(30):
-        x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
-        x1, y1 = x0 + int(rng.integers(10, w // 3)), y0 + int(rng.integers(10, h // 3))
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        shape = int(rng.integers(0, 3))
-        if shape == 0:
-            draw.ellipse((x0, y0, x1, y1), fill=colour)
-        elif shape == 1:
-            draw.rectangle((x0, y0, x1, y1), fill=colour)
-        else:
-            draw.line((x0, y0, x1, y1), fill=colour, width=int(rng.integers(2, 8)))
-    return im
+__all__ = ["photo"]
 
 
 def jpeg(im: Image.Image, quality: int = 90) -> bytes:
-    buf = io.BytesIO()
-    im.convert("RGB").save(buf, "JPEG", quality=quality)
-    return buf.getvalue()
+    return jpeg_bytes(im, quality)
 
 
 def png(im: Image.Image) -> bytes:

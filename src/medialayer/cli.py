@@ -276,20 +276,24 @@ def serve(host: Annotated[str | None, typer.Option(help="Default: MEDIALAYER_HOS
     ml = MediaLayer(settings.data_dir, database_url=settings.database_url)
     if not list_keys(ml.store):
         _, key = create_key(ml.store, "default", ["index", "search", "admin"], "first key")
-        _print_welcome(key, host, port)
+        _print_welcome(key, host, port, Path(settings.data_dir) / "examples")
     uvicorn.run(create_app(settings, ml), host=host, port=port,
                 log_level=settings.log_level, access_log=False)
 
 
-def _print_welcome(key: str, host: str, port: int) -> None:
+def _print_welcome(key: str, host: str, port: int, examples: Path) -> None:
+    """The first key, and two curl lines on example photos that work as printed."""
+    from medialayer.examples import write_examples
+
+    original, copy = write_examples(examples)
     base = f"http://{host}:{port}"
-    console.print(f"[bold]First API key[/bold] (shown once, stored hashed): [green]{key}[/green]")
-    console.print("Index an image, then search with an edited copy of it:")
-    print(f"  curl -s -H 'X-API-Key: {key}' -F file=@photo.jpg -F name=photo.jpg "
-          f"{base}/v1/media/image/upload")
-    print(f"  curl -s -H 'X-API-Key: {key}' -F file=@photo-copy.jpg -F top_k=5 "
+    print(f"First API key (shown once, stored hashed): {key}")
+    print("Index a brand's photo, then search with a seller's cropped, watermarked copy:")
+    print(f"  curl -s -H 'X-API-Key: {key}' -F file=@{original.resolve()} "
+          f"-F external_id=sku-10042 {base}/v1/media/image/upload")
+    print(f"  curl -s -H 'X-API-Key: {key}' -F file=@{copy.resolve()} -F top_k=5 "
           f"{base}/v1/search/image/upload")
-    console.print(f"API docs: {base}/docs")
+    print(f"API docs: {base}/docs", flush=True)
 
 
 @jobs_app.command("worker")

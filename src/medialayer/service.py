@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from medialayer.calibration import at_least, confidence
+from medialayer.catalog import decisions
 from medialayer.catalog.store import MediaRecord, NewMedia, Within, open_store
 from medialayer.errors import Conflict, InvalidInput, MediaTooLarge
-from medialayer.kinds import KindIndex, Match, Segment, get_kind
+from medialayer.kinds import KINDS, KindIndex, Match, Segment, get_kind
 
 DEFAULT_TENANT = "default"
 MAX_FILE_BYTES = 50 * 1024 * 1024
@@ -198,6 +199,37 @@ class MediaLayer:
                     pair = (min(seq, m.key), max(seq, m.key))
                     edges[pair] = max(edges.get(pair, 0.0), m.score)
         return self._group(edges)
+
+    def decide(self, media_id: str, action: str, *, other_media_id: str | None = None,
+               note: str | None = None, tenant: str | None = None) -> dict[str, Any]:
+        """Store a reviewer's decision on an item or a pair (both must be in the tenant)."""
+        tenant = tenant or self.tenant
+        if action not in decisions.ACTIONS:
+            raise InvalidInput(f"action must be one of {', '.join(decisions.ACTIONS)}")
+        for media in (media_id, other_media_id):
+            if media is not None:
+                self.store.get(tenant, media)  # NotFound for unknown or other tenants' ids
+        return decisions.record(self.store, tenant, media_id, action, other_media_id, note)
+
+    def decisions(self, media_id: str | None = None, limit: int = 100,
+                  tenant: str | None = None) -> list[dict[str, Any]]:
+        return decisions.listing(self.store, tenant or self.tenant, media_id, limit)
+
+    def warm_up(self) -> None:
+        """Build every kind's indexes from the catalog now, not on the first request."""
+        for media_type in KINDS:
+            self._state(media_type)
+
+    def index_sizes(self) -> dict[str, tuple[int, int]]:
+        """Per media type: (items, bytes) held by this process's in-memory indexes."""
+        with self._kinds_lock:
+            kinds = dict(self._kinds)
+        sizes = {}
+        for name, state in kinds.items():
+            with state.lock:
+                indexes = list(state.by_tenant.values())
+                sizes[name] = (sum(len(i) for i in indexes), sum(i.nbytes() for i in indexes))
+        return sizes
 
     def sync(self, media_type: str = "image") -> None:
         """Read rows other processes added or deleted since the last look."""

@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None, ml: MediaLayer | None = None) -
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(service.warm_up)  # indexes built before the first request
         async with _job_runner(service, settings):
             yield
         if owned:
@@ -71,7 +72,7 @@ def create_app(settings: Settings | None = None, ml: MediaLayer | None = None) -
     app.state.settings = settings
     app.state.ml = service
     app.state.rate_limiter = RateLimiter()
-    app.state.metrics = ops.Metrics(service.store)
+    app.state.metrics = ops.Metrics(service)
     for module in (ops, routes_media, routes_search, routes_decisions, routes_jobs):
         app.include_router(module.router)
     app.add_exception_handler(MediaLayerError, _service_error)

@@ -22,7 +22,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from medialayer.api.auth import KEY_ID_SCOPE
 from medialayer.api.logs import REQUEST_ID, request_id_from
 from medialayer.api.schemas import ErrorOut
-from medialayer.catalog.store import SqlCatalogStore
+from medialayer.catalog import jobs as job_rows
+from medialayer.service import MediaLayer
 
 log = logging.getLogger("medialayer.api.access")
 router = APIRouter(tags=["ops"])
@@ -31,27 +32,41 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 
 
 class _CatalogCollector:
-    """Reads the catalog size at scrape time, so every process reports the shared truth."""
+    """Reads sizes at scrape time: the shared catalog and job rows, this process's indexes."""
 
-    def __init__(self, store: SqlCatalogStore) -> None:
-        self._store = store
+    def __init__(self, ml: MediaLayer) -> None:
+        self._ml = ml
 
     def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily("medialayer_catalog_media", "Media items in the catalog.",
-                                value=self._store.count())
+                                value=self._ml.store.count())
+        items = GaugeMetricFamily("medialayer_index_items", "Items in this process's indexes.",
+                                  labels=["media_type"])
+        size = GaugeMetricFamily("medialayer_index_bytes", "Memory of this process's indexes.",
+                                 labels=["media_type"])
+        for media_type, (n, nbytes) in self._ml.index_sizes().items():
+            items.add_metric([media_type], n)
+            size.add_metric([media_type], nbytes)
+        yield items
+        yield size
+        rows = GaugeMetricFamily("medialayer_job_rows", "Bulk job rows by state.",
+                                 labels=["state"])
+        for state, n in job_rows.counts_by_state(self._ml.store).items():
+            rows.add_metric([state], n)
+        yield rows
 
 
 class Metrics:
     """One registry per app, so several apps in one process (tests) never collide."""
 
-    def __init__(self, store: SqlCatalogStore) -> None:
+    def __init__(self, ml: MediaLayer) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter("medialayer_http_requests", "HTTP requests served.",
                                 ["method", "route", "status"], registry=self.registry)
         self.latency = Histogram("medialayer_http_request_duration_seconds",
                                  "HTTP request latency.", ["method", "route"],
                                  buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.registry.register(_CatalogCollector(store))
+        self.registry.register(_CatalogCollector(ml))
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()

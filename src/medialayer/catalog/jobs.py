@@ -164,6 +164,11 @@ def row_errors(store: SqlCatalogStore, tenant: str, job_id: str, after: int = 0,
                  "external_id": r.payload.get("external_id"), "error": r.error} for r in rows]
 
 
+def counts_by_state(store: SqlCatalogStore) -> dict[str, int]:
+    with store.session() as s:
+        return dict(s.execute(select(JobRow.state, func.count()).group_by(JobRow.state)).all())
+
+
 def row_outcomes(store: SqlCatalogStore, job_id: str) -> list[tuple[int, str, str | None]]:
     """(row number, state, media id) of every row: what tests and reports check."""
     with store.session() as s:

@@ -1,0 +1,67 @@
+"""The README walk-through as a newcomer runs it: serve, then the two printed curl lines."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_curl_line(line: str) -> httpx.Response:
+    """Do what a printed `curl -s -H ... -F file=@... -F k=v URL` line does, with httpx."""
+    words = shlex.split(line)
+    headers, files, data = {}, {}, {}
+    for flag, value in zip(words, words[1:], strict=False):
+        if flag == "-H":
+            name, _, val = value.partition(": ")
+            headers[name] = val
+        elif flag == "-F":
+            name, _, val = value.partition("=")
+            if val.startswith("@"):
+                files[name] = (Path(val[1:]).name, Path(val[1:]).read_bytes())
+            else:
+                data[name] = val
+    return httpx.post(words[-1], headers=headers, files=files, data=data, timeout=30)
+
+
+def test_serve_prints_a_key_and_curl_lines_that_find_the_copy(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "MEDIALAYER_DATA_DIR": str(tmp_path / "data")}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "medialayer", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any("/docs" in x for x in lines):
+            lines.append(server.stdout.readline())
+        key = re.search(r"(ml_\S+)", next(x for x in lines if "First API key" in x)).group(1)
+        curls = [x.strip() for x in lines if x.strip().startswith("curl")]
+        assert len(curls) == 2 and all(key in c for c in curls)
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        indexed = run_curl_line(curls[0])
+        assert indexed.status_code == 201, indexed.text
+        found = run_curl_line(curls[1]).json()["results"]
+        assert found[0]["media_id"] == indexed.json()["id"]
+        assert found[0]["external_id"] == "sku-10042" and found[0]["confidence"] == "high"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
