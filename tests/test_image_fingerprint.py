@@ -38,6 +38,7 @@ EDITS = {
     "crop_corner_80": lambda im: synth.crop_corner(im, 0.8),
     "rotate_4": lambda im: synth.rotate(im, 4),
     "hflip": ImageOps.mirror,
+    "hflip_crop_80": lambda im: ImageOps.mirror(synth.crop_center(im, 0.8)),
     "screenshot": synth.screenshot,
 }
 

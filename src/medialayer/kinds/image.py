@@ -251,11 +251,17 @@ def fingerprint_image(im: Image.Image, query: bool = False, local: bool = True) 
 
 def fingerprint_gray(gray: np.ndarray, query: bool = False, local: bool = True
                      ) -> ImageFingerprint:
-    """Both tiers (and the mirror code) for one image; a query also gets its photo region."""
+    """Both tiers (and the mirror code) for one image.
+
+    A query also gets keypoints of its mirror image and, on a page screenshot, both tiers of the
+    photo region found on it: views that only a query needs, so none of them is stored.
+    """
     codes = trimmed_codes(gray)
     features = orb_features(gray) if local else Features.empty()
     views: list[Features] = []
     if query:
+        if local:  # keypoints are not mirror-invariant: a flipped and cropped copy needs this
+            views.append(orb_features(np.ascontiguousarray(gray[:, ::-1])))
         box = photo_region(gray)
         if box is not None:
             region = gray[box[0] : box[1], box[2] : box[3]]
