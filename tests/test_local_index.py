@@ -63,8 +63,10 @@ def test_results_are_the_same_before_and_after_a_merge(monkeypatch) -> None:
         idx.add(k, d)
     idx.remove(3)
     query = flip_bits(items[5], 0.06)
-    before = idx.vote(query, top=10, min_votes=1)
-    idx._merge()
+    before = idx.vote(query, top=10, min_votes=1)  # everything is in the delta now
+    monkeypatch.setattr(local, "MERGE_AT", 0)
+    idx._fold()
+    assert idx._delta.size == 0 and idx._main.size > 0
     assert idx.vote(query, top=10, min_votes=1) == before
     assert before[0][0] == 5
 
@@ -77,7 +79,7 @@ def test_slots_are_compacted_after_many_removals(monkeypatch) -> None:
         idx.add(k, descriptors(20) if k != 2999 else keep)
     for k in range(2900):
         idx.remove(k)
-    idx._merge()
+    idx._fold()
     assert len(idx) == 100 and len(idx._key_of_slot) == 100
     assert idx.vote(keep)[0][0] == 2999
 
@@ -89,3 +91,16 @@ def test_replacing_an_items_descriptors(index: LocalFeatureIndex) -> None:
     assert index.vote(new)[0][0] == 7
     assert all(k != 7 for k, _ in index.vote(old))
     assert len(index) == 50
+
+
+def test_interleaved_adds_and_votes_see_every_item(monkeypatch) -> None:
+    """Search after every insert (ingest with index=true) across delta and main merges."""
+    monkeypatch.setattr(local, "MERGE_AT", 2000)
+    idx = LocalFeatureIndex()
+    items = {}
+    for k in range(60):
+        items[k] = descriptors(100)
+        idx.add(k, items[k])
+        probe = int(RNG.integers(0, k + 1))
+        assert idx.vote(flip_bits(items[probe], 0.05))[0][0] == probe
+    assert idx._main.size > 0

@@ -6,8 +6,13 @@ the items holding similar descriptors; the best-voted items go on to geometric v
 Similar descriptors are found with bit-sampling LSH: each of `TABLES` tables keys a descriptor by
 `KEY_BITS` fixed bit positions. Two descriptors of the same scene point differ in about 10-15 % of
 their bits, so they share a key in at least one table with good odds, while unrelated ones share
-one with odds 2^-16 per table. Each table is a sorted key array probed with `searchsorted`, plus a
-small unsorted delta for recent adds, so adding an item never rebuilds the index.
+one with odds 2^-16 per table.
+
+Each table is a sorted key array probed with `searchsorted`, kept in three levels so that neither
+bulk loading nor search-after-every-insert costs a full sort: new items wait unsorted; the first
+vote after them sorts just them (16-bit keys: a radix sort) and merges them into a small sorted
+delta; the delta is merged into the main arrays (a linear merge, not a sort) once it outgrows an
+eighth of them.
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ import numpy as np
 TABLES = 6
 KEY_BITS = 16
 DESCRIPTOR_BITS = 256
-MERGE_AT = 50_000
-"""Delta descriptors kept unsorted before they are merged into the sorted tables."""
+MERGE_AT = 65_536
+"""The delta is merged into the main tables past this many entries (or an eighth of main)."""
 
 _POSITIONS = np.random.default_rng(20261125).permutation(DESCRIPTOR_BITS)[
     : TABLES * KEY_BITS].reshape(TABLES, KEY_BITS)
@@ -35,15 +40,43 @@ def table_keys(descriptors: np.ndarray) -> np.ndarray:
 class _Tables:
     """Per table: descriptor keys sorted, with the slot (item) each one belongs to."""
 
-    def __init__(self, keys: list[np.ndarray], slots: list[np.ndarray]) -> None:
-        """Sort each table's (keys, slots) rows by key."""
-        order = [np.argsort(k, kind="stable") for k in keys]
-        self.keys = np.stack([k[o] for k, o in zip(keys, order, strict=True)])
-        self.slots = np.stack([s[o] for s, o in zip(slots, order, strict=True)]).astype(np.int32)
+    def __init__(self, keys: np.ndarray, slots: np.ndarray) -> None:
+        self.keys = keys  # (TABLES, n) uint16, each row sorted
+        self.slots = slots  # (TABLES, n) int32, aligned with keys
 
     @classmethod
     def empty(cls) -> _Tables:
-        return cls([np.zeros(0, np.uint16)] * TABLES, [np.zeros(0, np.int32)] * TABLES)
+        return cls(np.zeros((TABLES, 0), np.uint16), np.zeros((TABLES, 0), np.int32))
+
+    @classmethod
+    def build(cls, keys: np.ndarray, slots: np.ndarray) -> _Tables:
+        """Sort (TABLES, n) keys whose descriptors belong to `slots` (n,)."""
+        order = np.argsort(keys, axis=1, kind="stable")
+        return cls(np.take_along_axis(keys, order, axis=1), slots[order].astype(np.int32))
+
+    @property
+    def size(self) -> int:
+        return self.keys.shape[1]
+
+    def merged(self, other: _Tables) -> _Tables:
+        """Both sets in one sorted set: a linear merge per table."""
+        if other.size == 0:
+            return self
+        keys, slots = [], []
+        for t in range(TABLES):
+            at = np.searchsorted(self.keys[t], other.keys[t], side="right")
+            keys.append(np.insert(self.keys[t], at, other.keys[t]))
+            slots.append(np.insert(self.slots[t], at, other.slots[t]))
+        return _Tables(np.stack(keys), np.stack(slots))
+
+    def alive(self, live: np.ndarray, remap: np.ndarray) -> _Tables:
+        """Only live slots' entries, renumbered by `remap` (order is kept, so still sorted)."""
+        keys, slots = [], []
+        for t in range(TABLES):
+            keep = live[self.slots[t]]
+            keys.append(self.keys[t][keep])
+            slots.append(remap[self.slots[t][keep]])
+        return _Tables(np.stack(keys), np.stack(slots).astype(np.int32))
 
     def probe(self, table: int, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(query index, slot) for every stored descriptor sharing a key in this table."""
@@ -57,6 +90,9 @@ class _Tables:
         starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
         return qidx, self.slots[table][starts + np.arange(total)]
 
+    def nbytes(self) -> int:
+        return self.keys.nbytes + self.slots.nbytes
+
 
 class LocalFeatureIndex:
     """Descriptors of many items, voted on by a query's descriptors."""
@@ -64,11 +100,10 @@ class LocalFeatureIndex:
     def __init__(self) -> None:
         self._slot_of: dict[int, int] = {}
         self._key_of_slot: list[int] = []
-        self._live = np.zeros(0, dtype=bool)
+        self._live = np.zeros(1024, dtype=bool)
         self._main = _Tables.empty()
-        self._delta_keys: list[np.ndarray] = []
-        self._delta_slots: list[np.ndarray] = []
-        self._delta: _Tables | None = _Tables.empty()
+        self._delta = _Tables.empty()
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
 
     def __len__(self) -> int:
         return len(self._slot_of)
@@ -83,15 +118,14 @@ class LocalFeatureIndex:
         slot = len(self._key_of_slot)
         self._key_of_slot.append(key)
         self._slot_of[key] = slot
-        self._live = np.append(self._live, True)
-        self._delta_keys.append(table_keys(descriptors))
-        self._delta_slots.append(np.full(len(descriptors), slot, dtype=np.int32))
-        self._delta = None
-        if sum(len(s) for s in self._delta_slots) >= MERGE_AT:
-            self._merge()
+        if slot >= len(self._live):
+            self._live = np.concatenate([self._live, np.zeros(len(self._live), dtype=bool)])
+        self._live[slot] = True
+        self._pending.append((table_keys(descriptors),
+                              np.full(len(descriptors), slot, dtype=np.int32)))
 
     def remove(self, key: int) -> bool:
-        """Tombstone: the slot stops voting at once; its entries go at the next merge."""
+        """Tombstone: the slot stops voting at once; its entries go at the next compaction."""
         slot = self._slot_of.pop(key, None)
         if slot is None:
             return False
@@ -99,62 +133,63 @@ class LocalFeatureIndex:
         return True
 
     def nbytes(self) -> int:
-        delta = sum(k.nbytes + s.nbytes for k, s in zip(self._delta_keys, self._delta_slots,
-                                                        strict=True))
-        return self._main.keys.nbytes + self._main.slots.nbytes + delta + self._live.nbytes
+        pending = sum(k.nbytes + s.nbytes for k, s in self._pending)
+        return self._main.nbytes() + self._delta.nbytes() + pending + self._live.nbytes
 
     def vote(self, descriptors: np.ndarray, top: int = 5, min_votes: int = 3,
              exclude: int | None = None) -> list[tuple[int, int]]:
-        """(key, votes) of the items sharing the most query descriptors (one vote per pair)."""
+        """(key, votes) of the items sharing keys with the most query descriptors.
+
+        A query descriptor votes once per item however many of its tables collide: repetitive
+        texture collides in many tables at once and must not outvote real correspondences.
+        Collisions are first counted per item, an upper bound on its votes, so only the few
+        items that can reach `min_votes` need the exact, de-duplicated count.
+        """
         if not self._slot_of or len(descriptors) == 0:
             return []
+        self._fold()
         query = table_keys(descriptors)
-        found = [tables.probe(t, query[t]) for tables in (self._main, self._delta_tables())
-                 for t in range(TABLES)]
-        qidx = np.concatenate([f[0] for f in found])
-        slots = np.concatenate([f[1] for f in found])
-        keep = self._live[slots]
+        hits = [tables.probe(t, query[t]) for tables in (self._main, self._delta)
+                for t in range(TABLES)]
+        qidx = np.concatenate([h[0] for h in hits])
+        slots = np.concatenate([h[1] for h in hits])
+        bound = np.bincount(slots, minlength=len(self._key_of_slot))
+        bound[~self._live[: len(bound)]] = 0
         if exclude is not None and exclude in self._slot_of:
-            keep &= slots != self._slot_of[exclude]
-        qidx, slots = qidx[keep], slots[keep]
-        if slots.size == 0:
+            bound[self._slot_of[exclude]] = 0
+        hopeful = (bound >= min_votes)[slots]
+        if not hopeful.any():
             return []
         n = len(descriptors)
-        voted, votes = np.unique(np.unique(slots.astype(np.int64) * n + qidx) // n,
-                                 return_counts=True)
+        pairs = np.unique(slots[hopeful].astype(np.int64) * n + qidx[hopeful])
+        voted, votes = np.unique(pairs // n, return_counts=True)
         order = np.argsort(-votes, kind="stable")[:top]
         return [(self._key_of_slot[voted[i]], int(votes[i])) for i in order
                 if votes[i] >= min_votes]
 
-    def _delta_tables(self) -> _Tables:
-        if self._delta is None:
-            keys = np.concatenate(self._delta_keys, axis=1)
-            slots = np.concatenate(self._delta_slots)
-            self._delta = _Tables(list(keys), [slots] * TABLES)
-        return self._delta
+    def _fold(self) -> None:
+        """Sort what waits into the delta, and the delta into main once it has grown."""
+        if self._pending:
+            keys = np.concatenate([k for k, _ in self._pending], axis=1)
+            slots = np.concatenate([s for _, s in self._pending])
+            self._pending = []
+            self._delta = self._delta.merged(_Tables.build(keys, slots))
+        if self._delta.size > max(MERGE_AT, self._main.size // 8):
+            self._main = self._main.merged(self._delta)
+            self._delta = _Tables.empty()
+            self._compact()
 
-    def _merge(self) -> None:
-        """Fold the delta into the sorted tables, dropping tombstoned slots."""
-        delta = self._delta_tables()
-        keys, slots = [], []
-        for t in range(TABLES):
-            k = np.concatenate([self._main.keys[t], delta.keys[t]])
-            s = np.concatenate([self._main.slots[t], delta.slots[t]])
-            alive = self._live[s]
-            keys.append(k[alive])
-            slots.append(s[alive])
-        self._main = _Tables(keys, slots)
-        self._delta_keys, self._delta_slots, self._delta = [], [], _Tables.empty()
-        self._compact_slots()
-
-    def _compact_slots(self) -> None:
-        """Renumber slots when many are dead, so `_live` and the key list stay small."""
-        dead = int((~self._live).sum())
-        if dead < 1024 or dead < len(self._live) // 4:
+    def _compact(self) -> None:
+        """Drop dead slots' entries and renumber slots, once a quarter of them are dead."""
+        used = len(self._key_of_slot)
+        dead = used - len(self._slot_of)
+        if dead < 1024 or dead < used // 4:
             return
-        remap = (np.cumsum(self._live) - 1).astype(np.int32)
-        self._main.slots = remap[self._main.slots]
-        self._key_of_slot = [k for k, alive in zip(self._key_of_slot, self._live, strict=True)
-                             if alive]
+        live = self._live[:used]
+        remap = (np.cumsum(live) - 1).astype(np.int32)
+        self._main = self._main.alive(live, remap)
+        self._delta = self._delta.alive(live, remap)
+        self._key_of_slot = [k for k, alive in zip(self._key_of_slot, live, strict=True) if alive]
         self._slot_of = {k: i for i, k in enumerate(self._key_of_slot)}
-        self._live = np.ones(len(self._key_of_slot), dtype=bool)
+        self._live = np.zeros(max(1024, 2 * len(self._key_of_slot)), dtype=bool)
+        self._live[: len(self._key_of_slot)] = True

@@ -45,22 +45,36 @@ class ImageIndex:
                exclude: int | None = None) -> list[Match]:
         distances = dict(self.codes.radius_many(query.codes, CODE_RADIUS))
         distances.pop(exclude, None)
-        top = max(top_k, VOTED_CANDIDATES)
-        voted = {key for view in query.views
-                 for key, _ in self.local.vote(view.descriptors, top=top, exclude=exclude)}
         matches = []
-        for key in distances.keys() | voted:
-            score = self._score(query, key, distances.get(key))
+        for key, views in self._candidates(query, distances, top_k, exclude).items():
+            score = self._score(query, key, distances.get(key), views)
             if score > 0 and score >= min_score:
                 matches.append(Match(key, score))
         matches.sort(key=lambda m: (-m.score, m.key))
         return matches[:top_k]
 
-    def _score(self, query: ImageFingerprint, key: int, distance: int | None) -> float:
+    def _candidates(self, query: ImageFingerprint, distances: dict[int, int], top_k: int,
+                    exclude: int | None) -> dict[int, set[int]]:
+        """Candidate keys, each with the query views worth verifying it with.
+
+        A key voted for by a view is checked with that view; a key found by its global code
+        alone is checked with the main view (the code already scores a flipped copy).
+        """
+        views: dict[int, set[int]] = {key: {0} for key in distances}
+        top = max(top_k, VOTED_CANDIDATES)
+        for i, view in enumerate(query.views):
+            for key, _ in self.local.vote(view.descriptors, top=top, exclude=exclude):
+                views.setdefault(key, set()).add(i)
+        return views
+
+    def _score(self, query: ImageFingerprint, key: int, distance: int | None,
+               views: set[int]) -> float:
         """Exact global matches need no keypoint check; anything weaker is verified."""
         if distance == 0:
             return image_score(0, 0)
-        return image_score(distance, image.best_inliers(query, self._fingerprints[key]))
+        reference = self._fingerprints[key].features
+        found = max(image.inliers(query.views[i], reference) for i in views)
+        return image_score(distance, found)
 
 
 class ImageKind:
