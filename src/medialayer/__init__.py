@@ -9,7 +9,8 @@ from medialayer.errors import (
     NotFound,
     UnsupportedMedia,
 )
-from medialayer.service import Cluster, Comparison, MediaLayer, MediaRef, SearchHit, SearchResult
+from medialayer.results import Cluster, Comparison, MediaRef, SearchHit, SearchResult
+from medialayer.service import MediaLayer
 
 __version__ = "0.1.0"
 __all__ = [

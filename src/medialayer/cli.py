@@ -15,7 +15,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from medialayer.errors import MediaLayerError
-from medialayer.service import MediaLayer, SearchResult
+from medialayer.results import SearchResult
+from medialayer.service import MediaLayer
 
 app = typer.Typer(help="Find copied and near-duplicate media in a catalog.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)

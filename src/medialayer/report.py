@@ -16,7 +16,7 @@ from PIL import Image
 
 from medialayer.errors import MediaLayerError
 from medialayer.kinds.image import open_image
-from medialayer.service import Cluster
+from medialayer.results import Cluster
 
 THUMB_SIDE = 180
 

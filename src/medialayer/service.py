@@ -11,80 +11,21 @@ import os
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medialayer.calibration import at_least, confidence
 from medialayer.catalog import decisions
 from medialayer.catalog.store import MediaRecord, NewMedia, Within, open_store
+from medialayer.clusters import connected_groups
 from medialayer.errors import Conflict, InvalidInput, MediaTooLarge
-from medialayer.kinds import KINDS, KindIndex, Match, Segment, get_kind
+from medialayer.kinds import KINDS, KindIndex, Match, get_kind
+from medialayer.results import Cluster, Comparison, MediaRef, SearchHit, SearchResult, Source
 
 DEFAULT_TENANT = "default"
 MAX_FILE_BYTES = 50 * 1024 * 1024
 SYNC_INTERVAL = 0.5
 """Seconds between catalog polls for rows written by other processes."""
-
-
-@dataclass(frozen=True)
-class SearchHit:
-    media: MediaRecord
-    similarity_score: float
-    confidence: str
-    segments: list[Segment] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"media_id": self.media.id, "name": self.media.name,
-                               "external_id": self.media.external_id,
-                               "similarity_score": self.similarity_score,
-                               "confidence": self.confidence}
-        if self.segments:
-            out["segments"] = [s.__dict__ for s in self.segments]
-        return out
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    results: list[SearchHit]
-    query_media: MediaRecord | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"query_media_id": self.query_media.id if self.query_media else None,
-                "results": [h.as_dict() for h in self.results]}
-
-
-@dataclass(frozen=True)
-class Comparison:
-    similarity_score: float
-    confidence: str
-    segments: list[Segment] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"similarity_score": self.similarity_score, "confidence": self.confidence,
-                "segments": [s.__dict__ for s in self.segments]}
-
-
-@dataclass(frozen=True)
-class Cluster:
-    """Near-duplicates: the members and the scored pairs that joined them."""
-
-    members: list[MediaRecord]
-    pairs: list[tuple[str, str, float]]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"members": [m.as_dict() for m in self.members],
-                "pairs": [{"a": a, "b": b, "similarity_score": s} for a, b, s in self.pairs]}
-
-
-@dataclass(frozen=True)
-class MediaRef:
-    """An item already in the catalog, used as a compare operand."""
-
-    media_id: str
-
-
-Source = bytes | str | Path | MediaRef
 
 
 class _KindState:
@@ -306,9 +247,8 @@ class MediaLayer:
         state.synced_at = time.monotonic()
 
     def _tenant_fingerprints(self, media_type: str, tenant: str) -> Iterable[tuple[int, bytes]]:
-        for seq, owner, blob in self.store.fingerprints_since(media_type, 0):
-            if owner == tenant:
-                yield seq, blob
+        for seq, _, blob in self.store.fingerprints_since(media_type, 0, tenant=tenant):
+            yield seq, blob
 
     def _hits(self, media_type: str, matches: list[Match]) -> list[SearchHit]:
         records = self.store.records([m.key for m in matches])
@@ -316,27 +256,14 @@ class MediaLayer:
                 for m in matches if m.key in records]
 
     def _group(self, edges: dict[tuple[int, int], float]) -> list[Cluster]:
-        parent: dict[int, int] = {}
-
-        def root(x: int) -> int:
-            while parent.setdefault(x, x) != x:
-                parent[x] = parent[parent[x]]
-                x = parent[x]
-            return x
-
-        for a, b in edges:
-            parent[root(a)] = root(b)
-        groups: dict[int, list[int]] = {}
-        for key in parent:
-            groups.setdefault(root(key), []).append(key)
-        records = self.store.records(list(parent))
+        groups = connected_groups(edges)
+        records = self.store.records([key for group in groups for key in group])
         clusters = []
-        for keys in groups.values():
-            members = [records[k] for k in sorted(keys) if k in records]
+        for group in groups:
+            members = set(group)
             pairs = [(records[a].id, records[b].id, s) for (a, b), s in sorted(edges.items())
-                     if a in records and b in records and root(a) == root(keys[0])]
-            clusters.append(Cluster(members, pairs))
-        clusters.sort(key=lambda c: (-len(c.members), c.members[0].seq))
+                     if a in members and a in records and b in records]
+            clusters.append(Cluster([records[k] for k in group if k in records], pairs))
         return clusters
 
     def _fingerprint_of(self, kind: Any, source: Source, tenant: str, query: bool) -> Any:

@@ -28,7 +28,7 @@ from medialayer.api.schemas import (
 from medialayer.config import Settings
 from medialayer.fetch import fetch
 from medialayer.kinds import get_kind
-from medialayer.service import MediaRef, Source
+from medialayer.results import MediaRef, Source
 
 router = APIRouter(prefix="/v1", tags=["search"])
 

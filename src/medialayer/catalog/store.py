@@ -78,8 +78,8 @@ class CatalogStore(Protocol):
     def list(self, tenant: str, media_type: str | None, after_seq: int, limit: int
              ) -> list[MediaRecord]: ...
     def delete(self, tenant: str, media_id: str) -> MediaRecord: ...
-    def fingerprints_since(self, media_type: str, after_seq: int
-                           ) -> Iterator[tuple[int, str, bytes]]: ...
+    def fingerprints_since(self, media_type: str, after_seq: int, batch: int = 5000,
+                           tenant: str | None = None) -> Iterator[tuple[int, str, bytes]]: ...
     def deletions_since(self, media_type: str, after_seq: int) -> list[tuple[int, int, str]]: ...
     def count(self, tenant: str | None = None) -> int: ...
 
@@ -146,14 +146,16 @@ class SqlCatalogStore:
             s.execute(delete(Media).where(Media.seq == row.seq))
             return record
 
-    def fingerprints_since(self, media_type: str, after_seq: int, batch: int = 5000
-                           ) -> Iterator[tuple[int, str, bytes]]:
+    def fingerprints_since(self, media_type: str, after_seq: int, batch: int = 5000,
+                           tenant: str | None = None) -> Iterator[tuple[int, str, bytes]]:
         """(seq, tenant, fingerprint) in seq order, fetched in batches to bound memory."""
         while True:
+            q = (select(Media.seq, Media.tenant, Media.fingerprint)
+                 .where(Media.media_type == media_type, Media.seq > after_seq))
+            if tenant is not None:
+                q = q.where(Media.tenant == tenant)
             with self.session() as s:
-                rows = s.execute(select(Media.seq, Media.tenant, Media.fingerprint)
-                                 .where(Media.media_type == media_type, Media.seq > after_seq)
-                                 .order_by(Media.seq).limit(batch)).all()
+                rows = s.execute(q.order_by(Media.seq).limit(batch)).all()
             if not rows:
                 return
             yield from ((seq, tenant, fp) for seq, tenant, fp in rows)

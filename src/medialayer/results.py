@@ -1,0 +1,70 @@
+"""What the use cases return: search hits, comparisons, clusters; each knows its JSON form."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medialayer.catalog.store import MediaRecord
+from medialayer.kinds import Segment
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    media: MediaRecord
+    similarity_score: float
+    confidence: str
+    segments: list[Segment] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"media_id": self.media.id, "name": self.media.name,
+                               "external_id": self.media.external_id,
+                               "similarity_score": self.similarity_score,
+                               "confidence": self.confidence}
+        if self.segments:
+            out["segments"] = [s.__dict__ for s in self.segments]
+        return out
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    results: list[SearchHit]
+    query_media: MediaRecord | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"query_media_id": self.query_media.id if self.query_media else None,
+                "results": [h.as_dict() for h in self.results]}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    similarity_score: float
+    confidence: str
+    segments: list[Segment] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"similarity_score": self.similarity_score, "confidence": self.confidence,
+                "segments": [s.__dict__ for s in self.segments]}
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Near-duplicates: the members and the scored pairs that joined them."""
+
+    members: list[MediaRecord]
+    pairs: list[tuple[str, str, float]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"members": [m.as_dict() for m in self.members],
+                "pairs": [{"a": a, "b": b, "similarity_score": s} for a, b, s in self.pairs]}
+
+
+@dataclass(frozen=True)
+class MediaRef:
+    """An item already in the catalog, used as a compare operand."""
+
+    media_id: str
+
+
+Source = bytes | str | Path | MediaRef
