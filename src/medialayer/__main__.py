@@ -2,4 +2,5 @@
 
 from medialayer.cli import app
 
-app(prog_name="medialayer")
+if __name__ == "__main__":  # worker processes re-import this module as __mp_main__
+    app(prog_name="medialayer")

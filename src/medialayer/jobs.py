@@ -103,30 +103,43 @@ class JobRunner:
         if self._own_pool:
             self.pool.shutdown(wait=False, cancel_futures=True)
 
-    async def run_once(self, job_id: str | None = None) -> int:
-        """Claim and work one batch; returns how many rows it claimed (0: nothing to do)."""
-        claims = await asyncio.to_thread(
-            job_rows.claim_rows, self.ml.store, self.settings.bulk_concurrency,
-            self.settings.bulk_claim_timeout, job_id)
-        await asyncio.gather(*(self._work(c) for c in claims))
-        return len(claims)
-
     async def run_until_idle(self, job_id: str | None = None) -> None:
-        while await self.run_once(job_id):
-            pass
+        """Work rows (of one job, or any) until none is left to claim."""
+        await self._pump(asyncio.Event(), job_id, until_idle=True)
 
     async def run_forever(self, stop: asyncio.Event, idle_sleep: float = 0.5) -> None:
-        while not stop.is_set():
-            try:
-                claimed = await self.run_once()
-            except Exception:  # a database hiccup must not kill the worker loop
-                log.exception("job runner batch failed")
-                claimed = 0
-            if not claimed:
+        """Work rows as they come until `stop` is set; rows in flight are finished first."""
+        await self._pump(stop, None, until_idle=False, idle_sleep=idle_sleep)
+
+    async def _pump(self, stop: asyncio.Event, job_id: str | None, until_idle: bool,
+                    idle_sleep: float = 0.5) -> None:
+        """Keep up to `bulk_concurrency` rows in flight, claiming more as rows finish.
+
+        A pipeline, not batches: a slow fetch holds one slot, never a whole batch of rows.
+        """
+        limit = max(1, self.settings.bulk_concurrency)
+        inflight: set[asyncio.Task] = set()
+        while True:
+            if not stop.is_set() and len(inflight) <= limit // 2:
+                for claim in await self._claim(limit - len(inflight), job_id):
+                    inflight.add(asyncio.create_task(self._work(claim)))
+            if inflight:
+                _, inflight = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+            elif until_idle or stop.is_set():
+                return
+            else:
                 try:
                     await asyncio.wait_for(stop.wait(), idle_sleep)
                 except TimeoutError:
                     pass
+
+    async def _claim(self, n: int, job_id: str | None) -> list[Claim]:
+        try:
+            return await asyncio.to_thread(job_rows.claim_rows, self.ml.store, n,
+                                           self.settings.bulk_claim_timeout, job_id)
+        except Exception:  # a database hiccup must not kill the worker loop
+            log.exception("claiming job rows failed")
+            return []
 
     async def _work(self, claim: Claim) -> None:
         row = claim.payload

@@ -193,7 +193,10 @@ def as_utc(moment: datetime | None) -> datetime | None:
 
 def _engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # One connection shared in turn: threads queue on the pool instead of on SQLite's
+        # busy handler, whose sleep-and-retry backoff stalls concurrent writers.
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                               pool_size=1, max_overflow=0, pool_timeout=120)
 
         @event.listens_for(engine, "connect")
         def _pragmas(conn, _record) -> None:  # WAL: readers never block the writer
