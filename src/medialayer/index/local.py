@@ -6,13 +6,12 @@ the items holding similar descriptors; the best-voted items go on to geometric v
 Similar descriptors are found with bit-sampling LSH: each of `TABLES` tables keys a descriptor by
 `KEY_BITS` fixed bit positions. Two descriptors of the same scene point differ in about 10-15 % of
 their bits, so they share a key in at least one table with good odds, while unrelated ones share
-one with odds 2^-16 per table.
+one with odds 2^-20 per table.
 
 Each table is a sorted key array probed with `searchsorted`, kept in three levels so that neither
 bulk loading nor search-after-every-insert costs a full sort: new items wait unsorted; the first
-vote after them sorts just them (16-bit keys: a radix sort) and merges them into a small sorted
-delta; the delta is merged into the main arrays (a linear merge, not a sort) once it outgrows an
-eighth of them.
+vote after them sorts just them and merges them into a small sorted delta; the delta is merged
+into the main arrays (a linear merge, not a sort) once it outgrows an eighth of them.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 TABLES = 6
-KEY_BITS = 16
+KEY_BITS = 20
 DESCRIPTOR_BITS = 256
 MERGE_AT = 65_536
 """The delta is merged into the main tables past this many entries (or an eighth of main)."""
@@ -31,9 +30,9 @@ _WEIGHTS = (1 << np.arange(KEY_BITS, dtype=np.uint32)).astype(np.uint32)
 
 
 def table_keys(descriptors: np.ndarray) -> np.ndarray:
-    """(TABLES, n) uint16 keys: each table's sampled bits of each descriptor."""
+    """(TABLES, n) uint32 keys: each table's sampled bits of each descriptor."""
     bits = np.unpackbits(descriptors, axis=1)
-    return np.stack([(bits[:, pos].astype(np.uint32) @ _WEIGHTS).astype(np.uint16)
+    return np.stack([bits[:, pos].astype(np.uint32) @ _WEIGHTS
                      for pos in _POSITIONS])
 
 
@@ -41,18 +40,24 @@ class _Tables:
     """Per table: descriptor keys sorted, with the slot (item) each one belongs to."""
 
     def __init__(self, keys: np.ndarray, slots: np.ndarray) -> None:
-        self.keys = keys  # (TABLES, n) uint16, each row sorted
+        self.keys = keys  # (TABLES, n) uint32, each row sorted
         self.slots = slots  # (TABLES, n) int32, aligned with keys
 
     @classmethod
     def empty(cls) -> _Tables:
-        return cls(np.zeros((TABLES, 0), np.uint16), np.zeros((TABLES, 0), np.int32))
+        return cls(np.zeros((TABLES, 0), np.uint32), np.zeros((TABLES, 0), np.int32))
 
     @classmethod
     def build(cls, keys: np.ndarray, slots: np.ndarray) -> _Tables:
-        """Sort (TABLES, n) keys whose descriptors belong to `slots` (n,)."""
-        order = np.argsort(keys, axis=1, kind="stable")
-        return cls(np.take_along_axis(keys, order, axis=1), slots[order].astype(np.int32))
+        """Sort (TABLES, n) keys whose descriptors belong to `slots` (n,).
+
+        Key and slot are packed into one uint64 and sorted as values (SIMD sort), several times
+        faster than an argsort and two gathers at catalog scale.
+        """
+        packed = (keys.astype(np.uint64) << np.uint64(32)) | slots.astype(np.uint64)
+        packed.sort(axis=1)
+        return cls((packed >> np.uint64(32)).astype(np.uint32),
+                   (packed & np.uint64(0xFFFFFFFF)).astype(np.int32))
 
     @property
     def size(self) -> int:
@@ -62,6 +67,8 @@ class _Tables:
         """Both sets in one sorted set: a linear merge per table."""
         if other.size == 0:
             return self
+        if self.size == 0:
+            return other
         keys, slots = [], []
         for t in range(TABLES):
             at = np.searchsorted(self.keys[t], other.keys[t], side="right")
