@@ -154,3 +154,11 @@ def test_other_processes_writes_are_seen_after_sync(tmp_path: Path) -> None:
     assert b.search(synth.jpeg(synth.photo(14))).results == []
     a.close()
     b.close()
+
+
+def test_syncing_does_not_index_this_processs_own_rows_twice(ml: MediaLayer) -> None:
+    for seed in range(3):
+        ml.index(synth.jpeg(synth.photo(seed)))
+    before = ml.index_sizes()["image"]
+    ml.sync()
+    assert ml.index_sizes()["image"] == before == (3, before[1])

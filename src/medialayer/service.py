@@ -159,7 +159,10 @@ class MediaLayer:
     def warm_up(self) -> None:
         """Build every kind's indexes from the catalog now, not on the first request."""
         for media_type in KINDS:
-            self._state(media_type)
+            state = self._state(media_type)
+            with state.lock:
+                for index in state.by_tenant.values():
+                    index.prepare()
 
     def index_sizes(self) -> dict[str, tuple[int, int]]:
         """Per media type: (items, bytes) held by this process's in-memory indexes."""
@@ -235,8 +238,9 @@ class MediaLayer:
         """Apply catalog rows and deletions past what this process has seen."""
         kind = get_kind(media_type)
         for seq, tenant, blob in self.store.fingerprints_since(media_type, state.last_seq):
-            self._tenant_index(media_type, state, tenant).add(seq, kind.decode(blob))
-            state.tenant_of[seq] = tenant
+            if seq not in state.tenant_of:  # rows this process added are indexed already
+                self._tenant_index(media_type, state, tenant).add(seq, kind.decode(blob))
+                state.tenant_of[seq] = tenant
             state.last_seq = max(state.last_seq, seq)
         for deletion, media_seq, tenant in self.store.deletions_since(media_type,
                                                                       state.last_deletion):

@@ -168,11 +168,17 @@ class LocalFeatureIndex:
         if not hopeful.any():
             return []
         n = len(descriptors)
-        pairs = np.unique(slots[hopeful].astype(np.int64) * n + qidx[hopeful])
-        voted, votes = np.unique(pairs // n, return_counts=True)
-        order = np.argsort(-votes, kind="stable")[:top]
-        return [(self._key_of_slot[voted[i]], int(votes[i])) for i in order
-                if votes[i] >= min_votes]
+        pairs = np.sort(slots[hopeful].astype(np.int64) * n + qidx[hopeful])
+        first = np.ones(pairs.size, dtype=bool)
+        first[1:] = pairs[1:] != pairs[:-1]  # one vote per (item, query descriptor)
+        votes = np.bincount(pairs[first] // n, minlength=len(bound))
+        voted = np.flatnonzero(votes >= min_votes)
+        best = voted[np.argsort(-votes[voted], kind="stable")[:top]]
+        return [(self._key_of_slot[i], int(votes[i])) for i in best]
+
+    def prepare(self) -> None:
+        """Sort what is pending now, so the next vote pays nothing for a bulk load."""
+        self._fold()
 
     def _fold(self) -> None:
         """Sort what waits into the delta, and the delta into main once it has grown."""

@@ -31,6 +31,10 @@ class ImageIndex:
     def nbytes(self) -> int:
         return self.codes.nbytes() + self.local.nbytes() + 16 * len(self._fingerprints)
 
+    def prepare(self) -> None:
+        """Finish pending index work now (at start-up), not in the first search."""
+        self.local.prepare()
+
     def add(self, key: int, fingerprint: ImageFingerprint) -> None:
         self.codes.add(key, fingerprint.code)
         self.local.add(key, fingerprint.features.descriptors)
