@@ -20,6 +20,7 @@ from medialayer.catalog.store import MediaRecord, NewMedia, Within, open_store
 from medialayer.clusters import connected_groups
 from medialayer.errors import Conflict, InvalidInput, MediaTooLarge
 from medialayer.kinds import KINDS, KindIndex, Match, get_kind
+from medialayer.locks import ReadWriteLock
 from medialayer.results import Cluster, Comparison, MediaRef, SearchHit, SearchResult, Source
 
 DEFAULT_TENANT = "default"
@@ -37,7 +38,7 @@ class _KindState:
         self.last_seq = 0
         self.last_deletion = 0
         self.synced_at = 0.0
-        self.lock = threading.RLock()
+        self.lock = ReadWriteLock()
 
 
 class MediaLayer:
@@ -82,7 +83,7 @@ class MediaLayer:
     def delete(self, media_id: str, tenant: str | None = None) -> MediaRecord:
         record = self.store.delete(tenant or self.tenant, media_id)
         state = self._state(record.media_type)
-        with state.lock:
+        with state.lock.write():
             index = state.by_tenant.get(record.tenant)
             if index is not None:
                 index.remove(record.seq)
@@ -103,14 +104,31 @@ class MediaLayer:
         data, label = self._read(source)
         query = kind.fingerprint(data, query=True)
         state = self._state(kind.name)
-        with state.lock:  # search-then-add is one step: two ingests of one photo see each other
+        if not index:
+            matches = self._search_shared(kind.name, state, tenant, query, top_k, min_score)
+            return SearchResult(self._hits(kind.name, matches))
+        with state.lock.write():  # search-then-add is one step: two ingests see each other
             matches = self._index_for(kind.name, tenant).search(query, top_k, min_score)
-            added = None
-            if index:
-                added = self._add(kind.name, tenant, query, name=name or _name_of(source),
-                                  external_id=external_id, metadata=metadata,
-                                  source=source_label or label, if_exists="error")
+            added = self._add(kind.name, tenant, query, name=name or _name_of(source),
+                              external_id=external_id, metadata=metadata,
+                              source=source_label or label, if_exists="error")
         return SearchResult(self._hits(kind.name, matches), added)
+
+    def _search_shared(self, media_type: str, state: _KindState, tenant: str, query: Any,
+                       top_k: int, min_score: float, exclude: int | None = None) -> list[Match]:
+        """Search under the shared lock, so searches run in parallel on every core.
+
+        Pending index work (catching up with the catalog, sorting new entries) is a write;
+        it is done under the exclusive lock first, and the search retries until the index
+        is ready to be read as it is.
+        """
+        index = self._index_for(media_type, tenant)
+        while True:
+            with state.lock.read():
+                if index.ready():
+                    return index.search(query, top_k, min_score, exclude)
+            with state.lock.write():
+                index.prepare()
 
     def compare(self, a: Source, b: Source, media_type: str = "image",
                 tenant: str | None = None) -> Comparison:
@@ -132,10 +150,12 @@ class MediaLayer:
         """Connected groups of items that match each other at `min_confidence` or better."""
         tenant = tenant or self.tenant
         kind = get_kind(media_type)
-        index = self._index_for(kind.name, tenant)
+        state = self._state(kind.name)
         edges: dict[tuple[int, int], float] = {}
         for seq, blob in self._tenant_fingerprints(kind.name, tenant):
-            for m in index.search(kind.decode(blob), neighbours, 0.0, exclude=seq):
+            found = self._search_shared(kind.name, state, tenant, kind.decode(blob), neighbours,
+                                        0.0, exclude=seq)
+            for m in found:
                 if at_least(confidence(kind.name, m.score), min_confidence):
                     pair = (min(seq, m.key), max(seq, m.key))
                     edges[pair] = max(edges.get(pair, 0.0), m.score)
@@ -160,7 +180,7 @@ class MediaLayer:
         """Build every kind's indexes from the catalog now, not on the first request."""
         for media_type in KINDS:
             state = self._state(media_type)
-            with state.lock:
+            with state.lock.write():
                 for index in state.by_tenant.values():
                     index.prepare()
 
@@ -170,7 +190,7 @@ class MediaLayer:
             kinds = dict(self._kinds)
         sizes = {}
         for name, state in kinds.items():
-            with state.lock:
+            with state.lock.write():
                 indexes = list(state.by_tenant.values())
                 sizes[name] = (sum(len(i) for i in indexes), sum(i.nbytes() for i in indexes))
         return sizes
@@ -178,7 +198,7 @@ class MediaLayer:
     def sync(self, media_type: str = "image") -> None:
         """Read rows other processes added or deleted since the last look."""
         state = self._state(media_type)
-        with state.lock:
+        with state.lock.write():
             self._catch_up(media_type, state)
 
     def close(self) -> None:
@@ -208,7 +228,7 @@ class MediaLayer:
                     return known
             raise
         state = self._state(media_type)
-        with state.lock:
+        with state.lock.write():
             self._index_for(media_type, tenant).add(record.seq, fingerprint)
             state.tenant_of[record.seq] = tenant
         return record
@@ -218,13 +238,13 @@ class MediaLayer:
             if media_type not in self._kinds:
                 state = _KindState()
                 self._kinds[media_type] = state
-                with state.lock:
+                with state.lock.write():
                     self._catch_up(media_type, state)
             return self._kinds[media_type]
 
     def _index_for(self, media_type: str, tenant: str) -> KindIndex:
         state = self._state(media_type)
-        with state.lock:
+        with state.lock.write():
             if time.monotonic() - state.synced_at > SYNC_INTERVAL:
                 self._catch_up(media_type, state)
             return self._tenant_index(media_type, state, tenant)

@@ -180,6 +180,13 @@ class LocalFeatureIndex:
         """Sort what is pending now, so the next vote pays nothing for a bulk load."""
         self._fold()
 
+    def ready(self) -> bool:
+        """True when a vote would not reorganise anything (safe under a shared lock)."""
+        return not self._pending and not self._delta_outgrown()
+
+    def _delta_outgrown(self) -> bool:
+        return self._delta.size > max(MERGE_AT, self._main.size // 8)
+
     def _fold(self) -> None:
         """Sort what waits into the delta, and the delta into main once it has grown."""
         if self._pending:
@@ -187,7 +194,7 @@ class LocalFeatureIndex:
             slots = np.concatenate([s for _, s in self._pending])
             self._pending = []
             self._delta = self._delta.merged(_Tables.build(keys, slots))
-        if self._delta.size > max(MERGE_AT, self._main.size // 8):
+        if self._delta_outgrown():
             self._main = self._main.merged(self._delta)
             self._delta = _Tables.empty()
             self._compact()

@@ -32,8 +32,12 @@ class ImageIndex:
         return self.codes.nbytes() + self.local.nbytes() + 16 * len(self._fingerprints)
 
     def prepare(self) -> None:
-        """Finish pending index work now (at start-up), not in the first search."""
+        """Finish pending index work now (at start-up, or before shared-lock searches)."""
         self.local.prepare()
+
+    def ready(self) -> bool:
+        """Whether a search would change nothing, so concurrent searches are safe."""
+        return self.local.ready()
 
     def add(self, key: int, fingerprint: ImageFingerprint) -> None:
         self.codes.add(key, fingerprint.code)
