@@ -59,10 +59,11 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 from sqlalchemy import insert
 
 from medialayer.catalog.models import Media
+from medialayer.examples import draw_shapes
 from medialayer.keys import create_key
 from medialayer.kinds import get_kind
 from medialayer.kinds.image import Features, ImageFingerprint, encode, fingerprint_bytes
@@ -95,22 +96,7 @@ def texture(seed: int, size: tuple[int, int]) -> Image.Image:
 
 def shapes(im: Image.Image, seed: int, count: int = 30) -> Image.Image:
     """A copy of `im` with `count` random filled ellipses, boxes and thick lines on it."""
-    rng = np.random.default_rng(seed)
-    out = im.copy()
-    draw = ImageDraw.Draw(out)
-    w, h = out.size
-    for _ in range(count):
-        x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
-        x1, y1 = x0 + int(rng.integers(10, w // 3)), y0 + int(rng.integers(10, h // 3))
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        kind = int(rng.integers(0, 3))
-        if kind == 0:
-            draw.ellipse((x0, y0, x1, y1), fill=colour)
-        elif kind == 1:
-            draw.rectangle((x0, y0, x1, y1), fill=colour)
-        else:
-            draw.line((x0, y0, x1, y1), fill=colour, width=int(rng.integers(2, 8)))
-    return out
+    return draw_shapes(im.copy(), np.random.default_rng(seed), count)
 
 
 def photo(seed: int, size: tuple[int, int] = (800, 600)) -> Image.Image:

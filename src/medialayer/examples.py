@@ -22,9 +22,14 @@ def photo(seed: int, size: tuple[int, int] = (640, 480)) -> Image.Image:
         noise = rng.random((cells * h // w + 1, cells, 3)).astype(np.float32)
         layer = Image.fromarray((noise * 255).astype(np.uint8)).resize((w, h), Image.BICUBIC)
         base += np.asarray(layer, np.float32) / 3
-    im = Image.fromarray(base.clip(0, 255).astype(np.uint8))
+    return draw_shapes(Image.fromarray(base.clip(0, 255).astype(np.uint8)), rng)
+
+
+def draw_shapes(im: Image.Image, rng: np.random.Generator, count: int = 30) -> Image.Image:
+    """`im` with `count` random filled ellipses, boxes and thick lines drawn on it (in place)."""
     draw = ImageDraw.Draw(im)
-    for _ in range(30):
+    w, h = im.size
+    for _ in range(count):
         x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
         x1, y1 = x0 + int(rng.integers(10, w // 3)), y0 + int(rng.integers(10, h // 3))
         colour = tuple(int(c) for c in rng.integers(0, 256, 3))
