@@ -8,13 +8,18 @@ Similar descriptors are found with bit-sampling LSH: each of `TABLES` tables key
 their bits, so they share a key in at least one table with good odds, while unrelated ones share
 one with odds 2^-20 per table.
 
-Each table is a sorted key array probed with `searchsorted`, kept in three levels so that neither
-bulk loading nor search-after-every-insert costs a full sort: new items wait unsorted; the first
-vote after them sorts just them and merges them into a small sorted delta; the delta is merged
-into the main arrays (a linear merge, not a sort) once it outgrows an eighth of them.
+Each table is a sorted key array kept in three levels so that neither bulk loading nor
+search-after-every-insert costs a full sort: new items wait unsorted; the first vote after them
+sorts just them and merges them into a small sorted delta; the delta is merged into the main
+arrays (a linear merge, not a sort) once it outgrows a sixty-fourth of them. The main arrays also
+keep where each of the 2^KEY_BITS keys starts, so a probe there is two array reads rather than
+two binary searches over tens of millions of entries (which cost most of a search at 100k items);
+the small delta is probed with `searchsorted`.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -22,7 +27,10 @@ TABLES = 6
 KEY_BITS = 20
 DESCRIPTOR_BITS = 256
 MERGE_AT = 65_536
-"""The delta is merged into the main tables past this many entries (or an eighth of main)."""
+"""The delta is merged into the main tables past this many entries (or a sixty-fourth of main)."""
+
+CHANCE = 0.01
+"""Expected number of catalog items that reach a returned vote count by chance alone."""
 
 _POSITIONS = np.random.default_rng(20261125).permutation(DESCRIPTOR_BITS)[
     : TABLES * KEY_BITS].reshape(TABLES, KEY_BITS)
@@ -36,12 +44,41 @@ def table_keys(descriptors: np.ndarray) -> np.ndarray:
                      for pos in _POSITIONS])
 
 
+def chance_votes(rate: float, items: int, chance: float = CHANCE) -> int:
+    """The fewest votes that fewer than `chance` of `items` unrelated items would reach.
+
+    Unrelated items collide with a query independently and rarely, so each one's votes are
+    close to Poisson with mean `rate` (collisions per item in this vote).
+    """
+    term = math.exp(-rate)  # P(X = 0)
+    tail = 1.0  # P(X >= 0)
+    votes = 0
+    while tail * items >= chance and votes < 1000:
+        tail -= term
+        votes += 1
+        term *= rate / votes
+    return votes
+
+
 class _Tables:
     """Per table: descriptor keys sorted, with the slot (item) each one belongs to."""
 
     def __init__(self, keys: np.ndarray, slots: np.ndarray) -> None:
         self.keys = keys  # (TABLES, n) uint32, each row sorted
         self.slots = slots  # (TABLES, n) int32, aligned with keys
+        self.starts: np.ndarray | None = None  # (TABLES, 2^KEY_BITS + 1) int32, see with_starts
+
+    def with_starts(self) -> _Tables:
+        """Add each key's first position per table: probes become O(1) lookups.
+
+        Costs 4 bytes per possible key and table (24 MB), worth it only for the main level.
+        """
+        if self.starts is None:
+            self.starts = np.zeros((TABLES, (1 << KEY_BITS) + 1), np.int32)
+            for t in range(TABLES):
+                counts = np.bincount(self.keys[t], minlength=1 << KEY_BITS)
+                np.cumsum(counts, out=self.starts[t, 1:])
+        return self
 
     @classmethod
     def empty(cls) -> _Tables:
@@ -87,8 +124,11 @@ class _Tables:
 
     def probe(self, table: int, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(query index, slot) for every stored descriptor sharing a key in this table."""
-        lo = np.searchsorted(self.keys[table], keys, side="left")
-        hi = np.searchsorted(self.keys[table], keys, side="right")
+        if self.starts is not None:
+            lo, hi = self.starts[table, keys], self.starts[table, keys + 1]
+        else:
+            lo = np.searchsorted(self.keys[table], keys, side="left")
+            hi = np.searchsorted(self.keys[table], keys, side="right")
         counts = hi - lo
         total = int(counts.sum())
         if total == 0:
@@ -98,7 +138,8 @@ class _Tables:
         return qidx, self.slots[table][starts + np.arange(total)]
 
     def nbytes(self) -> int:
-        return self.keys.nbytes + self.slots.nbytes
+        starts = 0 if self.starts is None else self.starts.nbytes
+        return self.keys.nbytes + self.slots.nbytes + starts
 
 
 class LocalFeatureIndex:
@@ -144,27 +185,28 @@ class LocalFeatureIndex:
         return self._main.nbytes() + self._delta.nbytes() + pending + self._live.nbytes
 
     def vote(self, descriptors: np.ndarray, top: int = 5, min_votes: int = 3,
-             exclude: int | None = None) -> list[tuple[int, int]]:
+             exclude: int | None = None, chance: float = CHANCE) -> list[tuple[int, int]]:
         """(key, votes) of the items sharing keys with the most query descriptors.
 
-        A query descriptor votes once per item however many of its tables collide: repetitive
-        texture collides in many tables at once and must not outvote real correspondences.
+        A query descriptor votes once per item however many of its tables collide, and query
+        descriptors sharing a key in a table probe it once: repetitive texture collides many
+        times at once and must not outvote real correspondences. Only items with more votes
+        than `chance` would give any item of the catalog are returned (see `chance_votes`), so
+        verification is spent on candidates and not on the luckiest of 100k strangers.
         Collisions are first counted per item, an upper bound on its votes, so only the few
-        items that can reach `min_votes` need the exact, de-duplicated count.
+        items that can pass need the exact, de-duplicated count.
         """
         if not self._slot_of or len(descriptors) == 0:
             return []
         self._fold()
-        query = table_keys(descriptors)
-        hits = [tables.probe(t, query[t]) for tables in (self._main, self._delta)
-                for t in range(TABLES)]
-        qidx = np.concatenate([h[0] for h in hits])
-        slots = np.concatenate([h[1] for h in hits])
+        probes = [np.unique(keys, return_index=True) for keys in table_keys(descriptors)]
+        qidx, slots = self._collisions(probes)
         bound = np.bincount(slots, minlength=len(self._key_of_slot))
         bound[~self._live[: len(bound)]] = 0
         if exclude is not None and exclude in self._slot_of:
             bound[self._slot_of[exclude]] = 0
-        hopeful = (bound >= min_votes)[slots]
+        floor = max(min_votes, chance_votes(self._chance_rate(probes), len(self._slot_of), chance))
+        hopeful = (bound >= floor)[slots]
         if not hopeful.any():
             return []
         n = len(descriptors)
@@ -172,9 +214,34 @@ class LocalFeatureIndex:
         first = np.ones(pairs.size, dtype=bool)
         first[1:] = pairs[1:] != pairs[:-1]  # one vote per (item, query descriptor)
         votes = np.bincount(pairs[first] // n, minlength=len(bound))
-        voted = np.flatnonzero(votes >= min_votes)
+        voted = np.flatnonzero(votes >= floor)
         best = voted[np.argsort(-votes[voted], kind="stable")[:top]]
         return [(self._key_of_slot[i], int(votes[i])) for i in best]
+
+    def _chance_rate(self, probes: list[tuple[np.ndarray, np.ndarray]]) -> float:
+        """Collisions per item expected if the query were unrelated to the whole catalog.
+
+        Keys of uniform descriptors spread evenly over the 2^KEY_BITS buckets. Real descriptors
+        crowd some buckets, so this can be low, and more chance items get verified: slower,
+        never less accurate.
+        """
+        per_bucket = (self._main.size + self._delta.size) / (1 << KEY_BITS)
+        return sum(len(keys) for keys, _ in probes) * per_bucket / len(self._slot_of)
+
+    def _collisions(self, probes: list[tuple[np.ndarray, np.ndarray]]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """(query descriptor, slot) for every stored entry sharing a table key with the query.
+
+        `probes` holds each table's distinct query keys and the first query descriptor that
+        has each: that descriptor gets the credit.
+        """
+        qidx, slots = [], []
+        for t, (keys, first) in enumerate(probes):
+            for tables in (self._main, self._delta):
+                q, s = tables.probe(t, keys)
+                qidx.append(first[q])
+                slots.append(s)
+        return np.concatenate(qidx), np.concatenate(slots)
 
     def prepare(self) -> None:
         """Sort what is pending now, so the next vote pays nothing for a bulk load."""
@@ -185,7 +252,7 @@ class LocalFeatureIndex:
         return not self._pending and not self._delta_outgrown()
 
     def _delta_outgrown(self) -> bool:
-        return self._delta.size > max(MERGE_AT, self._main.size // 8)
+        return self._delta.size > max(MERGE_AT, self._main.size // 64)
 
     def _fold(self) -> None:
         """Sort what waits into the delta, and the delta into main once it has grown."""
@@ -198,6 +265,7 @@ class LocalFeatureIndex:
             self._main = self._main.merged(self._delta)
             self._delta = _Tables.empty()
             self._compact()
+            self._main.with_starts()
 
     def _compact(self) -> None:
         """Drop dead slots' entries and renumber slots, once a quarter of them are dead."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medialayer.calibration import image_score
+from medialayer.calibration import THRESHOLDS, image_score
 from medialayer.index.hamming import HammingIndex
 from medialayer.index.local import LocalFeatureIndex
 from medialayer.kinds import image
@@ -13,6 +13,7 @@ from medialayer.kinds.image import ImageFingerprint
 
 CODE_RADIUS = 8
 """Global-code candidates are taken up to this distance; beyond it the tier scores 0."""
+HIGH = THRESHOLDS["image"]["high"]
 VOTED_CANDIDATES = 5
 """Items per query view sent to geometric verification from descriptor voting."""
 
@@ -51,29 +52,45 @@ class ImageIndex:
 
     def search(self, query: ImageFingerprint, top_k: int, min_score: float = 0.0,
                exclude: int | None = None) -> list[Match]:
-        distances = dict(self.codes.radius_many(query.codes, CODE_RADIUS))
-        distances.pop(exclude, None)
-        matches = []
-        for key, views in self._candidates(query, distances, top_k, exclude).items():
-            score = self._score(query, key, distances.get(key), views)
-            if score > 0 and score >= min_score:
-                matches.append(Match(key, score))
+        """Rank by the main view first; the query's other views only if it settles nothing.
+
+        A copy that the main view verifies with high confidence is the common case and costs
+        one keypoint set; only then are the mirror and photo-region views skipped, so a
+        cropped mirror copy beside a high-confidence match can go unreported.
+        """
+        scores: dict[int, float] = {}
+        self._score_views(query, query.codes, range(len(query.views)), top_k, exclude, scores)
+        if query.more is not None and max(scores.values(), default=0.0) < HIGH:
+            full = query.expanded()
+            self._score_views(full, full.codes[len(query.codes):],
+                              range(len(query.views), len(full.views)), top_k, exclude, scores)
+        matches = [Match(key, score) for key, score in scores.items()
+                   if score > 0 and score >= min_score]
         matches.sort(key=lambda m: (-m.score, m.key))
         return matches[:top_k]
 
-    def _candidates(self, query: ImageFingerprint, distances: dict[int, int], top_k: int,
-                    exclude: int | None) -> dict[int, set[int]]:
+    def _score_views(self, query: ImageFingerprint, codes: list[int], views: range, top_k: int,
+                     exclude: int | None, scores: dict[int, float]) -> None:
+        """Score the candidates that `codes` and `views` of the query find, keeping each best."""
+        distances = dict(self.codes.radius_many(codes, CODE_RADIUS)) if codes else {}
+        distances.pop(exclude, None)
+        for key, voted_by in self._candidates(query, distances, views, top_k, exclude).items():
+            score = self._score(query, key, distances.get(key), voted_by)
+            scores[key] = max(score, scores.get(key, 0.0))
+
+    def _candidates(self, query: ImageFingerprint, distances: dict[int, int], views: range,
+                    top_k: int, exclude: int | None) -> dict[int, set[int]]:
         """Candidate keys, each with the query views worth verifying it with.
 
         A key voted for by a view is checked with that view; a key found by its global code
         alone is checked with the main view (the code already scores a flipped copy).
         """
-        views: dict[int, set[int]] = {key: {0} for key in distances}
+        candidates: dict[int, set[int]] = {key: {0} for key in distances}
         top = max(top_k, VOTED_CANDIDATES)
-        for i, view in enumerate(query.views):
-            for key, _ in self.local.vote(view.descriptors, top=top, exclude=exclude):
-                views.setdefault(key, set()).add(i)
-        return views
+        for i in views:
+            for key, _ in self.local.vote(query.views[i].descriptors, top=top, exclude=exclude):
+                candidates.setdefault(key, set()).add(i)
+        return candidates
 
     def _score(self, query: ImageFingerprint, key: int, distance: int | None,
                views: set[int]) -> float:
