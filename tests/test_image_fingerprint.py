@@ -15,6 +15,7 @@ from medialayer.kinds.image import (
     dhash,
     encode,
     fingerprint_bytes,
+    nearest_two,
     photo_region,
 )
 from medialayer.kinds.image_search import ImageKind
@@ -108,3 +109,41 @@ def test_dhash_is_stable_under_mild_edits_and_differs_across_images() -> None:
     g3 = np.asarray(OTHERS[0].convert("L"))
     assert (dhash(g) ^ dhash(g2)).bit_count() <= 4
     assert (dhash(g) ^ dhash(g3)).bit_count() >= 16
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 40), st.integers(2, 40), st.integers(0, 2**32 - 1), st.booleans())
+def test_nearest_two_agrees_with_bit_by_bit_distances(n: int, m: int, seed: int,
+                                                      opposite: bool) -> None:
+    """Including descriptors 256 bits apart (the largest distance must not wrap around)."""
+    rng = np.random.default_rng(seed)
+    query = rng.integers(0, 256, (n, 32), dtype=np.uint8)
+    ref = rng.integers(0, 256, (m, 32), dtype=np.uint8)
+    if opposite:
+        ref[0] = ~query[0]
+        ref[1] = query[-1]
+    bits = np.unpackbits(query[:, None, :] ^ ref[None, :, :], axis=2).sum(axis=2)
+    first, second, nearest = nearest_two(query, ref)
+    order = np.sort(bits, axis=1)
+    assert (first == order[:, 0]).all() and (second == order[:, 1]).all()
+    assert (bits[np.arange(n), nearest] == order[:, 0]).all()
+
+
+def _crop(im: Image.Image, keep: float) -> Image.Image:
+    w, h = round(im.width * keep), round(im.height * keep)
+    return im.crop(((im.width - w) // 2, (im.height - h) // 2,
+                    (im.width - w) // 2 + w, (im.height - h) // 2 + h))
+
+
+def test_the_extra_query_views_are_computed_only_when_the_main_view_settles_nothing() -> None:
+    index = KIND.new_index()
+    index.add(1, fingerprint_bytes(synth.jpeg(ORIGINAL)))
+    for key, other in enumerate(OTHERS, start=2):
+        index.add(key, fingerprint_bytes(synth.jpeg(other)))
+    copy = fingerprint_bytes(synth.jpeg(_crop(ORIGINAL, 0.8), 60), query=True)
+    assert index.search(copy, top_k=5)[0].key == 1
+    assert copy.more.cache_info().currsize == 0  # settled by the main view alone
+    flipped = fingerprint_bytes(synth.jpeg(ImageOps.mirror(_crop(ORIGINAL, 0.75))), query=True)
+    top = index.search(flipped, top_k=5)[0]
+    assert flipped.more.cache_info().currsize == 1  # the mirror view was needed, and found it
+    assert top.key == 1 and confidence("image", top.score) == "high"

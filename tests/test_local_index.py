@@ -36,7 +36,7 @@ def test_a_noisy_copy_votes_for_its_item_first(index: LocalFeatureIndex) -> None
     votes = index.vote(flip_bits(target[:120], 0.08))
     assert votes[0][0] == 1000
     assert votes[0][1] >= 30
-    assert all(v < votes[0][1] / 4 for _, v in votes[1:])
+    assert all(v.votes < votes[0].votes / 4 for v in votes[1:])
 
 
 def test_removed_items_stop_voting_at_once(index: LocalFeatureIndex) -> None:
@@ -45,7 +45,7 @@ def test_removed_items_stop_voting_at_once(index: LocalFeatureIndex) -> None:
     assert index.remove(1000)
     assert not index.remove(1000)
     assert 1000 not in index
-    assert all(k != 1000 for k, _ in index.vote(target))
+    assert all(k != 1000 for k, *_ in index.vote(target))
 
 
 def test_exclude_skips_the_querys_own_item(index: LocalFeatureIndex) -> None:
@@ -63,12 +63,40 @@ def test_results_are_the_same_before_and_after_a_merge(monkeypatch) -> None:
         idx.add(k, d)
     idx.remove(3)
     query = flip_bits(items[5], 0.06)
-    before = idx.vote(query, top=10, min_votes=1)  # everything is in the delta now
+    before = plain(idx.vote(query, top=10, min_votes=1))  # everything is in the delta now
     monkeypatch.setattr(local, "MERGE_AT", 0)
     idx._fold()
     assert idx._delta.size == 0 and idx._main.size > 0
-    assert idx.vote(query, top=10, min_votes=1) == before
+    assert idx._main.starts is not None  # the main level is probed by key offsets
+    assert plain(idx.vote(query, top=10, min_votes=1)) == before
     assert before[0][0] == 5
+
+
+def plain(votes: list[local.Vote]) -> list[tuple[int, int, list[list[int]]]]:
+    return [(v.key, v.votes, sorted(v.pairs.tolist())) for v in votes]
+
+
+def test_votes_carry_their_correspondences(index: LocalFeatureIndex) -> None:
+    """Query descriptor i is a noisy copy of stored descriptor i: the pairs say so."""
+    target = descriptors()
+    index.add(1000, target)
+    vote = index.vote(flip_bits(target, 0.06))[0]
+    assert vote.key == 1000 and vote.pairs.shape == (vote.votes, 2)
+    assert np.mean(vote.pairs[:, 0] == vote.pairs[:, 1]) > 0.95
+
+
+def test_unrelated_items_do_not_reach_the_chance_floor() -> None:
+    idx = LocalFeatureIndex()
+    for key in range(3000):
+        idx.add(key, descriptors(64))
+    assert idx.vote(descriptors(), min_votes=1) == []
+    assert local.chance_votes(0.375, 100_000) == 8
+    assert local.chance_votes(0.001, 10) == 1
+
+
+def test_an_item_holds_at_most_256_descriptors() -> None:
+    with pytest.raises(ValueError):
+        LocalFeatureIndex().add(1, descriptors(257))
 
 
 def test_slots_are_compacted_after_many_removals(monkeypatch) -> None:
@@ -81,7 +109,9 @@ def test_slots_are_compacted_after_many_removals(monkeypatch) -> None:
         idx.remove(k)
     idx._fold()
     assert len(idx) == 100 and len(idx._key_of_slot) == 100
-    assert idx.vote(keep)[0][0] == 2999
+    vote = idx.vote(keep)[0]
+    assert vote.key == 2999
+    assert (vote.pairs[:, 0] == vote.pairs[:, 1]).all()  # descriptor indexes survive renumbering
 
 
 def test_replacing_an_items_descriptors(index: LocalFeatureIndex) -> None:
@@ -89,7 +119,7 @@ def test_replacing_an_items_descriptors(index: LocalFeatureIndex) -> None:
     index.add(7, old)
     index.add(7, new)
     assert index.vote(new)[0][0] == 7
-    assert all(k != 7 for k, _ in index.vote(old))
+    assert all(k != 7 for k, *_ in index.vote(old))
     assert len(index) == 50
 
 

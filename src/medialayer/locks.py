@@ -1,6 +1,8 @@
 """A readers-writer lock: searches share an index, writes to it are exclusive.
 
-The writer side is re-entrant (index writes nest), and a writer may read what it holds.
+The writer side is re-entrant (index writes nest), and a writer may read what it holds. A
+waiting writer holds back new readers, so a steady stream of searches cannot starve it; a thread
+must therefore not take the read side twice.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ class ReadWriteLock:
         self._readers = 0
         self._writer: int | None = None
         self._depth = 0
+        self._waiting = 0
 
     @contextmanager
     def read(self) -> Iterator[None]:
@@ -24,7 +27,7 @@ class ReadWriteLock:
             yield
             return
         with self._cond:
-            while self._writer is not None:
+            while self._writer is not None or self._waiting:
                 self._cond.wait()
             self._readers += 1
         try:
@@ -39,8 +42,10 @@ class ReadWriteLock:
     def write(self) -> Iterator[None]:
         me = threading.get_ident()
         with self._cond:
+            self._waiting += 1
             while self._writer not in (None, me) or (self._writer is None and self._readers):
                 self._cond.wait()
+            self._waiting -= 1
             self._writer = me
             self._depth += 1
         try:

@@ -243,11 +243,22 @@ class MediaLayer:
             return self._kinds[media_type]
 
     def _index_for(self, media_type: str, tenant: str) -> KindIndex:
+        """The tenant's index, caught up with the catalog if a poll is due.
+
+        The exclusive lock waits for every search in flight, so it is taken only when the
+        catalog has changed (or the tenant has no index yet), not on every search.
+        """
         state = self._state(media_type)
-        with state.lock.write():
-            if time.monotonic() - state.synced_at > SYNC_INTERVAL:
-                self._catch_up(media_type, state)
-            return self._tenant_index(media_type, state, tenant)
+        if time.monotonic() - state.synced_at > SYNC_INTERVAL:
+            state.synced_at = time.monotonic()  # one poll per interval, not one per thread
+            if self.store.changed_since(media_type, state.last_seq, state.last_deletion):
+                with state.lock.write():
+                    self._catch_up(media_type, state)
+        index = state.by_tenant.get(tenant)
+        if index is None:
+            with state.lock.write():
+                index = self._tenant_index(media_type, state, tenant)
+        return index
 
     def _tenant_index(self, media_type: str, state: _KindState, tenant: str) -> KindIndex:
         if tenant not in state.by_tenant:

@@ -81,6 +81,7 @@ class CatalogStore(Protocol):
     def fingerprints_since(self, media_type: str, after_seq: int, batch: int = 5000,
                            tenant: str | None = None) -> Iterator[tuple[int, str, bytes]]: ...
     def deletions_since(self, media_type: str, after_seq: int) -> list[tuple[int, int, str]]: ...
+    def changed_since(self, media_type: str, after_seq: int, after_deletion: int) -> bool: ...
     def count(self, tenant: str | None = None) -> int: ...
 
 
@@ -168,6 +169,17 @@ class SqlCatalogStore:
                              .where(Deletion.media_type == media_type, Deletion.seq > after_seq)
                              .order_by(Deletion.seq)).all()
             return [tuple(r) for r in rows]
+
+    def changed_since(self, media_type: str, after_seq: int, after_deletion: int) -> bool:
+        """Whether any row was added or deleted past these sequence numbers: two key look-ups,
+        cheap enough to run before every search that is due a sync."""
+        added = (select(Media.seq).where(Media.seq > after_seq, Media.media_type == media_type)
+                 .order_by(Media.seq).limit(1))
+        deleted = (select(Deletion.seq)
+                   .where(Deletion.seq > after_deletion, Deletion.media_type == media_type)
+                   .order_by(Deletion.seq).limit(1))
+        with self.session() as s:
+            return s.scalar(added) is not None or s.scalar(deleted) is not None
 
     def count(self, tenant: str | None = None) -> int:
         q = select(func.count()).select_from(Media)

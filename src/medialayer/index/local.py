@@ -20,6 +20,7 @@ the small delta is probed with `searchsorted`.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -29,6 +30,10 @@ DESCRIPTOR_BITS = 256
 MERGE_AT = 65_536
 """The delta is merged into the main tables past this many entries (or a sixty-fourth of main)."""
 
+DESCRIPTOR_INDEX_BITS = 8
+"""An entry is its item's slot shifted left by this, or'ed with the descriptor's index."""
+MAX_DESCRIPTORS = 1 << DESCRIPTOR_INDEX_BITS
+MAX_SLOTS = 1 << (32 - DESCRIPTOR_INDEX_BITS)
 CHANCE = 0.01
 """Expected number of catalog items that reach a returned vote count by chance alone."""
 
@@ -60,12 +65,21 @@ def chance_votes(rate: float, items: int, chance: float = CHANCE) -> int:
     return votes
 
 
+class Vote(NamedTuple):
+    """An item's votes, with the correspondences behind them: (query, stored) descriptor
+    indexes, one row per vote. They let the caller check geometry before any matching."""
+
+    key: int
+    votes: int
+    pairs: np.ndarray  # (votes, 2) int64
+
+
 class _Tables:
-    """Per table: descriptor keys sorted, with the slot (item) each one belongs to."""
+    """Per table: descriptor keys sorted, with the entry (item slot and descriptor) of each."""
 
     def __init__(self, keys: np.ndarray, slots: np.ndarray) -> None:
         self.keys = keys  # (TABLES, n) uint32, each row sorted
-        self.slots = slots  # (TABLES, n) int32, aligned with keys
+        self.slots = slots  # (TABLES, n) uint32 entries (slot << 8 | descriptor), as keys
         self.starts: np.ndarray | None = None  # (TABLES, 2^KEY_BITS + 1) int32, see with_starts
 
     def with_starts(self) -> _Tables:
@@ -82,11 +96,11 @@ class _Tables:
 
     @classmethod
     def empty(cls) -> _Tables:
-        return cls(np.zeros((TABLES, 0), np.uint32), np.zeros((TABLES, 0), np.int32))
+        return cls(np.zeros((TABLES, 0), np.uint32), np.zeros((TABLES, 0), np.uint32))
 
     @classmethod
     def build(cls, keys: np.ndarray, slots: np.ndarray) -> _Tables:
-        """Sort (TABLES, n) keys whose descriptors belong to `slots` (n,).
+        """Sort (TABLES, n) keys of the descriptors that are `slots` (n,) entries.
 
         Key and slot are packed into one uint64 and sorted as values (SIMD sort), several times
         faster than an argsort and two gathers at catalog scale.
@@ -94,7 +108,7 @@ class _Tables:
         packed = (keys.astype(np.uint64) << np.uint64(32)) | slots.astype(np.uint64)
         packed.sort(axis=1)
         return cls((packed >> np.uint64(32)).astype(np.uint32),
-                   (packed & np.uint64(0xFFFFFFFF)).astype(np.int32))
+                   (packed & np.uint64(0xFFFFFFFF)).astype(np.uint32))
 
     @property
     def size(self) -> int:
@@ -117,13 +131,15 @@ class _Tables:
         """Only live slots' entries, renumbered by `remap` (order is kept, so still sorted)."""
         keys, slots = [], []
         for t in range(TABLES):
-            keep = live[self.slots[t]]
+            items = self.slots[t] >> DESCRIPTOR_INDEX_BITS
+            keep = live[items]
             keys.append(self.keys[t][keep])
-            slots.append(remap[self.slots[t][keep]])
-        return _Tables(np.stack(keys), np.stack(slots).astype(np.int32))
+            slots.append((remap[items[keep]].astype(np.uint32) << DESCRIPTOR_INDEX_BITS)
+                         | (self.slots[t][keep] & (MAX_DESCRIPTORS - 1)))
+        return _Tables(np.stack(keys), np.stack(slots))
 
     def probe(self, table: int, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(query index, slot) for every stored descriptor sharing a key in this table."""
+        """(query index, entry) for every stored descriptor sharing a key in this table."""
         if self.starts is not None:
             lo, hi = self.starts[table, keys], self.starts[table, keys + 1]
         else:
@@ -132,7 +148,7 @@ class _Tables:
         counts = hi - lo
         total = int(counts.sum())
         if total == 0:
-            return np.zeros(0, np.int64), np.zeros(0, np.int32)
+            return np.zeros(0, np.int64), np.zeros(0, np.uint32)
         qidx = np.repeat(np.arange(len(keys)), counts)
         starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
         return qidx, self.slots[table][starts + np.arange(total)]
@@ -163,14 +179,19 @@ class LocalFeatureIndex:
         self.remove(key)
         if len(descriptors) == 0:
             return
+        if len(descriptors) > MAX_DESCRIPTORS:
+            raise ValueError(f"{len(descriptors)} descriptors; an item holds {MAX_DESCRIPTORS}")
         slot = len(self._key_of_slot)
+        if slot >= MAX_SLOTS:
+            raise OverflowError(f"a keypoint index holds {MAX_SLOTS:,} items")
         self._key_of_slot.append(key)
         self._slot_of[key] = slot
         if slot >= len(self._live):
             self._live = np.concatenate([self._live, np.zeros(len(self._live), dtype=bool)])
         self._live[slot] = True
-        self._pending.append((table_keys(descriptors),
-                              np.full(len(descriptors), slot, dtype=np.int32)))
+        entries = (np.uint32(slot) << DESCRIPTOR_INDEX_BITS) | np.arange(
+            len(descriptors), dtype=np.uint32)
+        self._pending.append((table_keys(descriptors), entries))
 
     def remove(self, key: int) -> bool:
         """Tombstone: the slot stops voting at once; its entries go at the next compaction."""
@@ -185,8 +206,8 @@ class LocalFeatureIndex:
         return self._main.nbytes() + self._delta.nbytes() + pending + self._live.nbytes
 
     def vote(self, descriptors: np.ndarray, top: int = 5, min_votes: int = 3,
-             exclude: int | None = None, chance: float = CHANCE) -> list[tuple[int, int]]:
-        """(key, votes) of the items sharing keys with the most query descriptors.
+             exclude: int | None = None, chance: float = CHANCE) -> list[Vote]:
+        """The items sharing keys with the most query descriptors, best first.
 
         A query descriptor votes once per item however many of its tables collide, and query
         descriptors sharing a key in a table probe it once: repetitive texture collides many
@@ -200,23 +221,34 @@ class LocalFeatureIndex:
             return []
         self._fold()
         probes = [np.unique(keys, return_index=True) for keys in table_keys(descriptors)]
-        qidx, slots = self._collisions(probes)
-        bound = np.bincount(slots, minlength=len(self._key_of_slot))
+        qidx, entries = self._collisions(probes)
+        items = (entries >> DESCRIPTOR_INDEX_BITS).astype(np.int64)
+        bound = np.bincount(items, minlength=len(self._key_of_slot))
         bound[~self._live[: len(bound)]] = 0
         if exclude is not None and exclude in self._slot_of:
             bound[self._slot_of[exclude]] = 0
         floor = max(min_votes, chance_votes(self._chance_rate(probes), len(self._slot_of), chance))
-        hopeful = (bound >= floor)[slots]
+        hopeful = (bound >= floor)[items]
         if not hopeful.any():
             return []
         n = len(descriptors)
-        pairs = np.sort(slots[hopeful].astype(np.int64) * n + qidx[hopeful])
-        first = np.ones(pairs.size, dtype=bool)
-        first[1:] = pairs[1:] != pairs[:-1]  # one vote per (item, query descriptor)
-        votes = np.bincount(pairs[first] // n, minlength=len(bound))
+        # (item, query descriptor) pairs, each with one stored descriptor, sorted by pair
+        packed = np.sort(((items[hopeful] * n + qidx[hopeful]) << DESCRIPTOR_INDEX_BITS)
+                         | (entries[hopeful] & (MAX_DESCRIPTORS - 1)))
+        pair = packed >> DESCRIPTOR_INDEX_BITS
+        first = np.ones(packed.size, dtype=bool)
+        first[1:] = pair[1:] != pair[:-1]  # one vote per (item, query descriptor)
+        packed, item_of = packed[first], pair[first] // n
+        votes = np.bincount(item_of, minlength=len(bound))
         voted = np.flatnonzero(votes >= floor)
         best = voted[np.argsort(-votes[voted], kind="stable")[:top]]
-        return [(self._key_of_slot[i], int(votes[i])) for i in best]
+        found = []
+        for i in best:
+            mine = packed[np.searchsorted(item_of, i):np.searchsorted(item_of, i, "right")]
+            pairs = np.stack([(mine >> DESCRIPTOR_INDEX_BITS) % n,
+                              mine & (MAX_DESCRIPTORS - 1)], axis=1)
+            found.append(Vote(self._key_of_slot[i], int(votes[i]), pairs))
+        return found
 
     def _chance_rate(self, probes: list[tuple[np.ndarray, np.ndarray]]) -> float:
         """Collisions per item expected if the query were unrelated to the whole catalog.
@@ -230,18 +262,18 @@ class LocalFeatureIndex:
 
     def _collisions(self, probes: list[tuple[np.ndarray, np.ndarray]]
                     ) -> tuple[np.ndarray, np.ndarray]:
-        """(query descriptor, slot) for every stored entry sharing a table key with the query.
+        """(query descriptor, entry) for every stored entry sharing a table key with the query.
 
         `probes` holds each table's distinct query keys and the first query descriptor that
         has each: that descriptor gets the credit.
         """
-        qidx, slots = [], []
+        qidx, entries = [], []
         for t, (keys, first) in enumerate(probes):
             for tables in (self._main, self._delta):
-                q, s = tables.probe(t, keys)
+                q, e = tables.probe(t, keys)
                 qidx.append(first[q])
-                slots.append(s)
-        return np.concatenate(qidx), np.concatenate(slots)
+                entries.append(e)
+        return np.concatenate(qidx), np.concatenate(entries)
 
     def prepare(self) -> None:
         """Sort what is pending now, so the next vote pays nothing for a bulk load."""

@@ -6,7 +6,7 @@ from typing import Any
 
 from medialayer.calibration import THRESHOLDS, image_score
 from medialayer.index.hamming import HammingIndex
-from medialayer.index.local import LocalFeatureIndex
+from medialayer.index.local import LocalFeatureIndex, Vote
 from medialayer.kinds import image
 from medialayer.kinds.base import Match
 from medialayer.kinds.image import ImageFingerprint
@@ -16,6 +16,10 @@ CODE_RADIUS = 8
 HIGH = THRESHOLDS["image"]["high"]
 VOTED_CANDIDATES = 5
 """Items per query view sent to geometric verification from descriptor voting."""
+AGREEING_VOTES = 6
+"""Voted items whose own correspondences agree on fewer points are not verified. On dev
+(`bench/accuracy.py`), 6 skips 93 % of the verifications of unrelated items and loses one
+query of 1,908 at T (a 0.64 score); of candidates verifying at medium or better, 1 in 3,186."""
 
 
 class ImageIndex:
@@ -88,9 +92,18 @@ class ImageIndex:
         candidates: dict[int, set[int]] = {key: {0} for key in distances}
         top = max(top_k, VOTED_CANDIDATES)
         for i in views:
-            for key, _ in self.local.vote(query.views[i].descriptors, top=top, exclude=exclude):
-                candidates.setdefault(key, set()).add(i)
+            view = query.views[i]
+            for vote in self.local.vote(view.descriptors, top=top, exclude=exclude):
+                if self._agrees(view, vote):
+                    candidates.setdefault(vote.key, set()).add(i)
         return candidates
+
+    def _agrees(self, view: image.Features, vote: Vote) -> bool:
+        """Whether the correspondences behind the votes agree on one transform, before any
+        matching: unrelated photos of similar things share descriptors but not geometry."""
+        reference = self._fingerprints[vote.key].features
+        return image.consistent(view.points[vote.pairs[:, 0]],
+                                reference.points[vote.pairs[:, 1]]) >= AGREEING_VOTES
 
     def _score(self, query: ImageFingerprint, key: int, distance: int | None,
                views: set[int]) -> float:
