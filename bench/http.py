@@ -235,6 +235,11 @@ def proc_status(pid: int, field_name: str) -> int:
     return 0
 
 
+def peak_mb(server: Server, with_children: bool) -> float:
+    pids = [server.pid, *(server.family() if with_children else [])]
+    return sum(proc_status(p, "VmHWM") for p in pids) / 1024
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of one process (0 if gone)."""
     try:
@@ -288,8 +293,13 @@ class Server:
 
 
 @contextmanager
-def serve(data_dir: Path, port: int, log: Path, ready_timeout: float = 3600) -> Iterator[Server]:
-    """`medialayer serve` on `data_dir`, ready (/readyz 200) on entry, stopped on exit."""
+def serve(data_dir: Path, port: int, log: Path, workers: int = 1, ready_timeout: float = 3600
+          ) -> Iterator[Server]:
+    """`medialayer serve` on `data_dir`, every worker ready on entry, stopped on exit.
+
+    One worker is ready when /readyz answers 200; with several, when each has logged that its
+    start-up (which builds its indexes) is complete.
+    """
     port = port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIALAYER_")}
     env.update(MEDIALAYER_DATA_DIR=str(data_dir), MEDIALAYER_DEFAULT_RATE_LIMIT="0",
@@ -298,8 +308,8 @@ def serve(data_dir: Path, port: int, log: Path, ready_timeout: float = 3600) -> 
     t0 = time.perf_counter()
     with log.open("wb") as out:
         proc = subprocess.Popen([str(BIN / "medialayer"), "serve", "--host", HOST,
-                                 "--port", str(port)], env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
+                                 "--port", str(port), "--workers", str(workers)], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
     server = Server(proc, url, 0.0, log)
     try:
         with httpx.Client(trust_env=False, timeout=5) as client:
@@ -307,7 +317,9 @@ def serve(data_dir: Path, port: int, log: Path, ready_timeout: float = 3600) -> 
                 if proc.poll() is not None:
                     raise SystemExit(f"the server exited ({proc.returncode}):\n{tail(log)}")
                 try:
-                    if client.get(url + "/readyz").status_code == 200:
+                    started = log.read_bytes().count(b"Application startup complete")
+                    if client.get(url + "/readyz").status_code == 200 and \
+                            (workers == 1 or started >= workers):
                         break
                 except httpx.TransportError:
                     pass
@@ -417,11 +429,11 @@ def search_load(server: Server, key: str, query: bytes, concurrency: int,
     """`concurrency` keep-alive clients posting the query back to back for `duration` s."""
     body, content_type = multipart({"top_k": "5"}, "query.jpg", query)
     headers = {"X-API-Key": key, "Content-Type": content_type}
-    cpu0, server0 = time.process_time(), server.cpu()[0]
+    cpu0, server0 = time.process_time(), sum(server.cpu())
     seconds, latencies, statuses, errors = asyncio.run(_load(
         server.url + "/v1/search/image/upload", headers, body, concurrency, duration))
     return Load(concurrency, seconds, latencies, statuses, errors,
-                time.process_time() - cpu0, server.cpu()[0] - server0, label)
+                time.process_time() - cpu0, sum(server.cpu()) - server0, label)
 
 
 def search_once(server: Server, key: str, query: bytes) -> tuple[float, dict]:
@@ -747,6 +759,7 @@ def main() -> None:
     ap.add_argument("--no-bulk-catalog", action="store_true",
                     help="skip the bulk run against (a copy of) the large catalog")
     ap.add_argument("--port", type=int, default=0, help="server port (0: a free one)")
+    ap.add_argument("--workers", type=int, default=1, help="`medialayer serve --workers`")
     ap.add_argument("--keep", type=Path, help="build the catalog here and reuse it next time")
     ap.add_argument("--profile", type=Path, help="also run under py-spy, raw profiles here")
     args = ap.parse_args()
@@ -818,12 +831,13 @@ def run(args: argparse.Namespace, concurrency: list[int], work: Path
     loads: list[Load] = []
     bulks: list[Bulk] = []
     with fixture_server(images) as (fixture_port, served), \
-            serve(served_dir, args.port, work / "server-search.log") as server:
+            serve(served_dir, args.port, work / "server-search.log", args.workers) as server:
         first_s, answer = search_once(server, key, query)
         check_top1(answer)
         top = answer["results"][0]
-        rss_warm = server.rss_mb()
-        note(facts, f"server: start to /readyz 200 in {server.ready_s:.1f} s (the service builds "
+        rss_warm = server.rss_mb(with_children=args.workers > 1)
+        note(facts, f"server: `medialayer serve --workers {args.workers}`; start to ready in "
+                    f"{server.ready_s:.1f} s (the service builds "
                     f"its in-memory index from the catalog before it is ready), then the first "
                     f"search in {first_s:.2f} s: top-1 {top['external_id']} "
                     f"({top['confidence']}, {top['similarity_score']:.3f}); "
@@ -837,8 +851,9 @@ def run(args: argparse.Namespace, concurrency: list[int], work: Path
             loads.append(search_load(server, key, novel, c, args.duration, "novel"))
             print(f"- searched the novel query with {c} clients: {loads[-1].rate:.1f}/s",
                   flush=True)
-        note(facts, f"server RSS after the search runs: {server.rss_mb():.0f} MB "
-                    f"(peak {proc_status(server.pid, 'VmHWM') / 1024:.0f} MB)")
+        note(facts, f"server RSS after the search runs: "
+                    f"{server.rss_mb(with_children=args.workers > 1):.0f} MB "
+                    f"(peaks summed {peak_mb(server, args.workers > 1):.0f} MB)")
         if args.profile:
             with profiled(server, args.profile / "search.txt", args.duration):
                 spied = search_load(server, key, query, max(concurrency), args.duration)
@@ -853,7 +868,7 @@ def run(args: argparse.Namespace, concurrency: list[int], work: Path
         empty = work / "empty"
         empty.mkdir()
         empty_key = new_key(empty)
-        with serve(empty, 0, work / "server-bulk.log") as bulk_server:
+        with serve(empty, 0, work / "server-bulk.log", args.workers) as bulk_server:
             bulks.insert(0, bulk_job(bulk_server, empty_key, fixture_port, args.bulk_rows,
                                      "bulk-empty", "empty"))
             print(f"- bulk into an empty catalog: {bulks[0].wall_rate:.1f}/s", flush=True)

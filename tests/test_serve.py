@@ -65,3 +65,38 @@ def test_serve_prints_a_key_and_curl_lines_that_find_the_copy(tmp_path: Path) ->
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_serve_with_two_workers_shares_one_catalog(tmp_path: Path) -> None:
+    """Each worker process has its own indexes: what one indexes, the other finds."""
+    port = free_port()
+    env = {**os.environ, "MEDIALAYER_DATA_DIR": str(tmp_path / "data")}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "medialayer", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "2"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not any("/docs" in x for x in lines):
+            lines.append(server.stdout.readline())
+        curls = [x.strip() for x in lines if x.strip().startswith("curl")]
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        indexed = run_curl_line(curls[0])
+        assert indexed.status_code == 201, indexed.text
+        answers = []
+        for _ in range(20):  # fresh connections: the kernel spreads them over both workers
+            answers.append(run_curl_line(curls[1]).json()["results"])
+            time.sleep(0.1)
+        assert all(a and a[0]["media_id"] == indexed.json()["id"] for a in answers[-10:])
+        assert server.poll() is None
+    finally:
+        server.terminate()
+        rest, _ = server.communicate(timeout=30)
+    workers = set(re.findall(r"Started server process \[(\d+)\]", "".join(lines) + rest))
+    assert len(workers) == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import tempfile
 from pathlib import Path
@@ -262,6 +263,9 @@ def _run(call):
 def serve(host: Annotated[str | None, typer.Option(help="Default: MEDIALAYER_HOST or 127.0.0.1")]
           = None,
           port: Annotated[int | None, typer.Option(help="Default: MEDIALAYER_PORT or 8080")] = None,
+          workers: Annotated[int | None, typer.Option(
+              help="HTTP processes, each with its own indexes. Default: MEDIALAYER_WORKERS or 1")]
+          = None,
           data_dir: DataDir = None) -> None:
     """Run the HTTP service. On an empty catalog it first creates an admin key and prints it."""
     import uvicorn
@@ -274,12 +278,19 @@ def serve(host: Annotated[str | None, typer.Option(help="Default: MEDIALAYER_HOS
     if data_dir is not None:
         settings.data_dir = str(data_dir)
     host, port = host or settings.host, port or settings.port
+    workers = workers or settings.workers
     ml = MediaLayer(settings.data_dir, database_url=settings.database_url)
     if not list_keys(ml.store):
         _, key = create_key(ml.store, "default", ["index", "search", "admin"], "first key")
         _print_welcome(key, host, port, Path(settings.data_dir) / "examples")
-    uvicorn.run(create_app(settings, ml), host=host, port=port,
-                log_level=settings.log_level, access_log=False)
+    if workers <= 1:
+        uvicorn.run(create_app(settings, ml), host=host, port=port,
+                    log_level=settings.log_level, access_log=False)
+        return
+    ml.close()  # each worker process opens the catalog itself, from the same settings
+    os.environ["MEDIALAYER_DATA_DIR"] = settings.data_dir
+    uvicorn.run("medialayer.api.app:create_app", factory=True, workers=workers, host=host,
+                port=port, log_level=settings.log_level, access_log=False)
 
 
 def _print_welcome(key: str, host: str, port: int, examples: Path) -> None:

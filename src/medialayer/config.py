@@ -15,6 +15,9 @@ class Settings(BaseSettings):
     database_url: str | None = None
     host: str = "127.0.0.1"
     port: int = 8080
+    workers: int = 1
+    """HTTP processes `serve` runs. Each holds its own copy of the indexes (memory x N) and
+    polls the catalog for the others' writes; they share the port and every core."""
     log_json: bool = False
     log_level: str = "info"
     # safe URL fetching

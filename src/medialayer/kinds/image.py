@@ -306,12 +306,16 @@ def fingerprint_bytes(data: bytes, query: bool = False, local: bool = True) -> I
     return fingerprint_gray(decode_gray(data, side), query=query, local=local)
 
 
+DECODE_SLACK = 0.9
+"""A JPEG is decoded at half (quarter, eighth) scale if that leaves 90 % of the wanted side: a
+922-px photo decodes at 461 px in a third of the time, and keypoints barely notice."""
 _REDUCED_GRAY = ((8, cv2.IMREAD_REDUCED_GRAYSCALE_8), (4, cv2.IMREAD_REDUCED_GRAYSCALE_4),
                  (2, cv2.IMREAD_REDUCED_GRAYSCALE_2), (1, cv2.IMREAD_GRAYSCALE))
 
 
 def decode_gray(data: bytes, side: int, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Grayscale pixels, long side at least `side` where the file has it and at most 2x that.
+    """Grayscale pixels, long side at least `side` (less DECODE_SLACK) where the file has it
+    and at most 2x that.
 
     Complete JPEGs (ending in an EOI marker) take OpenCV's reduced-scale grayscale decode, about
     10 % faster than Pillow's draft mode for the same pixels; OpenCV applies EXIF orientation
@@ -320,7 +324,8 @@ def decode_gray(data: bytes, side: int, max_pixels: int = MAX_PIXELS) -> np.ndar
     """
     if sniff(data[:64]) == "jpeg" and data.rstrip(b"\0").endswith(b"\xff\xd9"):
         w, h = _header(data, max_pixels).size
-        flag = next(f for scale, f in _REDUCED_GRAY if max(w, h) >= side * scale or scale == 1)
+        flag = next(f for scale, f in _REDUCED_GRAY
+                    if max(w, h) >= DECODE_SLACK * side * scale or scale == 1)
         gray = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
         if gray is not None:
             return shrink(gray, 2 * side)
