@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     upload_max_bytes: int = 50 * 1024 * 1024
     default_rate_limit: int = 600
     """Requests per minute per API key when the key sets none."""
+    cpu_threads: int = 2
+    """Requests per process fingerprinting or searching at once; the rest queue. More threads
+    than cores only fight over the GIL: at 16 concurrent searches, 2 threads serve more."""
     bulk_max_rows: int = 1_000_000
     bulk_concurrency: int = 16
     bulk_workers: int = 2

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http import HTTPStatus
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -59,7 +60,8 @@ def create_app(settings: Settings | None = None, ml: MediaLayer | None = None) -
     configure_logging(settings)
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.cpu_limiter = anyio.CapacityLimiter(max(1, settings.cpu_threads))
         await asyncio.to_thread(service.warm_up)  # indexes built before the first request
         async with _job_runner(service, settings):
             yield

@@ -3,8 +3,11 @@ and the bytes of an upload, read under the size cap."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import functools
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
+import anyio.to_thread
 from fastapi import Depends, Path, Request, UploadFile
 
 from medialayer.config import Settings
@@ -13,6 +16,7 @@ from medialayer.kinds import KINDS, get_kind
 from medialayer.service import MediaLayer
 
 UPLOAD_CHUNK = 1024 * 1024
+T = TypeVar("T")
 
 
 def _ml(request: Request) -> MediaLayer:
@@ -33,6 +37,13 @@ def _media_type(media_type: Annotated[str, Path(description="One of: " + ", ".jo
 ML = Annotated[MediaLayer, Depends(_ml)]
 AppSettings = Annotated[Settings, Depends(_settings)]
 MediaType = Annotated[str, Depends(_media_type)]
+
+
+async def cpu_bound(request: Request, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run fingerprinting or matching in a worker thread, at most `cpu_threads` at a time."""
+    limiter = request.app.state.cpu_limiter
+    return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs),
+                                          limiter=limiter)
 
 
 async def read_upload(file: UploadFile, settings: Settings) -> bytes:

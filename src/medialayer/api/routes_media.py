@@ -9,11 +9,11 @@ from __future__ import annotations
 import base64
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from medialayer.api.auth import IndexKey, ReadKey
-from medialayer.api.deps import ML, AppSettings, MediaType, read_upload
+from medialayer.api.deps import ML, AppSettings, MediaType, cpu_bound, read_upload
 from medialayer.api.schemas import (
     FormExternalId,
     FormFile,
@@ -34,25 +34,26 @@ CURSOR_PREFIX = "seq:"
 
 @router.post("/media/{media_type}/url", status_code=201, response_model=MediaOut,
              responses=errors(400, 403, 409, 413, 415, 502))
-async def index_url(body: IndexUrl, media_type: MediaType, key: IndexKey, ml: ML,
-                    settings: AppSettings) -> dict[str, Any]:
+async def index_url(request: Request, body: IndexUrl, media_type: MediaType, key: IndexKey,
+                    ml: ML, settings: AppSettings) -> dict[str, Any]:
     """Fetch the URL (SSRF-safe, capped), fingerprint it and add it to the catalog."""
     data = await fetch(str(body.url), settings)
-    record = await run_in_threadpool(
-        ml.index, data, media_type, name=body.name, external_id=body.external_id,
+    record = await cpu_bound(
+        request, ml.index, data, media_type, name=body.name, external_id=body.external_id,
         metadata=body.metadata, tenant=key.tenant, source_label=str(body.url))
     return record.as_dict()
 
 
 @router.post("/media/{media_type}/upload", status_code=201, response_model=MediaOut,
              responses=errors(400, 403, 409, 413, 415))
-async def index_upload(media_type: MediaType, key: IndexKey, ml: ML, settings: AppSettings,
-                       file: FormFile, name: FormName = None, external_id: FormExternalId = None,
+async def index_upload(request: Request, media_type: MediaType, key: IndexKey, ml: ML,
+                       settings: AppSettings, file: FormFile, name: FormName = None,
+                       external_id: FormExternalId = None,
                        metadata: FormMetadata = None) -> dict[str, Any]:
     """Fingerprint an uploaded file and add it to the catalog."""
     data = await read_upload(file, settings)
-    record = await run_in_threadpool(
-        ml.index, data, media_type, name=name or file.filename, external_id=external_id,
+    record = await cpu_bound(
+        request, ml.index, data, media_type, name=name or file.filename, external_id=external_id,
         metadata=metadata, tenant=key.tenant)
     return record.as_dict()
 

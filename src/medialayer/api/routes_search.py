@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form
+from fastapi import APIRouter, Form, Request
 from fastapi.concurrency import run_in_threadpool
 
 from medialayer.api.auth import SearchKey
-from medialayer.api.deps import ML, AppSettings, MediaType, read_upload
+from medialayer.api.deps import ML, AppSettings, MediaType, cpu_bound, read_upload
 from medialayer.api.schemas import (
     ClustersOut,
     CompareOut,
@@ -35,12 +35,12 @@ router = APIRouter(prefix="/v1", tags=["search"])
 
 @router.post("/search/{media_type}/url", response_model=SearchOut,
              responses=errors(400, 403, 409, 413, 415, 502))
-async def search_url(body: SearchUrl, media_type: MediaType, key: SearchKey, ml: ML,
-                     settings: AppSettings) -> dict[str, Any]:
+async def search_url(request: Request, body: SearchUrl, media_type: MediaType, key: SearchKey,
+                     ml: ML, settings: AppSettings) -> dict[str, Any]:
     """Rank the catalog against the media at a URL; with index=true, add it afterwards."""
     data = await fetch(str(body.url), settings)
-    result = await run_in_threadpool(
-        ml.search, data, media_type, top_k=body.top_k, min_score=body.min_score,
+    result = await cpu_bound(
+        request, ml.search, data, media_type, top_k=body.top_k, min_score=body.min_score,
         index=body.index, name=body.name, external_id=body.external_id, metadata=body.metadata,
         tenant=key.tenant, source_label=str(body.url))
     return result.as_dict()
@@ -48,15 +48,16 @@ async def search_url(body: SearchUrl, media_type: MediaType, key: SearchKey, ml:
 
 @router.post("/search/{media_type}/upload", response_model=SearchOut,
              responses=errors(400, 403, 409, 413, 415))
-async def search_upload(media_type: MediaType, key: SearchKey, ml: ML, settings: AppSettings,
-                        file: FormFile, top_k: FormTopK = 5, min_score: FormMinScore = 0.0,
+async def search_upload(request: Request, media_type: MediaType, key: SearchKey, ml: ML,
+                        settings: AppSettings, file: FormFile, top_k: FormTopK = 5,
+                        min_score: FormMinScore = 0.0,
                         index: Annotated[bool, Form()] = False, name: FormName = None,
                         external_id: FormExternalId = None,
                         metadata: FormMetadata = None) -> dict[str, Any]:
     """Rank the catalog against an uploaded file; with index=true, add it afterwards."""
     data = await read_upload(file, settings)
-    result = await run_in_threadpool(
-        ml.search, data, media_type, top_k=top_k, min_score=min_score, index=index,
+    result = await cpu_bound(
+        request, ml.search, data, media_type, top_k=top_k, min_score=min_score, index=index,
         name=name or file.filename, external_id=external_id, metadata=metadata,
         tenant=key.tenant)
     return result.as_dict()
@@ -64,25 +65,27 @@ async def search_upload(media_type: MediaType, key: SearchKey, ml: ML, settings:
 
 @router.post("/compare", response_model=CompareOut,
              responses=errors(400, 403, 404, 413, 415, 502))
-async def compare(body: CompareRequest, key: SearchKey, ml: ML,
+async def compare(request: Request, body: CompareRequest, key: SearchKey, ml: ML,
                   settings: AppSettings) -> dict[str, Any]:
     """Score two media against each other; each is a URL or a media_id of this tenant."""
     get_kind(body.media_type)
     a = await _source(body.a, settings)
     b = await _source(body.b, settings)
-    result = await run_in_threadpool(ml.compare, a, b, body.media_type, tenant=key.tenant)
+    result = await cpu_bound(request, ml.compare, a, b, body.media_type, tenant=key.tenant)
     return result.as_dict()
 
 
 @router.post("/compare/upload", response_model=CompareOut,
              responses=errors(400, 403, 413, 415))
-async def compare_upload(key: SearchKey, ml: ML, settings: AppSettings, a: FormFile, b: FormFile,
+async def compare_upload(request: Request, key: SearchKey, ml: ML, settings: AppSettings,
+                         a: FormFile, b: FormFile,
                          media_type: Annotated[str, Form()] = "image") -> dict[str, Any]:
     """Score two uploaded files against each other."""
     get_kind(media_type)
     data_a = await read_upload(a, settings)
     data_b = await read_upload(b, settings)
-    result = await run_in_threadpool(ml.compare, data_a, data_b, media_type, tenant=key.tenant)
+    result = await cpu_bound(request, ml.compare, data_a, data_b, media_type,
+                             tenant=key.tenant)
     return result.as_dict()
 
 
