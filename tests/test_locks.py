@@ -71,3 +71,36 @@ def test_searches_and_writes_from_many_threads(tmp_path) -> None:
         assert found[0] == ids[i % 3]
     assert ml.search(photos[5]).results[0].media.id == ids[5]
     ml.close()
+
+
+def test_a_waiting_writer_holds_back_new_readers() -> None:
+    """Otherwise a steady stream of searches would starve index writes for ever."""
+    lock = ReadWriteLock()
+    order = []
+    first_reader_in = threading.Event()
+
+    def first_reader() -> None:
+        with lock.read():
+            first_reader_in.set()
+            time.sleep(0.15)
+        order.append("first reader out")
+
+    def writer() -> None:
+        with lock.write():
+            order.append("writer")
+
+    def late_reader() -> None:
+        with lock.read():
+            order.append("late reader")
+
+    threads = [threading.Thread(target=first_reader)]
+    threads[0].start()
+    first_reader_in.wait()
+    threads.append(threading.Thread(target=writer))
+    threads[1].start()
+    time.sleep(0.05)  # the writer is waiting now
+    threads.append(threading.Thread(target=late_reader))
+    threads[2].start()
+    for t in threads:
+        t.join()
+    assert order == ["first reader out", "writer", "late reader"]
