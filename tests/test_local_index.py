@@ -134,3 +134,26 @@ def test_interleaved_adds_and_votes_see_every_item(monkeypatch) -> None:
         probe = int(RNG.integers(0, k + 1))
         assert idx.vote(flip_bits(items[probe], 0.05))[0][0] == probe
     assert idx._main.size > 0
+
+
+def test_votes_across_main_and_delta_equal_votes_on_main_alone(monkeypatch) -> None:
+    monkeypatch.setattr(local, "MERGE_AT", 0)
+    split, merged = LocalFeatureIndex(), LocalFeatureIndex()
+    items = {k: descriptors(80) for k in range(40)}
+    items[39] = flip_bits(items[3], 0.03)  # a near copy, in the delta
+    for k in range(30):
+        split.add(k, items[k])
+    split._fold()  # the first 30 are in main
+    monkeypatch.setattr(local, "MERGE_AT", 10**9)
+    for k in range(30, 40):
+        split.add(k, items[k])
+    split._fold()
+    assert split._main.size and split._delta.size
+    for k, d in items.items():
+        merged.add(k, d)
+    monkeypatch.setattr(local, "MERGE_AT", 0)
+    merged._fold()
+    query = flip_bits(items[3], 0.05)
+    assert plain(split.vote(query, top=10, min_votes=1)) == \
+        plain(merged.vote(query, top=10, min_votes=1))
+    assert {v.key for v in split.vote(query)} == {3, 39}

@@ -138,20 +138,29 @@ class _Tables:
                          | (self.slots[t][keep] & (MAX_DESCRIPTORS - 1)))
         return _Tables(np.stack(keys), np.stack(slots))
 
-    def probe(self, table: int, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(query index, entry) for every stored descriptor sharing a key in this table."""
+    def probe(self, tables: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(probe index, entry) for every stored descriptor whose key in `tables[i]` is
+        `keys[i]`, all tables in one gather; probes come sorted by table."""
+        if self.size == 0 or len(keys) == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.uint32)
         if self.starts is not None:
-            lo, hi = self.starts[table, keys], self.starts[table, keys + 1]
+            at = tables * ((1 << KEY_BITS) + 1) + keys
+            lo, hi = self.starts.ravel()[at], self.starts.ravel()[at + 1]
         else:
-            lo = np.searchsorted(self.keys[table], keys, side="left")
-            hi = np.searchsorted(self.keys[table], keys, side="right")
+            lo, hi = np.empty(len(keys), np.int64), np.empty(len(keys), np.int64)
+            bounds = np.searchsorted(tables, np.arange(TABLES + 1))
+            for t in range(TABLES):
+                mine = slice(bounds[t], bounds[t + 1])
+                lo[mine] = np.searchsorted(self.keys[t], keys[mine], side="left")
+                hi[mine] = np.searchsorted(self.keys[t], keys[mine], side="right")
         counts = hi - lo
         total = int(counts.sum())
         if total == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.uint32)
-        qidx = np.repeat(np.arange(len(keys)), counts)
-        starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
-        return qidx, self.slots[table][starts + np.arange(total)]
+        first = lo + tables * self.size  # positions in the flattened (TABLES, n) entries
+        probe = np.repeat(np.arange(len(keys)), counts)
+        starts = np.repeat(first - np.cumsum(counts) + counts, counts)
+        return probe, self.slots.ravel()[starts + np.arange(total)]
 
     def nbytes(self) -> int:
         starts = 0 if self.starts is None else self.starts.nbytes
@@ -220,18 +229,21 @@ class LocalFeatureIndex:
         if not self._slot_of or len(descriptors) == 0:
             return []
         self._fold()
-        probes = [np.unique(keys, return_index=True) for keys in table_keys(descriptors)]
-        qidx, entries = self._collisions(probes)
+        n = len(descriptors)
+        # one probe per distinct (table, key), credited to the first descriptor that has it
+        flat = (np.arange(TABLES, dtype=np.int64)[:, None] << KEY_BITS) + table_keys(descriptors)
+        probes, first = np.unique(flat.ravel(), return_index=True)
+        qidx, entries = self._collisions(probes, first % n)
         items = (entries >> DESCRIPTOR_INDEX_BITS).astype(np.int64)
         bound = np.bincount(items, minlength=len(self._key_of_slot))
         bound[~self._live[: len(bound)]] = 0
         if exclude is not None and exclude in self._slot_of:
             bound[self._slot_of[exclude]] = 0
-        floor = max(min_votes, chance_votes(self._chance_rate(probes), len(self._slot_of), chance))
+        floor = max(min_votes, chance_votes(self._chance_rate(len(probes)), len(self._slot_of),
+                                            chance))
         hopeful = (bound >= floor)[items]
         if not hopeful.any():
             return []
-        n = len(descriptors)
         # (item, query descriptor) pairs, each with one stored descriptor, sorted by pair
         packed = np.sort(((items[hopeful] * n + qidx[hopeful]) << DESCRIPTOR_INDEX_BITS)
                          | (entries[hopeful] & (MAX_DESCRIPTORS - 1)))
@@ -250,7 +262,7 @@ class LocalFeatureIndex:
             found.append(Vote(self._key_of_slot[i], int(votes[i]), pairs))
         return found
 
-    def _chance_rate(self, probes: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    def _chance_rate(self, probes: int) -> float:
         """Collisions per item expected if the query were unrelated to the whole catalog.
 
         Keys of uniform descriptors spread evenly over the 2^KEY_BITS buckets. Real descriptors
@@ -258,21 +270,21 @@ class LocalFeatureIndex:
         never less accurate.
         """
         per_bucket = (self._main.size + self._delta.size) / (1 << KEY_BITS)
-        return sum(len(keys) for keys, _ in probes) * per_bucket / len(self._slot_of)
+        return probes * per_bucket / len(self._slot_of)
 
-    def _collisions(self, probes: list[tuple[np.ndarray, np.ndarray]]
+    def _collisions(self, probes: np.ndarray, owners: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray]:
         """(query descriptor, entry) for every stored entry sharing a table key with the query.
 
-        `probes` holds each table's distinct query keys and the first query descriptor that
-        has each: that descriptor gets the credit.
+        `probes` are sorted (table << KEY_BITS | key) values; `owners` the query descriptor
+        credited with each.
         """
+        tables, keys = probes >> KEY_BITS, probes & ((1 << KEY_BITS) - 1)
         qidx, entries = [], []
-        for t, (keys, first) in enumerate(probes):
-            for tables in (self._main, self._delta):
-                q, e = tables.probe(t, keys)
-                qidx.append(first[q])
-                entries.append(e)
+        for level in (self._main, self._delta):
+            p, e = level.probe(tables, keys)
+            qidx.append(owners[p])
+            entries.append(e)
         return np.concatenate(qidx), np.concatenate(entries)
 
     def prepare(self) -> None:
