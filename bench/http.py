@@ -1,7 +1,8 @@
 """The HTTP service on loopback: search-by-upload at a large catalog, and bulk ingest from URLs.
 
     .venv/bin/python bench/http.py [--catalog-size 100000] [--duration 20] [--concurrency 8,16]
-        [--bulk-rows 2000] [--port 0] [--keep DIR] [--profile DIR] [--no-bulk-catalog]
+        [--bulk-rows 2000] [--port 0] [--workers 1] [--keep DIR] [--profile DIR]
+        [--no-bulk-catalog]
 
 1. Search. A SQLite catalog of `--catalog-size` items is written straight through the store's
    session: synthetic, unrelated fingerprints (random code, 256 random keypoints and
@@ -9,7 +10,8 @@
    of the query. The real service (`medialayer serve`, on `--port`) is started on it as a
    subprocess; `POST /v1/search/image/upload` with a ~100 KB JPEG (an edited copy of that
    original, which must come back top-1 with confidence high) is sent by `c` concurrent
-   keep-alive clients for `--duration` seconds, for each `c` in `--concurrency`.
+   keep-alive clients for `--duration` seconds, for each `c` in `--concurrency`; then the same
+   with a novel query (a photo in no catalog), which pays for every query view.
 2. Bulk ingest. A fixture HTTP server on 127.0.0.1 serves `--bulk-rows` distinct generated
    JPEGs (800x600, 30-100 KB); a CSV naming them is posted to `/v1/media/bulk` and the job is
    polled until done: into the large catalog (the same server, which then runs on a copy so the

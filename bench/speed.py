@@ -43,7 +43,7 @@ METHODS: dict[str, Callable[[bytes], object]] = {
     "MediaLayer global tier (trimmed dHash + mirror)":
         lambda data: fingerprint_bytes(data, local=False),
     "MediaLayer complete fingerprint (both tiers)": lambda data: fingerprint_bytes(data),
-    "MediaLayer query fingerprint (+ mirror keypoints, photo region)":
+    "MediaLayer query fingerprint (main view; the others only if needed)":
         lambda data: fingerprint_bytes(data, query=True),
     "imagehash.dhash (draft decode)": imagehash_dhash,
     "pdqhash (PDQ)": pdq,

@@ -14,8 +14,9 @@ from medialayer.kinds.image import ImageFingerprint
 CODE_RADIUS = 8
 """Global-code candidates are taken up to this distance; beyond it the tier scores 0."""
 HIGH = THRESHOLDS["image"]["high"]
+"""A match this strong settles a query: its costlier views are not computed."""
 VOTED_CANDIDATES = 5
-"""Items per query view sent to geometric verification from descriptor voting."""
+"""Most items per query view that descriptor voting proposes for verification."""
 AGREEING_VOTES = 6
 """Voted items whose own correspondences agree on fewer points are not verified. On dev
 (`bench/accuracy.py`), 6 skips 93 % of the verifications of unrelated items and loses one
