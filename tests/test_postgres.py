@@ -84,3 +84,23 @@ def test_migrations_are_idempotent(pg_url: str, tmp_path) -> None:
     ml = MediaLayer(tmp_path, database_url=pg_url)
     assert ml.list() == []
     ml.close()
+
+
+def test_searches_poll_postgres_for_other_processes_writes(pg_url: str, tmp_path,
+                                                           monkeypatch) -> None:
+    from medialayer import service
+
+    monkeypatch.setattr(service, "SYNC_INTERVAL", 0.0)
+    a = MediaLayer(tmp_path / "a", database_url=pg_url)
+    b = MediaLayer(tmp_path / "b", database_url=pg_url)
+    query = synth.jpeg(synth.photo(21))
+    assert b.search(query).results == []
+    state = b._state("image")
+    assert not b.store.changed_since("image", state.last_seq, state.last_deletion)
+    record = a.index(query)
+    assert b.search(query).results[0].media.id == record.id
+    a.delete(record.id)
+    assert b.store.changed_since("image", state.last_seq, state.last_deletion)
+    assert b.search(query).results == []
+    a.close()
+    b.close()
