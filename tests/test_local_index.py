@@ -94,9 +94,13 @@ def test_unrelated_items_do_not_reach_the_chance_floor() -> None:
     assert local.chance_votes(0.001, 10) == 1
 
 
-def test_an_item_holds_at_most_256_descriptors() -> None:
-    with pytest.raises(ValueError):
-        LocalFeatureIndex().add(1, descriptors(257))
+def test_only_the_first_256_descriptors_of_an_item_are_indexed() -> None:
+    """ORB asked for 256 keypoints now and then returns 257; the item must still be indexed."""
+    idx = LocalFeatureIndex()
+    many = descriptors(300)
+    idx.add(1, many)
+    assert idx.vote(many[:256])[0].key == 1
+    assert idx.vote(many[256:]) == []
 
 
 def test_slots_are_compacted_after_many_removals(monkeypatch) -> None:

@@ -31,7 +31,8 @@ MERGE_AT = 65_536
 """The delta is merged into the main tables past this many entries (or a sixty-fourth of main)."""
 
 DESCRIPTOR_INDEX_BITS = 8
-"""An entry is its item's slot shifted left by this, or'ed with the descriptor's index."""
+"""An entry is its item's slot shifted left by this, or'ed with the descriptor's index: only an
+item's first 2^8 descriptors are indexed."""
 MAX_DESCRIPTORS = 1 << DESCRIPTOR_INDEX_BITS
 MAX_SLOTS = 1 << (32 - DESCRIPTOR_INDEX_BITS)
 CHANCE = 0.01
@@ -188,8 +189,7 @@ class LocalFeatureIndex:
         self.remove(key)
         if len(descriptors) == 0:
             return
-        if len(descriptors) > MAX_DESCRIPTORS:
-            raise ValueError(f"{len(descriptors)} descriptors; an item holds {MAX_DESCRIPTORS}")
+        descriptors = descriptors[:MAX_DESCRIPTORS]  # ORB's 256 are now and then 257
         slot = len(self._key_of_slot)
         if slot >= MAX_SLOTS:
             raise OverflowError(f"a keypoint index holds {MAX_SLOTS:,} items")
