@@ -37,26 +37,38 @@ def run_curl_line(line: str) -> httpx.Response:
     return httpx.post(words[-1], headers=headers, files=files, data=data, timeout=30)
 
 
-def test_serve_prints_a_key_and_curl_lines_that_find_the_copy(tmp_path: Path) -> None:
+def start_serve(data_dir: Path, *args: str) -> tuple[subprocess.Popen, list[str]]:
+    """`medialayer serve` as a newcomer starts it: its printed lines up to the docs link, once
+    it answers /readyz."""
     port = free_port()
-    env = {**os.environ, "MEDIALAYER_DATA_DIR": str(tmp_path / "data")}
     server = subprocess.Popen(
-        [sys.executable, "-m", "medialayer", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [sys.executable, "-m", "medialayer", "serve", "--host", "127.0.0.1", "--port", str(port),
+         *args],
+        env={**os.environ, "MEDIALAYER_DATA_DIR": str(data_dir)}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not any("/docs" in x for x in lines):
+        lines.append(server.stdout.readline())
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    return server, lines
+
+
+def curl_lines(lines: list[str]) -> list[str]:
+    return [x.strip() for x in lines if x.strip().startswith("curl")]
+
+
+def test_serve_prints_a_key_and_curl_lines_that_find_the_copy(tmp_path: Path) -> None:
+    server, lines = start_serve(tmp_path / "data")
     try:
-        lines = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not any("/docs" in x for x in lines):
-            lines.append(server.stdout.readline())
         key = re.search(r"(ml_\S+)", next(x for x in lines if "First API key" in x)).group(1)
-        curls = [x.strip() for x in lines if x.strip().startswith("curl")]
+        curls = curl_lines(lines)
         assert len(curls) == 2 and all(key in c for c in curls)
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
         indexed = run_curl_line(curls[0])
         assert indexed.status_code == 201, indexed.text
         found = run_curl_line(curls[1]).json()["results"]
@@ -69,24 +81,9 @@ def test_serve_prints_a_key_and_curl_lines_that_find_the_copy(tmp_path: Path) ->
 
 def test_serve_with_two_workers_shares_one_catalog(tmp_path: Path) -> None:
     """Each worker process has its own indexes: what one indexes, the other finds."""
-    port = free_port()
-    env = {**os.environ, "MEDIALAYER_DATA_DIR": str(tmp_path / "data")}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "medialayer", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "2"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server, lines = start_serve(tmp_path / "data", "--workers", "2")
     try:
-        lines = []
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and not any("/docs" in x for x in lines):
-            lines.append(server.stdout.readline())
-        curls = [x.strip() for x in lines if x.strip().startswith("curl")]
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        curls = curl_lines(lines)
         indexed = run_curl_line(curls[0])
         assert indexed.status_code == 201, indexed.text
         answers = []
