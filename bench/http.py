@@ -237,11 +237,6 @@ def proc_status(pid: int, field_name: str) -> int:
     return 0
 
 
-def peak_mb(server: Server, with_children: bool) -> float:
-    pids = [server.pid, *(server.family() if with_children else [])]
-    return sum(proc_status(p, "VmHWM") for p in pids) / 1024
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of one process (0 if gone)."""
     try:
@@ -285,9 +280,10 @@ class Server:
         self.seen.update(kids)
         return kids
 
-    def rss_mb(self, with_children: bool = False) -> float:
+    def rss_mb(self, with_children: bool = False, field_name: str = "VmRSS") -> float:
+        """Resident memory (or, with VmHWM, its peak) of the server, summed over its children."""
         pids = [self.pid, *(self.family() if with_children else [])]
-        return sum(proc_status(p, "VmRSS") for p in pids) / 1024
+        return sum(proc_status(p, field_name) for p in pids) / 1024
 
     def cpu(self) -> tuple[float, float]:
         """CPU seconds of (the server process, its children)."""
@@ -855,7 +851,7 @@ def run(args: argparse.Namespace, concurrency: list[int], work: Path
                   flush=True)
         note(facts, f"server RSS after the search runs: "
                     f"{server.rss_mb(with_children=args.workers > 1):.0f} MB "
-                    f"(peaks summed {peak_mb(server, args.workers > 1):.0f} MB)")
+                    f"(peaks summed {server.rss_mb(args.workers > 1, 'VmHWM'):.0f} MB)")
         if args.profile:
             with profiled(server, args.profile / "search.txt", args.duration):
                 spied = search_load(server, key, query, max(concurrency), args.duration)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medialayer.calibration import THRESHOLDS, image_score
+from medialayer.calibration import confidence, image_score
 from medialayer.index.hamming import HammingIndex
 from medialayer.index.local import LocalFeatureIndex, Vote
 from medialayer.kinds import image
@@ -13,8 +13,6 @@ from medialayer.kinds.image import ImageFingerprint
 
 CODE_RADIUS = 8
 """Global-code candidates are taken up to this distance; beyond it the tier scores 0."""
-HIGH = THRESHOLDS["image"]["high"]
-"""A match this strong settles a query: its costlier views are not computed."""
 VOTED_CANDIDATES = 5
 """Most items per query view that descriptor voting proposes for verification."""
 AGREEING_VOTES = 6
@@ -65,7 +63,8 @@ class ImageIndex:
         """
         scores: dict[int, float] = {}
         self._score_views(query, query.codes, range(len(query.views)), top_k, exclude, scores)
-        if query.more is not None and max(scores.values(), default=0.0) < HIGH:
+        settled = confidence("image", max(scores.values(), default=0.0)) == "high"
+        if query.more is not None and not settled:
             full = query.expanded()
             self._score_views(full, full.codes[len(query.codes):],
                               range(len(query.views), len(full.views)), top_k, exclude, scores)
