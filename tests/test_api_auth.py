@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
-from medialayer.api.auth import RateLimiter
+from medialayer.api.auth import KeyCache, RateLimiter
 from medialayer.keys import create_key, revoke_key
 
 if TYPE_CHECKING:
@@ -35,12 +36,43 @@ def test_missing_or_unknown_key_is_401(api: Api, headers: dict[str, str]) -> Non
         assert status_and_code(response) == (401, "unauthorized")
 
 
-def test_revoked_key_is_401(api: Api, media: Media) -> None:
+def test_revoked_key_is_401(make_api: Callable[..., Api], media: Media) -> None:
+    api = make_api(key_cache_seconds=0)
     info, plaintext = create_key(api.ml.store, "acme", ["index"])
     headers = {"X-API-Key": plaintext}
     assert index(api, headers, media.original).status_code == 201
     revoke_key(api.ml.store, info.id)
     assert status_and_code(index(api, headers, media.original)) == (401, "unauthorized")
+
+
+def test_revoked_key_is_401_once_the_cache_expires(api: Api, media: Media) -> None:
+    """A live key is trusted for `key_cache_seconds` (no look-up); a revocation made meanwhile
+    (here, as from the CLI: straight into the catalog) is seen once that time is up."""
+    now = [0.0]
+    api.client.app.state.key_cache = KeyCache(5.0, clock=lambda: now[0])
+    info, plaintext = create_key(api.ml.store, "acme", ["index", "search"])
+    headers = {"X-API-Key": plaintext}
+    assert api.client.get("/v1/media", headers=headers).status_code == 200
+    revoke_key(api.ml.store, info.id)
+    now[0] = 4.9
+    assert api.client.get("/v1/media", headers=headers).status_code == 200
+    now[0] = 5.0
+    assert status_and_code(api.client.get("/v1/media", headers=headers)) == \
+        (401, "unauthorized")
+    now[0] = 60.0  # a revoked key is never cached: it stays refused
+    assert status_and_code(api.client.get("/v1/media", headers=headers)) == \
+        (401, "unauthorized")
+
+
+def test_key_cache_is_bounded_and_skips_unknown_keys(api: Api) -> None:
+    cache = KeyCache(60.0, max_keys=2)
+    keys = [create_key(api.ml.store, "acme", ["search"])[1] for _ in range(3)]
+    for plaintext in keys:
+        assert asyncio.run(cache.authenticate(api.ml.store, plaintext)) is not None
+        assert cache.get(plaintext) is not None
+        assert len(cache._keys) <= 2
+    assert asyncio.run(cache.authenticate(api.ml.store, "ml_unknown")) is None
+    assert cache.get("ml_unknown") is None
 
 
 def test_scopes(api: Api, media: Media) -> None:

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     upload_max_bytes: int = 50 * 1024 * 1024
     default_rate_limit: int = 600
     """Requests per minute per API key when the key sets none."""
+    key_cache_seconds: float = 5.0
+    """How long a process trusts a key it has looked up: a key revoked from another process
+    (the CLI) is refused within this time; 0 looks every request up."""
     cpu_threads: int = 2
     """Requests per process fingerprinting or searching at once; the rest queue. More threads
     than cores only fight over the GIL: at 16 concurrent searches, 2 threads serve more."""

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from medialayer import __version__
 from medialayer.api import ops, routes_decisions, routes_jobs, routes_media, routes_search
-from medialayer.api.auth import RateLimiter
+from medialayer.api.auth import KeyCache, RateLimiter
 from medialayer.api.logs import configure_logging
 from medialayer.config import Settings
 from medialayer.errors import (
@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None, ml: MediaLayer | None = None) -
     app.state.settings = settings
     app.state.ml = service
     app.state.rate_limiter = RateLimiter()
+    app.state.key_cache = KeyCache(settings.key_cache_seconds)
     app.state.metrics = ops.Metrics(service)
     for module in (ops, routes_media, routes_search, routes_decisions, routes_jobs):
         app.include_router(module.router)

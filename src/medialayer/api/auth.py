@@ -3,6 +3,10 @@
 The key arrives in `X-API-Key` and is only ever hashed and compared (medialayer.keys); it is never
 logged. Rate limits are per key and per process, in memory: a limit exists to stop one client's
 runaway loop from starving the others, and per-process accuracy is enough for that.
+
+Live keys are cached per process for `key_cache_seconds`: a look-up is a thread hop and a query
+(about 2 ms of a search's CPU, measured in bench/http.py), and a busy client presents the same
+key hundreds of times a second. A revoked key is refused within the cache time.
 """
 
 from __future__ import annotations
@@ -10,15 +14,17 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader
 from starlette.exceptions import HTTPException
 
-from medialayer.keys import KeyInfo, authenticate
+from medialayer.catalog.store import SqlCatalogStore
+from medialayer.keys import KeyInfo, authenticate, digest
 
 KEY_ID_SCOPE = "medialayer.key_id"
 """Where the caller's key id is left for the access log (the id, never the key)."""
@@ -56,20 +62,54 @@ class RateLimiter:
             return (1.0 - bucket.tokens) / rate
 
 
-def require(*scopes: str) -> Callable[..., KeyInfo]:
-    """A dependency admitting a live, non-throttled key that has any of `scopes`.
+class KeyCache:
+    """Live keys by digest, each trusted for `seconds` after it was read from the catalog.
 
-    Sync on purpose: FastAPI runs it in the threadpool, so the key lookup (SQL) never blocks
-    the event loop. Throttling is checked before scopes, so a key hammering routes it may not use
-    is slowed down too.
+    Unknown and revoked keys are never cached: they are looked up every time, so a key created
+    a moment ago works at once. Bounded: past `max_keys` entries the cache starts over.
     """
 
-    def dependency(request: Request,
-                   api_key: Annotated[str | None, Security(API_KEY_HEADER)]) -> KeyInfo:
+    def __init__(self, seconds: float, max_keys: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self._max_keys = max_keys
+        self._clock = clock
+        self._keys: dict[str, tuple[KeyInfo, float]] = {}
+
+    def get(self, plaintext: str) -> KeyInfo | None:
+        """The cached live key for `plaintext`, or None if it must be looked up."""
+        found = self._keys.get(digest(plaintext))
+        if found is None or self._clock() - found[1] >= self.seconds:
+            return None
+        return found[0]
+
+    async def authenticate(self, store: SqlCatalogStore, plaintext: str) -> KeyInfo | None:
+        """The live key for `plaintext`: from the cache, else from the catalog (in a thread,
+        so the query never blocks the event loop)."""
+        key = self.get(plaintext)
+        if key is not None:
+            return key
+        key = await run_in_threadpool(authenticate, store, plaintext)
+        if key is not None and self.seconds > 0:
+            if len(self._keys) >= self._max_keys:
+                self._keys.clear()
+            self._keys[digest(plaintext)] = (key, self._clock())
+        return key
+
+
+def require(*scopes: str) -> Callable[..., Awaitable[KeyInfo]]:
+    """A dependency admitting a live, non-throttled key that has any of `scopes`.
+
+    Throttling is checked before scopes, so a key hammering routes it may not use is slowed
+    down too.
+    """
+
+    async def dependency(request: Request,
+                         api_key: Annotated[str | None, Security(API_KEY_HEADER)]) -> KeyInfo:
         if not api_key:
             raise HTTPException(401, "missing X-API-Key header")
         state = request.app.state
-        key = authenticate(state.ml.store, api_key)
+        key = await state.key_cache.authenticate(state.ml.store, api_key)
         if key is None:
             raise HTTPException(401, "unknown or revoked API key")
         request.scope[KEY_ID_SCOPE] = key.id
