@@ -292,8 +292,8 @@ class Server:
 
 
 @contextmanager
-def serve(data_dir: Path, port: int, log: Path, workers: int = 1, ready_timeout: float = 3600
-          ) -> Iterator[Server]:
+def serve(data_dir: Path, port: int, log: Path, workers: int = 1, ready_timeout: float = 3600,
+          settings: dict[str, str] | None = None) -> Iterator[Server]:
     """`medialayer serve` on `data_dir`, every worker ready on entry, stopped on exit.
 
     One worker is ready when /readyz answers 200; with several, when each has logged that its
@@ -302,7 +302,7 @@ def serve(data_dir: Path, port: int, log: Path, workers: int = 1, ready_timeout:
     port = port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIALAYER_")}
     env.update(MEDIALAYER_DATA_DIR=str(data_dir), MEDIALAYER_DEFAULT_RATE_LIMIT="0",
-               MEDIALAYER_FETCH_ALLOW_NETWORKS=f'["{HOST}/32"]')
+               MEDIALAYER_FETCH_ALLOW_NETWORKS=f'["{HOST}/32"]', **(settings or {}))
     url = f"http://{HOST}:{port}"
     t0 = time.perf_counter()
     with log.open("wb") as out:
@@ -785,6 +785,7 @@ def main() -> None:
                     help="skip the bulk run against (a copy of) the large catalog")
     ap.add_argument("--port", type=int, default=0, help="server port (0: a free one)")
     ap.add_argument("--workers", type=int, default=1, help="`medialayer serve --workers`")
+    ap.add_argument("--cpu-threads", type=int, help="the servers' MEDIALAYER_CPU_THREADS")
     ap.add_argument("--keep", type=Path, help="build the catalog here and reuse it next time")
     ap.add_argument("--profile", type=Path, help="also run under py-spy, raw profiles here")
     args = ap.parse_args()
@@ -853,15 +854,18 @@ def run(args: argparse.Namespace, concurrency: list[int], work: Path
         served_dir = work / "catalog-copy"
         copy_catalog(catalog, served_dir)
     key = new_key(served_dir)
+    settings = {} if args.cpu_threads is None else {"MEDIALAYER_CPU_THREADS": str(args.cpu_threads)}
     loads: list[Load] = []
     bulks: list[Bulk] = []
     with fixture_server(images) as (fixture_port, served), \
-            serve(served_dir, args.port, work / "server-search.log", args.workers) as server:
+            serve(served_dir, args.port, work / "server-search.log", args.workers,
+                  settings=settings) as server:
         first_s, answer = search_once(server, key, query)
         check_top1(answer)
         top = answer["results"][0]
         rss_warm = server.rss_mb(with_children=args.workers > 1)
-        note(facts, f"server: `medialayer serve --workers {args.workers}`; start to ready in "
+        note(facts, f"server: `medialayer serve --workers {args.workers}`"
+                    f"{''.join(f' {k}={v}' for k, v in settings.items())}; start to ready in "
                     f"{server.ready_s:.1f} s (the service builds "
                     f"its in-memory index from the catalog before it is ready), then the first "
                     f"search in {first_s:.2f} s: top-1 {top['external_id']} "
@@ -893,7 +897,8 @@ def run(args: argparse.Namespace, concurrency: list[int], work: Path
         empty = work / "empty"
         empty.mkdir()
         empty_key = new_key(empty)
-        with serve(empty, 0, work / "server-bulk.log", args.workers) as bulk_server:
+        with serve(empty, 0, work / "server-bulk.log", args.workers,
+                   settings=settings) as bulk_server:
             bulks.insert(0, bulk_job(bulk_server, empty_key, fixture_port, args.bulk_rows,
                                      "bulk-empty", "empty"))
             print(f"- bulk into an empty catalog: {bulks[0].wall_rate:.1f}/s", flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -17,6 +18,8 @@ from medialayer import InvalidInput, MediaLayer
 from medialayer.catalog import jobs as job_rows
 from medialayer.catalog.models import Media
 from medialayer.jobs import parse_csv, submit_csv
+
+import synth
 
 pytest_plugins = ["api_fixtures"]
 
@@ -144,4 +147,37 @@ def test_a_killed_worker_loses_and_doubles_nothing(tmp_path: Path, origin,
         assert s.scalar(select(func.count()).select_from(Media)) == 1999
         sources = s.scalars(select(Media.source)).all()
     assert len(set(sources)) == 1999  # no row indexed twice
+    ml.close()
+
+
+def test_rows_written_together_fall_back_row_by_row(tmp_path: Path, make_settings) -> None:
+    """Rows finishing together share one transaction; when it fails (two rows of the batch
+    carry one external id, a third one is already catalogued) each row is written alone, and
+    every external id still ends as exactly one media."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from medialayer.jobs import JobRunner
+
+    data = tmp_path / "data"
+    ml = MediaLayer(data)
+    photos = []
+    for i in range(6):
+        path = tmp_path / f"p{i}.jpg"
+        path.write_bytes(synth.jpeg(synth.photo(300 + i)))
+        photos.append(path)
+    known = ml.index(photos[0], external_id="e0")
+    ids = ["e0", "e1", "e2", "e1", "e3", ""]
+    lines = [f"{p},{e}\n" for p, e in zip(photos, ids, strict=True)]
+    csv_text = "path,external_id\n" + "".join(lines)
+    job_id = submit_csv(ml, csv_text, "default", make_settings(), allow_paths=True)
+    with ThreadPoolExecutor(2) as pool:
+        runner = JobRunner(ml, make_settings(bulk_concurrency=16), pool=pool)
+        asyncio.run(runner.run_until_idle(job_id))
+    outcomes = job_rows.row_outcomes(ml.store, job_id)
+    assert [state for _, state, _ in outcomes] == ["done"] * 6
+    media = [m for _, _, m in outcomes]
+    assert media[0] == known.id and media[1] == media[3]
+    assert len(set(media)) == 5
+    with ml.store.session() as s:
+        assert s.scalar(select(func.count()).select_from(Media)) == 5
     ml.close()

@@ -13,11 +13,13 @@ import csv
 import logging
 import multiprocessing
 from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from medialayer.catalog import jobs as job_rows
 from medialayer.catalog.jobs import Claim, ClaimLost
+from medialayer.catalog.store import NewMedia
 from medialayer.config import Settings
 from medialayer.errors import Conflict, InvalidInput, MediaLayerError
 from medialayer.fetch import fetch
@@ -116,15 +118,20 @@ class JobRunner:
         """Keep up to `bulk_concurrency` rows in flight, claiming more as rows finish.
 
         A pipeline, not batches: a slow fetch holds one slot, never a whole batch of rows.
+        Fingerprinted rows are written together, in one transaction, whenever the pump comes
+        round: rows that finished meanwhile share it.
         """
         limit = max(1, self.settings.bulk_concurrency)
-        inflight: set[asyncio.Task] = set()
+        inflight: set[asyncio.Task[Fingerprinted | None]] = set()
         while True:
             if not stop.is_set() and len(inflight) <= limit // 2:
                 for claim in await self._claim(limit - len(inflight), job_id):
                     inflight.add(asyncio.create_task(self._work(claim)))
             if inflight:
-                _, inflight = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+                done, inflight = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+                ready = [r for r in (t.result() for t in done) if r is not None]
+                if ready:
+                    await asyncio.to_thread(self._index, ready)
             elif until_idle or stop.is_set():
                 return
             else:
@@ -134,41 +141,47 @@ class JobRunner:
                     pass
 
     async def _claim(self, n: int, job_id: str | None) -> list[Claim]:
+        """Claimed rows still to work; rows whose external id is already in the catalog are
+        finished here (one look-up for all of them), not fetched again."""
         try:
-            return await asyncio.to_thread(job_rows.claim_rows, self.ml.store, n,
-                                           self.settings.bulk_claim_timeout, job_id)
+            claims = await asyncio.to_thread(job_rows.claim_rows, self.ml.store, n,
+                                             self.settings.bulk_claim_timeout, job_id)
+            known = await asyncio.to_thread(self._known, claims)
         except Exception:  # a database hiccup must not kill the worker loop
             log.exception("claiming job rows failed")
             return []
+        for claim in claims:
+            if claim.row_id in known:
+                await asyncio.to_thread(job_rows.finish_row, self.ml.store, claim,
+                                        known[claim.row_id])
+        return [c for c in claims if c.row_id not in known]
 
-    async def _work(self, claim: Claim) -> None:
+    def _known(self, claims: list[Claim]) -> dict[int, str]:
+        """Media ids, by row id, of the claims whose (tenant, external id) is already in the
+        catalog."""
+        wanted: dict[str, set[str]] = {}
+        for claim in claims:
+            if claim.payload.get("external_id"):
+                wanted.setdefault(claim.tenant, set()).add(claim.payload["external_id"])
+        found = {tenant: self.ml.store.media_ids_by_external_id(tenant, sorted(ids))
+                 for tenant, ids in wanted.items()}
+        return {c.row_id: found[c.tenant][c.payload["external_id"]] for c in claims
+                if c.payload.get("external_id") in found.get(c.tenant, {})}
+
+    async def _work(self, claim: Claim) -> Fingerprinted | None:
+        """Fetch and fingerprint a row; None if it ended here (failed)."""
         row = claim.payload
         try:
-            existing = await self._existing(claim)
-            if existing is not None:
-                await asyncio.to_thread(job_rows.finish_row, self.ml.store, claim, existing)
-                return
             data = await self._read(claim)
             loop = asyncio.get_running_loop()
             blob = await loop.run_in_executor(self.pool, fingerprint_blob, row["media_type"], data)
-            await asyncio.to_thread(self._index, claim, blob)
-        except ClaimLost:
-            log.info("row %s of job %s went to another worker", claim.row_number, claim.job_id)
+            return Fingerprinted(claim, blob)
         except (MediaLayerError, OSError) as e:
-            await asyncio.to_thread(job_rows.finish_row, self.ml.store, claim, None,
-                                    f"{e.__class__.__name__}: {e}" if not str(e) else str(e))
+            await asyncio.to_thread(self._fail, claim, e)
         except Exception as e:  # an unexpected bug fails the row, never the job
             log.exception("row %s of job %s failed", claim.row_number, claim.job_id)
-            await asyncio.to_thread(job_rows.finish_row, self.ml.store, claim, None,
-                                    f"internal error: {e.__class__.__name__}")
-
-    async def _existing(self, claim: Claim) -> str | None:
-        external_id = claim.payload.get("external_id")
-        if not external_id:
-            return None
-        known = await asyncio.to_thread(self.ml.store.get_by_external_id, claim.tenant,
-                                        external_id)
-        return known.id if known else None
+            await asyncio.to_thread(self._fail, claim, e)
+        return None
 
     async def _read(self, claim: Claim) -> bytes:
         row = claim.payload
@@ -181,17 +194,58 @@ class JobRunner:
             raise InvalidInput(f"{path} is over {MAX_FILE_BYTES} bytes")
         return await asyncio.to_thread(path.read_bytes)
 
-    def _index(self, claim: Claim, blob: bytes) -> None:
-        row = claim.payload
+    def _index(self, ready: list[Fingerprinted]) -> None:
+        """Write fingerprinted rows' media and mark the rows done, in one transaction; if that
+        fails (an external id that arrived meanwhile, a lost claim), row by row."""
         try:
-            self.ml.index_fingerprint(
-                row["media_type"], blob, tenant=claim.tenant, name=row.get("name"),
-                external_id=row.get("external_id"), metadata=row.get("metadata"),
-                source=row.get("url") or row.get("path"),
-                within=lambda session, media_id: job_rows.complete_row(session, claim, media_id))
+            self.ml.index_fingerprints([r.media() for r in ready], within=lambda s, ids: [
+                job_rows.complete_row(s, r.claim, media_id)
+                for r, media_id in zip(ready, ids, strict=True)])
+        except Exception:
+            if len(ready) == 1:
+                self._index_alone(ready[0])
+            else:
+                for one in ready:
+                    self._index([one])
+
+    def _index_alone(self, row: Fingerprinted) -> None:
+        claim = row.claim
+        try:
+            self.ml.index_fingerprints([row.media()], within=lambda s, ids: job_rows.complete_row(
+                s, claim, ids[0]))
         except Conflict:  # the same external id arrived through another row meanwhile
-            known = self.ml.store.get_by_external_id(claim.tenant, row["external_id"])
+            known = self.ml.store.get_by_external_id(claim.tenant, claim.payload["external_id"])
             job_rows.finish_row(self.ml.store, claim, known.id if known else None)
+        except ClaimLost:
+            log.info("row %s of job %s went to another worker", claim.row_number, claim.job_id)
+        except (MediaLayerError, OSError) as e:
+            self._fail(claim, e)
+        except Exception as e:
+            log.exception("row %s of job %s failed", claim.row_number, claim.job_id)
+            self._fail(claim, e)
+
+    def _fail(self, claim: Claim, error: Exception) -> None:
+        if isinstance(error, MediaLayerError | OSError):
+            reason = str(error) or error.__class__.__name__
+        else:
+            reason = f"internal error: {error.__class__.__name__}"
+        job_rows.finish_row(self.ml.store, claim, None, reason)
+
+
+@dataclass(frozen=True)
+class Fingerprinted:
+    """A claimed row whose bytes became a stored fingerprint, waiting to be written."""
+
+    claim: Claim
+    blob: bytes
+
+    def media(self) -> NewMedia:
+        row = self.claim.payload
+        return NewMedia(tenant=self.claim.tenant, media_type=row["media_type"],
+                        fingerprint=self.blob, name=row.get("name"),
+                        external_id=row.get("external_id"),
+                        source=row.get("url") or row.get("path"),
+                        metadata=row.get("metadata") or {})
 
 
 def submit_csv(ml: MediaLayer, text: str | bytes, tenant: str, settings: Settings,

@@ -16,7 +16,7 @@ from typing import Any
 
 from medialayer.calibration import at_least, confidence
 from medialayer.catalog import decisions
-from medialayer.catalog.store import MediaRecord, NewMedia, Within, open_store
+from medialayer.catalog.store import MediaRecord, NewMedia, Within, WithinMany, open_store
 from medialayer.clusters import connected_groups
 from medialayer.errors import Conflict, InvalidInput, MediaTooLarge
 from medialayer.kinds import KINDS, KindIndex, Match, get_kind
@@ -70,15 +70,15 @@ class MediaLayer:
                          external_id=external_id, metadata=metadata,
                          source=source_label or label, if_exists=if_exists)
 
-    def index_fingerprint(self, media_type: str, blob: bytes, *, tenant: str,
-                          name: str | None = None, external_id: str | None = None,
-                          metadata: dict[str, Any] | None = None, source: str | None = None,
-                          within: Within | None = None) -> MediaRecord:
-        """Add an item fingerprinted elsewhere (a worker process); `within` joins the insert."""
-        kind = get_kind(media_type)
-        return self._add(kind.name, tenant, kind.decode(blob), name=name,
-                         external_id=external_id, metadata=metadata, source=source,
-                         if_exists="error", within=within)
+    def index_fingerprints(self, items: list[NewMedia], within: WithinMany | None = None
+                           ) -> list[MediaRecord]:
+        """Add items fingerprinted elsewhere (worker processes) in one transaction, all or
+        none; `within(session, media_ids)` joins it (the bulk job marks its rows done)."""
+        fingerprints = [get_kind(i.media_type).decode(i.fingerprint) for i in items]
+        records = self.store.add_many(items, within)
+        for record, fingerprint in zip(records, fingerprints, strict=True):
+            self._index_added(record, fingerprint)
+        return records
 
     def delete(self, media_id: str, tenant: str | None = None) -> MediaRecord:
         record = self.store.delete(tenant or self.tenant, media_id)
@@ -227,11 +227,14 @@ class MediaLayer:
                 if known is not None:
                     return known
             raise
-        state = self._state(media_type)
-        with state.lock.write():
-            self._index_for(media_type, tenant).add(record.seq, fingerprint)
-            state.tenant_of[record.seq] = tenant
+        self._index_added(record, fingerprint)
         return record
+
+    def _index_added(self, record: MediaRecord, fingerprint: Any) -> None:
+        state = self._state(record.media_type)
+        with state.lock.write():
+            self._index_for(record.media_type, record.tenant).add(record.seq, fingerprint)
+            state.tenant_of[record.seq] = record.tenant
 
     def _state(self, media_type: str) -> _KindState:
         with self._kinds_lock:
