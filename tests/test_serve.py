@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -92,8 +93,49 @@ def test_serve_with_two_workers_shares_one_catalog(tmp_path: Path) -> None:
             time.sleep(0.1)
         assert all(a and a[0]["media_id"] == indexed.json()["id"] for a in answers[-10:])
         assert server.poll() is None
+        port = int(re.search(r":(\d+)/", curls[1]).group(1))
+        # 16 connections opened in one burst (as a client's keep-alive pool does) land on both
+        conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(16)]
+        try:
+            time.sleep(1.0)
+            owners = connection_owners(children(server.pid), port)
+        finally:
+            for conn in conns:
+                conn.close()
+        assert sum(owners.values()) == 16 and len(owners) == 2, owners
     finally:
         server.terminate()
         rest, _ = server.communicate(timeout=30)
     workers = set(re.findall(r"Started server process \[(\d+)\]", "".join(lines) + rest))
     assert len(workers) == 2
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def connection_owners(pids: list[int], port: int) -> Counter[int]:
+    """How many established connections to `port` each of `pids` holds (from /proc)."""
+    owner_of = {}
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                owner_of[target[8:-1]] = pid
+    owners: Counter[int] = Counter()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port, state, inode = int(fields[1].split(":")[1], 16), fields[3], fields[9]
+        if local_port == port and state == "01" and inode in owner_of:
+            owners[owner_of[inode]] += 1
+    return owners

@@ -271,6 +271,7 @@ def serve(host: Annotated[str | None, typer.Option(help="Default: MEDIALAYER_HOS
     import uvicorn
 
     from medialayer.api.app import create_app
+    from medialayer.api.supervisor import serve_workers
     from medialayer.config import Settings
     from medialayer.keys import create_key, list_keys
 
@@ -289,8 +290,7 @@ def serve(host: Annotated[str | None, typer.Option(help="Default: MEDIALAYER_HOS
         return
     ml.close()  # each worker process opens the catalog itself, from the same settings
     os.environ["MEDIALAYER_DATA_DIR"] = settings.data_dir
-    uvicorn.run("medialayer.api.app:create_app", factory=True, workers=workers, host=host,
-                port=port, log_level=settings.log_level, access_log=False)
+    serve_workers(host, port, workers, settings.log_level)
 
 
 def _print_welcome(key: str, host: str, port: int, examples: Path) -> None:
