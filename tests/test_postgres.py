@@ -7,6 +7,8 @@ MEDIALAYER_REQUIRE_POSTGRES=1 (CI sets it), where that is a failure.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import os
 import uuid
 
@@ -104,3 +106,38 @@ def test_searches_poll_postgres_for_other_processes_writes(pg_url: str, tmp_path
     assert b.search(query).results == []
     a.close()
     b.close()
+
+
+def test_bulk_rows_on_postgres_are_written_in_batches_exactly_once(pg_url: str, tmp_path
+                                                                   ) -> None:
+    """The bulk job's batched writes on PostgreSQL: claims, one insert and one row update per
+    batch, the row-by-row fallback (a repeated external id), and a claim taken by another."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from medialayer.catalog import jobs as job_rows
+    from medialayer.config import Settings
+    from medialayer.jobs import JobRunner, submit_csv
+
+    ml = MediaLayer(tmp_path, database_url=pg_url)
+    lines = []
+    for i in range(12):
+        path = tmp_path / f"p{i}.jpg"
+        path.write_bytes(synth.jpeg(synth.photo(400 + i)))
+        lines.append(f"{path},{'dup' if i in (3, 7) else f'e{i}'}\n")
+    settings = Settings(data_dir=str(tmp_path), bulk_concurrency=16)
+    job_id = submit_csv(ml, "path,external_id\n" + "".join(lines), "default", settings,
+                        allow_paths=True)
+    with ThreadPoolExecutor(2) as pool:
+        asyncio.run(JobRunner(ml, settings, pool=pool).run_until_idle(job_id))
+    outcomes = job_rows.row_outcomes(ml.store, job_id)
+    assert [state for _, state, _ in outcomes] == ["done"] * 12
+    media = [m for _, _, m in outcomes]
+    assert media[3] == media[7] and len(set(media)) == 11 and ml.store.count() == 11
+
+    other = submit_csv(ml, "path\n/nowhere.jpg\n", "default", settings, allow_paths=True)
+    [claim] = job_rows.claim_rows(ml.store, 1, 300.0, other)
+    stolen = dataclasses.replace(claim, token="someone-else")
+    with pytest.raises(job_rows.ClaimLost), ml.store.session.begin() as s:
+        job_rows.complete_rows(s, [(claim, media[0]), (stolen, media[1])])
+    assert job_rows.row_outcomes(ml.store, other)[0][1] == "claimed"
+    ml.close()

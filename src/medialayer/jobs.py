@@ -198,9 +198,9 @@ class JobRunner:
         """Write fingerprinted rows' media and mark the rows done, in one transaction; if that
         fails (an external id that arrived meanwhile, a lost claim), row by row."""
         try:
-            self.ml.index_fingerprints([r.media() for r in ready], within=lambda s, ids: [
-                job_rows.complete_row(s, r.claim, media_id)
-                for r, media_id in zip(ready, ids, strict=True)])
+            self.ml.index_fingerprints([r.media() for r in ready], within=lambda s, ids: (
+                job_rows.complete_rows(s, [(r.claim, media_id)
+                                           for r, media_id in zip(ready, ids, strict=True)])))
         except Exception:
             if len(ready) == 1:
                 self._index_alone(ready[0])

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from medialayer.catalog.models import Job, JobRow
@@ -105,12 +105,22 @@ def claim_rows(store: SqlCatalogStore, limit: int, stale_after: float,
 
 def complete_row(session: Session, claim: Claim, media_id: str) -> None:
     """Mark the row done inside the caller's transaction; raise ClaimLost if it isn't ours."""
+    complete_rows(session, [(claim, media_id)])
+
+
+def complete_rows(session: Session, done: list[tuple[Claim, str]]) -> None:
+    """Mark rows done with their media inside the caller's transaction, in one statement;
+    raise ClaimLost unless every one of them is still claimed by us."""
+    media = {claim.row_id: media_id for claim, media_id in done}
+    token = {claim.row_id: claim.token for claim, _ in done}
+    table = JobRow.__table__
     result = session.execute(
-        update(JobRow).where(JobRow.id == claim.row_id, JobRow.claim_token == claim.token,
-                             JobRow.state == "claimed")
-        .values(state="done", media_id=media_id, finished_at=now()))
-    if result.rowcount != 1:
-        raise ClaimLost(f"row {claim.row_id} was claimed by another worker")
+        update(table).where(table.c.id.in_(list(media)), table.c.state == "claimed",
+                            table.c.claim_token == case(token, value=table.c.id))
+        .values(state="done", media_id=case(media, value=table.c.id), finished_at=now()))
+    if result.rowcount != len(media):
+        raise ClaimLost(f"{len(media) - result.rowcount} of rows {sorted(media)} were claimed "
+                        "by another worker")
 
 
 def finish_row(store: SqlCatalogStore, claim: Claim, media_id: str | None = None,
