@@ -150,6 +150,8 @@ async def _vetted_address(target: httpx.URL, allowed: tuple[IPNetwork, ...]) -> 
 
 
 async def _resolve(host: str, port: int) -> list[IPAddress]:
+    if _is_ip_literal(host):  # nothing to look up (odd forms like 0x7f.1 still go to DNS)
+        return [ipaddress.ip_address(host)]
     try:
         infos = await asyncio.to_thread(socket.getaddrinfo, host, port,
                                         type=socket.SOCK_STREAM)

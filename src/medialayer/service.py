@@ -76,8 +76,7 @@ class MediaLayer:
         none; `within(session, media_ids)` joins it (the bulk job marks its rows done)."""
         fingerprints = [get_kind(i.media_type).decode(i.fingerprint) for i in items]
         records = self.store.add_many(items, within)
-        for record, fingerprint in zip(records, fingerprints, strict=True):
-            self._index_added(record, fingerprint)
+        self._index_added(list(zip(records, fingerprints, strict=True)))
         return records
 
     def delete(self, media_id: str, tenant: str | None = None) -> MediaRecord:
@@ -227,14 +226,18 @@ class MediaLayer:
                 if known is not None:
                     return known
             raise
-        self._index_added(record, fingerprint)
+        self._index_added([(record, fingerprint)])
         return record
 
-    def _index_added(self, record: MediaRecord, fingerprint: Any) -> None:
-        state = self._state(record.media_type)
-        with state.lock.write():
-            self._index_for(record.media_type, record.tenant).add(record.seq, fingerprint)
-            state.tenant_of[record.seq] = record.tenant
+    def _index_added(self, added: list[tuple[MediaRecord, Any]]) -> None:
+        """Put new catalog rows in this process's indexes, one exclusive lock per media type."""
+        for media_type in dict.fromkeys(record.media_type for record, _ in added):
+            state = self._state(media_type)
+            with state.lock.write():
+                for record, fingerprint in added:
+                    if record.media_type == media_type:
+                        self._index_for(media_type, record.tenant).add(record.seq, fingerprint)
+                        state.tenant_of[record.seq] = record.tenant
 
     def _state(self, media_type: str) -> _KindState:
         with self._kinds_lock:
