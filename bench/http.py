@@ -765,6 +765,15 @@ def _version(package: str) -> str:
         return "not installed"
 
 
+def bulk_cpu(bulk: Bulk, workers: int) -> str:
+    """Cores the server used during a bulk job: with one worker, its own and its fingerprint
+    pool's; with several, the supervisor (idle) has the workers and their pools as children."""
+    server, children = bulk.server_cpu_s / bulk.wall_s, bulk.workers_cpu_s / bulk.wall_s
+    if workers == 1:
+        return f"server {server:.2f} cores, fingerprint workers {children:.2f}"
+    return f"{workers} server workers and their fingerprint pools {server + children:.2f} cores"
+
+
 def row(*cells: object) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
@@ -960,8 +969,7 @@ def run(args: argparse.Namespace, concurrency: list[int], work: Path
             f"{bulk.wall_rate:.1f}", "", "",
             f"{verdict} target; job's own rate {bulk.job_rate:.1f}/s; {bulk.failed} failed; "
             f"{bulk.wall_rate / (2 * per_core):.0%} of 2 x the one-core fingerprint rate; "
-            f"CPU: server {bulk.server_cpu_s / bulk.wall_s:.2f} cores, fingerprint workers "
-            f"{bulk.workers_cpu_s / bulk.wall_s:.2f}, fixture server "
+            f"CPU: {bulk_cpu(bulk, args.workers)}, fixture server "
             f"{bulk.bench_cpu_s / bulk.wall_s:.2f}; RSS incl. workers {bulk.rss_mb:.0f} MB"))
         facts += [f"bulk failure: {error}" for error in bulk.errors]
     table.append(row("in-process fingerprint, bulk path", 1, min(200, len(images)),

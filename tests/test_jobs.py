@@ -181,3 +181,13 @@ def test_rows_written_together_fall_back_row_by_row(tmp_path: Path, make_setting
     with ml.store.session() as s:
         assert s.scalar(select(func.count()).select_from(Media)) == 5
     ml.close()
+
+
+def test_bulk_pool_shares_the_cores_among_http_workers(monkeypatch) -> None:
+    from medialayer.config import Settings
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert Settings().bulk_pool_size() == 4
+    assert Settings(workers=2).bulk_pool_size() == 2
+    assert Settings(workers=8).bulk_pool_size() == 1
+    assert Settings(workers=2, bulk_workers=3).bulk_pool_size() == 3

@@ -290,6 +290,7 @@ def serve(host: Annotated[str | None, typer.Option(help="Default: MEDIALAYER_HOS
         return
     ml.close()  # each worker process opens the catalog itself, from the same settings
     os.environ["MEDIALAYER_DATA_DIR"] = settings.data_dir
+    os.environ["MEDIALAYER_WORKERS"] = str(workers)  # each worker sizes its bulk pool by it
     serve_workers(host, port, workers, settings.log_level)
 
 

@@ -97,7 +97,7 @@ class JobRunner:
         self.ml = ml
         self.settings = settings
         self._own_pool = pool is None
-        self.pool = pool or ProcessPoolExecutor(max_workers=max(1, settings.bulk_workers),
+        self.pool = pool or ProcessPoolExecutor(max_workers=settings.bulk_pool_size(),
                                                 mp_context=multiprocessing.get_context(
                                                     "forkserver"))
 
