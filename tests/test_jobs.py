@@ -191,3 +191,29 @@ def test_bulk_pool_shares_the_cores_among_http_workers(monkeypatch) -> None:
     assert Settings(workers=2).bulk_pool_size() == 2
     assert Settings(workers=8).bulk_pool_size() == 1
     assert Settings(workers=2, bulk_workers=3).bulk_pool_size() == 3
+
+
+def test_a_database_failure_while_writing_leaves_rows_claimed(tmp_path: Path, make_settings,
+                                                              monkeypatch) -> None:
+    """The write and the row's failure record both fail (the database went away): the pump
+    logs it and goes on, and the rows stay claimed, to be claimed again after the timeout."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from medialayer.jobs import JobRunner
+
+    ml = MediaLayer(tmp_path / "data")
+    path = tmp_path / "p.jpg"
+    path.write_bytes(synth.jpeg(synth.photo(500)))
+    job_id = submit_csv(ml, f"path\n{path}\n{path}\n", "default", make_settings(),
+                        allow_paths=True)
+
+    def database_gone(*args, **kwargs):
+        raise OSError("database is gone")
+
+    monkeypatch.setattr(ml, "index_fingerprints", database_gone)
+    monkeypatch.setattr(job_rows, "finish_row", database_gone)
+    with ThreadPoolExecutor(2) as pool:
+        asyncio.run(JobRunner(ml, make_settings(), pool=pool).run_until_idle(job_id))
+    assert [state for _, state, _ in job_rows.row_outcomes(ml.store, job_id)] == ["claimed"] * 2
+    assert ml.store.count() == 0
+    ml.close()

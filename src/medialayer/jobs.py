@@ -129,9 +129,7 @@ class JobRunner:
                     inflight.add(asyncio.create_task(self._work(claim)))
             if inflight:
                 done, inflight = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
-                ready = [r for r in (t.result() for t in done) if r is not None]
-                if ready:
-                    await asyncio.to_thread(self._index, ready)
+                await self._write(done)
             elif until_idle or stop.is_set():
                 return
             else:
@@ -194,19 +192,36 @@ class JobRunner:
             raise InvalidInput(f"{path} is over {MAX_FILE_BYTES} bytes")
         return await asyncio.to_thread(path.read_bytes)
 
+    async def _write(self, done: set[asyncio.Task[Fingerprinted | None]]) -> None:
+        """Write the rows of `done` that were fingerprinted. A failure here or in a row's task
+        (the database went away) leaves rows claimed, to be claimed again after the claim
+        timeout; the pump goes on."""
+        ready = []
+        for task in done:
+            if error := task.exception():
+                log.error("a bulk row could not be finished", exc_info=error)
+            elif (row := task.result()) is not None:
+                ready.append(row)
+        if not ready:
+            return
+        try:
+            await asyncio.to_thread(self._index, ready)
+        except Exception:
+            log.exception("writing %d bulk rows failed; they will be claimed again", len(ready))
+
     def _index(self, ready: list[Fingerprinted]) -> None:
         """Write fingerprinted rows' media and mark the rows done, in one transaction; if that
         fails (an external id that arrived meanwhile, a lost claim), row by row."""
-        try:
-            self.ml.index_fingerprints([r.media() for r in ready], within=lambda s, ids: (
-                job_rows.complete_rows(s, [(r.claim, media_id)
-                                           for r, media_id in zip(ready, ids, strict=True)])))
-        except Exception:
-            if len(ready) == 1:
-                self._index_alone(ready[0])
-            else:
-                for one in ready:
-                    self._index([one])
+        if len(ready) > 1:
+            try:
+                self.ml.index_fingerprints([r.media() for r in ready], within=lambda s, ids: (
+                    job_rows.complete_rows(s, [(r.claim, media_id)
+                                               for r, media_id in zip(ready, ids, strict=True)])))
+                return
+            except Exception:  # each row's own failure is told apart and handled below
+                pass
+        for row in ready:
+            self._index_alone(row)
 
     def _index_alone(self, row: Fingerprinted) -> None:
         claim = row.claim
