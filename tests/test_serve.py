@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -103,6 +104,14 @@ def test_serve_with_two_workers_shares_one_catalog(tmp_path: Path) -> None:
             for conn in conns:
                 conn.close()
         assert sum(owners.values()) == 16 and len(owners) == 2, owners
+        killed = workers_of(server.pid)[0]  # a worker that dies is replaced
+        os.kill(killed, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (killed in workers_of(server.pid)
+                                               or len(workers_of(server.pid)) < 2):
+            time.sleep(0.2)
+        assert killed not in workers_of(server.pid) and len(workers_of(server.pid)) == 2
+        assert run_curl_line(curls[1]).json()["results"][0]["media_id"] == indexed.json()["id"]
     finally:
         server.terminate()
         rest, _ = server.communicate(timeout=30)
@@ -118,6 +127,21 @@ def children(pid: int) -> list[int]:
                 found.append(int(stat.parent.name))
         except (OSError, ValueError):
             continue
+    return found
+
+
+def workers_of(pid: int) -> list[int]:
+    """The live worker processes of a `serve --workers` supervisor (not its resource tracker,
+    not a dead worker not yet reaped)."""
+    found = []
+    for child in children(pid):
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if b"spawn_main" in cmdline and state != "Z":
+            found.append(child)
     return found
 
 
