@@ -5,8 +5,8 @@ logged. Rate limits are per key and per process, in memory: a limit exists to st
 runaway loop from starving the others, and per-process accuracy is enough for that.
 
 Live keys are cached per process for `key_cache_seconds`: a look-up is a thread hop and a query
-(about 2 ms of a search's CPU, measured in bench/http.py), and a busy client presents the same
-key hundreds of times a second. A revoked key is refused within the cache time.
+(about 2 ms of CPU with the hand-offs, see docs/benchmarks-http.md), and a busy client presents
+the same key hundreds of times a second. A revoked key is refused within the cache time.
 """
 
 from __future__ import annotations
