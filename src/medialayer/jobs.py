@@ -144,27 +144,28 @@ class JobRunner:
         try:
             claims = await asyncio.to_thread(job_rows.claim_rows, self.ml.store, n,
                                              self.settings.bulk_claim_timeout, job_id)
-            known = await asyncio.to_thread(self._known, claims)
+            return await asyncio.to_thread(self._skip_known, claims)
         except Exception:  # a database hiccup must not kill the worker loop
             log.exception("claiming job rows failed")
             return []
-        for claim in claims:
-            if claim.row_id in known:
-                await asyncio.to_thread(job_rows.finish_row, self.ml.store, claim,
-                                        known[claim.row_id])
-        return [c for c in claims if c.row_id not in known]
 
-    def _known(self, claims: list[Claim]) -> dict[int, str]:
-        """Media ids, by row id, of the claims whose (tenant, external id) is already in the
-        catalog."""
+    def _skip_known(self, claims: list[Claim]) -> list[Claim]:
+        """Finish the claims whose (tenant, external id) is already in the catalog with that
+        media; return the others."""
         wanted: dict[str, set[str]] = {}
         for claim in claims:
             if claim.payload.get("external_id"):
                 wanted.setdefault(claim.tenant, set()).add(claim.payload["external_id"])
         found = {tenant: self.ml.store.media_ids_by_external_id(tenant, sorted(ids))
                  for tenant, ids in wanted.items()}
-        return {c.row_id: found[c.tenant][c.payload["external_id"]] for c in claims
-                if c.payload.get("external_id") in found.get(c.tenant, {})}
+        todo = []
+        for claim in claims:
+            media_id = found.get(claim.tenant, {}).get(claim.payload.get("external_id"))
+            if media_id is None:
+                todo.append(claim)
+            else:
+                job_rows.finish_row(self.ml.store, claim, media_id)
+        return todo
 
     async def _work(self, claim: Claim) -> Fingerprinted | None:
         """Fetch and fingerprint a row; None if it ended here (failed)."""
@@ -174,10 +175,7 @@ class JobRunner:
             loop = asyncio.get_running_loop()
             blob = await loop.run_in_executor(self.pool, fingerprint_blob, row["media_type"], data)
             return Fingerprinted(claim, blob)
-        except (MediaLayerError, OSError) as e:
-            await asyncio.to_thread(self._fail, claim, e)
-        except Exception as e:  # an unexpected bug fails the row, never the job
-            log.exception("row %s of job %s failed", claim.row_number, claim.job_id)
+        except Exception as e:  # fails the row, never the job
             await asyncio.to_thread(self._fail, claim, e)
         return None
 
@@ -233,16 +231,16 @@ class JobRunner:
             job_rows.finish_row(self.ml.store, claim, known.id if known else None)
         except ClaimLost:
             log.info("row %s of job %s went to another worker", claim.row_number, claim.job_id)
-        except (MediaLayerError, OSError) as e:
-            self._fail(claim, e)
         except Exception as e:
-            log.exception("row %s of job %s failed", claim.row_number, claim.job_id)
             self._fail(claim, e)
 
     def _fail(self, claim: Claim, error: Exception) -> None:
+        """Record the row as failed: with the reason for bad input or an unreachable source,
+        as an internal error (logged with its traceback) for anything else."""
         if isinstance(error, MediaLayerError | OSError):
             reason = str(error) or error.__class__.__name__
         else:
+            log.error("row %s of job %s failed", claim.row_number, claim.job_id, exc_info=error)
             reason = f"internal error: {error.__class__.__name__}"
         job_rows.finish_row(self.ml.store, claim, None, reason)
 
