@@ -136,10 +136,12 @@ def _crop(im: Image.Image, keep: float) -> Image.Image:
 
 
 def test_the_extra_query_views_are_computed_only_when_the_main_view_settles_nothing() -> None:
-    index = KIND.new_index()
-    index.add(1, fingerprint_bytes(synth.jpeg(ORIGINAL)))
-    for key, other in enumerate(OTHERS, start=2):
-        index.add(key, fingerprint_bytes(synth.jpeg(other)))
+    stored = {1: fingerprint_bytes(synth.jpeg(ORIGINAL))}
+    stored.update((key, fingerprint_bytes(synth.jpeg(other)))
+                  for key, other in enumerate(OTHERS, start=2))
+    index = KIND.new_index(lambda keys: {k: stored[k] for k in keys if k in stored})
+    for key, fp in stored.items():
+        index.add(key, fp)
     copy = fingerprint_bytes(synth.jpeg(_crop(ORIGINAL, 0.8), 60), query=True)
     assert index.search(copy, top_k=5)[0].key == 1
     assert copy.more.cache_info().currsize == 0  # settled by the main view alone
@@ -147,3 +149,26 @@ def test_the_extra_query_views_are_computed_only_when_the_main_view_settles_noth
     top = index.search(flipped, top_k=5)[0]
     assert flipped.more.cache_info().currsize == 1  # the mirror view was needed, and found it
     assert top.key == 1 and confidence("image", top.score) == "high"
+
+
+def test_candidates_are_verified_with_keypoints_read_back_from_the_catalog() -> None:
+    """The index holds no keypoints: it reads its candidates' back, in one call per set of
+    query views, and an item gone from the catalog (deleted by another process, not yet synced
+    here) is not verified."""
+    stored = {1: fingerprint_bytes(synth.jpeg(ORIGINAL)),
+              2: fingerprint_bytes(synth.jpeg(OTHERS[0]))}
+    asked: list[list[int]] = []
+
+    def load(keys: list[int]) -> dict[int, object]:
+        asked.append(sorted(keys))
+        return {k: stored[k] for k in keys if k in stored}
+
+    index = KIND.new_index(load)
+    for key, fp in stored.items():
+        index.add(key, fp)
+    copy = fingerprint_bytes(synth.jpeg(_crop(ORIGINAL, 0.8), 60), query=True)
+    top = index.search(copy, top_k=5)[0]
+    assert top.key == 1 and confidence("image", top.score) == "high"
+    assert len(asked) == 1 and 1 in asked[0]
+    del stored[1]
+    assert [m.key for m in index.search(copy, top_k=5) if m.key == 1] == []

@@ -161,3 +161,33 @@ def test_votes_across_main_and_delta_equal_votes_on_main_alone(monkeypatch) -> N
     assert plain(split.vote(query, top=10, min_votes=1)) == \
         plain(merged.vote(query, top=10, min_votes=1))
     assert {v.key for v in split.vote(query)} == {3, 39}
+
+
+def test_a_main_level_kept_as_key_offsets_merges_and_compacts_like_a_fresh_build(
+        monkeypatch) -> None:
+    """The main level keeps where each key's entries start, not the keys: merging a delta into
+    it and compacting it must leave the votes a freshly built index of the same items gives."""
+    monkeypatch.setattr(local, "MERGE_AT", 500)
+    items = {k: descriptors(20) for k in range(3100)}
+    idx = LocalFeatureIndex()
+    for k in range(3000):
+        idx.add(k, items[k])
+    idx._fold()
+    assert idx._main.keys is None and idx._main.starts is not None
+    for k in range(2000):
+        idx.remove(k)
+    for k in range(3000, 3100):  # a delta past MERGE_AT: merged into main, then compacted
+        idx.add(k, items[k])
+    idx._fold()
+    assert len(idx._key_of_slot) == len(idx) == 1100  # the dead slots are gone
+    assert idx._main.keys is None and (idx._main.starts[:, -1] == idx._main.size).all()
+    fresh = LocalFeatureIndex()
+    for k in range(2000, 3100):
+        fresh.add(k, items[k])
+    fresh._fold()
+    for k in (2000, 2500, 2999, 3000, 3099):
+        query = flip_bits(items[k], 0.05)
+        assert plain(idx.vote(query, top=10, min_votes=1)) == \
+            plain(fresh.vote(query, top=10, min_votes=1))
+        assert idx.vote(query)[0].key == k
+    assert idx.vote(items[5]) == []  # removed before the merge, gone after it

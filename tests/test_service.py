@@ -77,6 +77,17 @@ def test_a_tenant_never_sees_another_tenants_media(ml: MediaLayer) -> None:
     assert ml.search(synth.jpeg(synth.photo(5)), tenant="shop-a").results[0].media.id == record.id
 
 
+def test_an_index_reads_back_only_its_own_tenants_fingerprints(ml: MediaLayer) -> None:
+    """Verification reads candidates' keypoints from the catalog by key: only the asking
+    tenant's rows come back, and a deleted row does not."""
+    a = ml.index(synth.jpeg(synth.photo(6)), tenant="shop-a")
+    b = ml.index(synth.jpeg(synth.photo(7)), tenant="shop-b")
+    assert set(ml.store.fingerprints_of("shop-a", [a.seq, b.seq])) == {a.seq}
+    ml.delete(a.id, tenant="shop-a")
+    assert ml.store.fingerprints_of("shop-a", [a.seq, b.seq]) == {}
+    assert ml.store.fingerprints_of("shop-b", []) == {}
+
+
 def test_external_id_is_unique_per_tenant(ml: MediaLayer) -> None:
     first = ml.index(synth.jpeg(synth.photo(6)), external_id="x1")
     with pytest.raises(Conflict):

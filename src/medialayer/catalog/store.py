@@ -81,6 +81,7 @@ class CatalogStore(Protocol):
                                  ) -> dict[str, str]: ...
     def get_fingerprint(self, tenant: str, media_id: str) -> tuple[MediaRecord, bytes]: ...
     def records(self, seqs: list[int]) -> dict[int, MediaRecord]: ...
+    def fingerprints_of(self, tenant: str, seqs: list[int]) -> dict[int, bytes]: ...
     def list(self, tenant: str, media_type: str | None, after_seq: int, limit: int
              ) -> list[MediaRecord]: ...
     def delete(self, tenant: str, media_id: str) -> MediaRecord: ...
@@ -157,6 +158,14 @@ class SqlCatalogStore:
         with self.session() as s:
             rows = s.execute(_RECORDS_BY_SEQ, {"seqs": seqs})
             return {r.seq: MediaRecord.from_row(r) for r in rows}
+
+    def fingerprints_of(self, tenant: str, seqs: list[int]) -> dict[int, bytes]:
+        """The tenant's stored fingerprints of rows `seqs`; rows gone are absent."""
+        if not seqs:
+            return {}
+        with self.engine.connect() as c:  # Core, not a Session: half the overhead
+            rows = c.execute(_FINGERPRINTS_BY_SEQ, {"seqs": seqs}).all()
+        return {seq: blob for seq, owner, blob in rows if owner == tenant}
 
     def list(self, tenant: str, media_type: str | None, after_seq: int, limit: int
              ) -> list[MediaRecord]:
@@ -242,6 +251,12 @@ _RECORD_COLUMNS = (Media.id, Media.seq, Media.tenant, Media.media_type, Media.na
 
 _RECORDS_BY_SEQ = select(*_RECORD_COLUMNS).where(Media.seq.in_(bindparam("seqs", expanding=True)))
 """Built once: every search reads its results' records, and building costs more than running."""
+
+_FINGERPRINTS_BY_SEQ = select(Media.seq, Media.tenant, Media.fingerprint).where(
+    Media.seq.in_(bindparam("seqs", expanding=True)))
+"""Built once: every search reads its candidates' fingerprints back to verify them. By seq
+alone: with the tenant in the WHERE, SQLite walked the tenant's index (8 ms at 100k items)
+instead of the primary key (0.01 ms)."""
 
 
 def as_utc(moment: datetime | None) -> datetime | None:

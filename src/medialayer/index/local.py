@@ -50,6 +50,11 @@ def table_keys(descriptors: np.ndarray) -> np.ndarray:
                      for pos in _POSITIONS])
 
 
+def _key_counts(keys: np.ndarray) -> np.ndarray:
+    """How many of `keys` (one table's) hold each of the 2^KEY_BITS keys."""
+    return np.bincount(keys, minlength=1 << KEY_BITS)
+
+
 def chance_votes(rate: float, items: int, chance: float = CHANCE) -> int:
     """The fewest votes that fewer than `chance` of `items` unrelated items would reach.
 
@@ -76,23 +81,29 @@ class Vote(NamedTuple):
 
 
 class _Tables:
-    """Per table: descriptor keys sorted, with the entry (item slot and descriptor) of each."""
+    """Per table: the entries (item slot and descriptor) sorted by their descriptor's key.
 
-    def __init__(self, keys: np.ndarray, slots: np.ndarray) -> None:
-        self.keys = keys  # (TABLES, n) uint32, each row sorted
+    Where each key's entries are is kept in one of two forms: the sorted keys themselves (small
+    levels, probed by binary search), or, for the main level, each key's first position
+    (`starts`), where a probe is two array reads. The starts are all a level needs to merge or
+    compact, so with them the main level keeps no keys: 4 bytes per entry, 6 KB per item.
+    """
+
+    def __init__(self, keys: np.ndarray | None, slots: np.ndarray,
+                 starts: np.ndarray | None = None) -> None:
+        self.keys = keys  # (TABLES, n) uint32, each row sorted; None once `starts` replace them
         self.slots = slots  # (TABLES, n) uint32 entries (slot << 8 | descriptor), as keys
-        self.starts: np.ndarray | None = None  # (TABLES, 2^KEY_BITS + 1) int32, see with_starts
+        self.starts = starts  # (TABLES, 2^KEY_BITS + 1) int64: where each key's entries begin
 
     def with_starts(self) -> _Tables:
-        """Add each key's first position per table: probes become O(1) lookups.
-
-        Costs 4 bytes per possible key and table (24 MB), worth it only for the main level.
-        """
-        if self.starts is None:
-            self.starts = np.zeros((TABLES, (1 << KEY_BITS) + 1), np.int32)
+        """Replace the keys by each key's first position per table (48 MB in all): probes
+        become O(1) lookups. Worth it for the main level only. (64-bit: a table of 8.4M items'
+        256 descriptors would overflow 32.)"""
+        if self.starts is None and self.keys is not None:
+            self.starts = np.zeros((TABLES, (1 << KEY_BITS) + 1), np.int64)
             for t in range(TABLES):
-                counts = np.bincount(self.keys[t], minlength=1 << KEY_BITS)
-                np.cumsum(counts, out=self.starts[t, 1:])
+                np.cumsum(_key_counts(self.keys[t]), out=self.starts[t, 1:])
+            self.keys = None
         return self
 
     @classmethod
@@ -113,31 +124,47 @@ class _Tables:
 
     @property
     def size(self) -> int:
-        return self.keys.shape[1]
+        return self.slots.shape[1]
 
     def merged(self, other: _Tables) -> _Tables:
-        """Both sets in one sorted set: a linear merge per table."""
+        """Both sets in one sorted set: a linear merge per table. `other` has its keys."""
         if other.size == 0:
             return self
         if self.size == 0:
             return other
-        keys, slots = [], []
+        assert other.keys is not None
+        if self.starts is None:
+            assert self.keys is not None
+            keys, slots = [], []
+            for t in range(TABLES):
+                at = np.searchsorted(self.keys[t], other.keys[t], side="right")
+                keys.append(np.insert(self.keys[t], at, other.keys[t]))
+                slots.append(np.insert(self.slots[t], at, other.slots[t]))
+            return _Tables(np.stack(keys), np.stack(slots))
+        starts, slots = self.starts.copy(), []
         for t in range(TABLES):
-            at = np.searchsorted(self.keys[t], other.keys[t], side="right")
-            keys.append(np.insert(self.keys[t], at, other.keys[t]))
-            slots.append(np.insert(self.slots[t], at, other.slots[t]))
-        return _Tables(np.stack(keys), np.stack(slots))
+            # after the entries of its key: where a right-sided binary search would put it
+            slots.append(np.insert(self.slots[t], self.starts[t][other.keys[t] + 1],
+                                   other.slots[t]))
+            starts[t, 1:] += np.cumsum(_key_counts(other.keys[t]))
+        return _Tables(None, np.stack(slots), starts)
 
     def alive(self, live: np.ndarray, remap: np.ndarray) -> _Tables:
         """Only live slots' entries, renumbered by `remap` (order is kept, so still sorted)."""
         keys, slots = [], []
+        starts = None if self.starts is None else np.empty_like(self.starts)
         for t in range(TABLES):
             items = self.slots[t] >> DESCRIPTOR_INDEX_BITS
             keep = live[items]
-            keys.append(self.keys[t][keep])
+            if starts is not None:  # a key's entries now begin after the kept ones before it
+                kept_before = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])
+                starts[t] = kept_before[self.starts[t]]
+            else:
+                assert self.keys is not None
+                keys.append(self.keys[t][keep])
             slots.append((remap[items[keep]].astype(np.uint32) << DESCRIPTOR_INDEX_BITS)
                          | (self.slots[t][keep] & (MAX_DESCRIPTORS - 1)))
-        return _Tables(np.stack(keys), np.stack(slots))
+        return _Tables(np.stack(keys) if keys else None, np.stack(slots), starts)
 
     def probe(self, tables: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(probe index, entry) for every stored descriptor whose key in `tables[i]` is
@@ -164,8 +191,7 @@ class _Tables:
         return probe, self.slots.ravel()[starts + np.arange(total)]
 
     def nbytes(self) -> int:
-        starts = 0 if self.starts is None else self.starts.nbytes
-        return self.keys.nbytes + self.slots.nbytes + starts
+        return sum(a.nbytes for a in (self.keys, self.slots, self.starts) if a is not None)
 
 
 class LocalFeatureIndex:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from medialayer.errors import InvalidInput
-from medialayer.kinds.base import KindIndex, Match, MediaKind, Segment
+from medialayer.kinds.base import FingerprintLoader, KindIndex, Match, MediaKind, Segment
 from medialayer.kinds.image_search import ImageKind
 
 KINDS: dict[str, MediaKind] = {"image": ImageKind()}
@@ -18,4 +18,4 @@ def get_kind(media_type: str) -> MediaKind:
         ) from None
 
 
-__all__ = ["KINDS", "KindIndex", "Match", "MediaKind", "Segment", "get_kind"]
+__all__ = ["KINDS", "FingerprintLoader", "KindIndex", "Match", "MediaKind", "Segment", "get_kind"]

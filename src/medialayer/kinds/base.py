@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -23,6 +24,11 @@ class Match:
     key: int
     score: float
     segments: list[Segment] = field(default_factory=list)
+
+
+FingerprintLoader = Callable[[list[int]], dict[int, Any]]
+"""Decoded stored fingerprints by key (keys gone from the catalog are absent): an index reads
+its candidates back from the catalog instead of holding every item's whole fingerprint."""
 
 
 class KindIndex(Protocol):
@@ -47,4 +53,4 @@ class MediaKind(Protocol):
     def encode(self, fingerprint: Any) -> bytes: ...
     def decode(self, blob: bytes) -> Any: ...
     def compare(self, query: Any, reference: Any) -> Match: ...
-    def new_index(self) -> KindIndex: ...
+    def new_index(self, load: FingerprintLoader) -> KindIndex: ...

@@ -8,7 +8,7 @@ from medialayer.calibration import confidence, image_score
 from medialayer.index.hamming import HammingIndex
 from medialayer.index.local import LocalFeatureIndex, Vote
 from medialayer.kinds import image
-from medialayer.kinds.base import Match
+from medialayer.kinds.base import FingerprintLoader, Match
 from medialayer.kinds.image import ImageFingerprint
 
 CODE_RADIUS = 8
@@ -22,18 +22,23 @@ query of 1,908 at T (a 0.64 score); of candidates verifying at medium or better,
 
 
 class ImageIndex:
-    """Hamming index of global codes plus descriptor voting; verification ranks the union."""
+    """Hamming index of global codes plus descriptor voting; verification ranks the union.
 
-    def __init__(self) -> None:
+    Only the indexes live in memory. The keypoints that the agreement check and verification
+    need are read back from the catalog for the few candidates of a search: held in memory they
+    cost about 12 KB per item, more than the indexes themselves.
+    """
+
+    def __init__(self, load: FingerprintLoader) -> None:
         self.codes = HammingIndex(bits=64, bands=4)
         self.local = LocalFeatureIndex()
-        self._fingerprints: dict[int, ImageFingerprint] = {}
+        self._load = load
 
     def __len__(self) -> int:
-        return len(self._fingerprints)
+        return len(self.codes)
 
     def nbytes(self) -> int:
-        return self.codes.nbytes() + self.local.nbytes() + 16 * len(self._fingerprints)
+        return self.codes.nbytes() + self.local.nbytes()
 
     def prepare(self) -> None:
         """Finish pending index work now (at start-up, or before shared-lock searches)."""
@@ -46,12 +51,10 @@ class ImageIndex:
     def add(self, key: int, fingerprint: ImageFingerprint) -> None:
         self.codes.add(key, fingerprint.code)
         self.local.add(key, fingerprint.features.descriptors)
-        self._fingerprints[key] = fingerprint
 
     def remove(self, key: int) -> bool:
-        self.codes.remove(key)
         self.local.remove(key)
-        return self._fingerprints.pop(key, None) is not None
+        return self.codes.remove(key)
 
     def search(self, query: ImageFingerprint, top_k: int, min_score: float = 0.0,
                exclude: int | None = None) -> list[Match]:
@@ -62,55 +65,74 @@ class ImageIndex:
         cropped mirror copy beside a high-confidence match can go unreported.
         """
         scores: dict[int, float] = {}
-        self._score_views(query, query.codes, range(len(query.views)), top_k, exclude, scores)
+        references: dict[int, image.Features] = {}
+        self._score_views(query, query.codes, range(len(query.views)), top_k, exclude, scores,
+                          references)
         settled = confidence("image", max(scores.values(), default=0.0)) == "high"
         if query.more is not None and not settled:
             full = query.expanded()
             self._score_views(full, full.codes[len(query.codes):],
-                              range(len(query.views), len(full.views)), top_k, exclude, scores)
+                              range(len(query.views), len(full.views)), top_k, exclude, scores,
+                              references)
         matches = [Match(key, score) for key, score in scores.items()
                    if score > 0 and score >= min_score]
         matches.sort(key=lambda m: (-m.score, m.key))
         return matches[:top_k]
 
     def _score_views(self, query: ImageFingerprint, codes: list[int], views: range, top_k: int,
-                     exclude: int | None, scores: dict[int, float]) -> None:
+                     exclude: int | None, scores: dict[int, float],
+                     references: dict[int, image.Features]) -> None:
         """Score the candidates that `codes` and `views` of the query find, keeping each best."""
         distances = dict(self.codes.radius_many(codes, CODE_RADIUS)) if codes else {}
         distances.pop(exclude, None)
-        for key, voted_by in self._candidates(query, distances, views, top_k, exclude).items():
-            score = self._score(query, key, distances.get(key), voted_by)
+        candidates = self._candidates(query, distances, views, top_k, exclude, references)
+        for key, voted_by in candidates.items():
+            score = self._score(query, distances.get(key), references.get(key), voted_by)
             scores[key] = max(score, scores.get(key, 0.0))
 
     def _candidates(self, query: ImageFingerprint, distances: dict[int, int], views: range,
-                    top_k: int, exclude: int | None) -> dict[int, set[int]]:
+                    top_k: int, exclude: int | None, references: dict[int, image.Features]
+                    ) -> dict[int, set[int]]:
         """Candidate keys, each with the query views worth verifying it with.
 
         A key voted for by a view is checked with that view; a key found by its global code
-        alone is checked with the main view (the code already scores a flipped copy).
+        alone is checked with the main view (the code already scores a flipped copy). The
+        keypoints of every candidate are read from the catalog here, in one go.
         """
         candidates: dict[int, set[int]] = {key: {0} for key in distances}
         top = max(top_k, VOTED_CANDIDATES)
-        for i in views:
-            view = query.views[i]
-            for vote in self.local.vote(view.descriptors, top=top, exclude=exclude):
-                if self._agrees(view, vote):
-                    candidates.setdefault(vote.key, set()).add(i)
+        votes = [(i, vote) for i in views
+                 for vote in self.local.vote(query.views[i].descriptors, top=top, exclude=exclude)]
+        self._read_references([vote.key for _, vote in votes]
+                              + [key for key, d in distances.items() if d > 0], references)
+        for i, vote in votes:
+            reference = references.get(vote.key)
+            if reference is not None and self._agrees(query.views[i], reference, vote):
+                candidates.setdefault(vote.key, set()).add(i)
         return candidates
 
-    def _agrees(self, view: image.Features, vote: Vote) -> bool:
+    def _read_references(self, keys: list[int], references: dict[int, image.Features]) -> None:
+        """Add the keypoints of `keys` not read yet; keys gone from the catalog stay absent."""
+        missing = [key for key in dict.fromkeys(keys) if key not in references]
+        if missing:
+            references.update((key, fp.features) for key, fp in self._load(missing).items())
+
+    @staticmethod
+    def _agrees(view: image.Features, reference: image.Features, vote: Vote) -> bool:
         """Whether the correspondences behind the votes agree on one transform, before any
         matching: unrelated photos of similar things share descriptors but not geometry."""
-        reference = self._fingerprints[vote.key].features
         return image.consistent(view.points[vote.pairs[:, 0]],
                                 reference.points[vote.pairs[:, 1]]) >= AGREEING_VOTES
 
-    def _score(self, query: ImageFingerprint, key: int, distance: int | None,
-               views: set[int]) -> float:
-        """Exact global matches need no keypoint check; anything weaker is verified."""
+    @staticmethod
+    def _score(query: ImageFingerprint, distance: int | None,
+               reference: image.Features | None, views: set[int]) -> float:
+        """Exact global matches need no keypoint check; anything weaker is verified (an item
+        deleted since it was indexed has no keypoints left to verify, and scores 0)."""
         if distance == 0:
             return image_score(0, 0)
-        reference = self._fingerprints[key].features
+        if reference is None:
+            return 0.0
         found = max(image.inliers(query.views[i], reference) for i in views)
         return image_score(distance, found)
 
@@ -134,5 +156,5 @@ class ImageKind:
         inliers = 0 if distance == 0 else image.best_inliers(query, reference)
         return Match(-1, image_score(distance if distance <= CODE_RADIUS else None, inliers))
 
-    def new_index(self) -> ImageIndex:
-        return ImageIndex()
+    def new_index(self, load: FingerprintLoader) -> ImageIndex:
+        return ImageIndex(load)
