@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from medialayer.calibration import confidence, image_score
 from medialayer.index.hamming import HammingIndex
-from medialayer.index.local import LocalFeatureIndex, Vote
+from medialayer.index.local import MAX_DESCRIPTORS, LocalFeatureIndex, Vote
 from medialayer.kinds import image
 from medialayer.kinds.base import FingerprintLoader, Match
 from medialayer.kinds.image import ImageFingerprint
@@ -21,24 +23,66 @@ AGREEING_VOTES = 6
 query of 1,908 at T (a 0.64 score); of candidates verifying at medium or better, 1 in 3,186."""
 
 
+class _Positions:
+    """Each item's keypoint positions (float16, as stored) in one growing array: one object per
+    item cost about 1.1 KB each and pinned the heap between the fingerprints decoded at start-up
+    (300 MB of RSS at 100k items that trimming could not return)."""
+
+    def __init__(self) -> None:
+        self._rows = np.zeros((0, MAX_DESCRIPTORS, 2), np.float16)
+        self._row_of: dict[int, int] = {}
+        self._free: list[int] = []
+
+    def put(self, key: int, points: np.ndarray) -> None:
+        row = self._row_of.get(key)
+        if row is None:
+            row = self._free.pop() if self._free else self._grow()
+            self._row_of[key] = row
+        kept = points[:MAX_DESCRIPTORS]  # the descriptor index votes carry is below this
+        self._rows[row, : len(kept)] = kept
+        self._rows[row, len(kept):] = 0
+
+    def get(self, key: int) -> np.ndarray:
+        return self._rows[self._row_of[key]]
+
+    def drop(self, key: int) -> None:
+        row = self._row_of.pop(key, None)
+        if row is not None:
+            self._free.append(row)
+
+    def nbytes(self) -> int:
+        return self._rows.nbytes
+
+    def _grow(self) -> int:
+        """A new row at the end, growing the array by half when full."""
+        used = len(self._row_of) + len(self._free)
+        if used == len(self._rows):
+            grown = np.zeros((max(1024, used + used // 2), MAX_DESCRIPTORS, 2), np.float16)
+            grown[:used] = self._rows
+            self._rows = grown
+        return used
+
+
 class ImageIndex:
     """Hamming index of global codes plus descriptor voting; verification ranks the union.
 
-    Only the indexes live in memory. The keypoints that the agreement check and verification
-    need are read back from the catalog for the few candidates of a search: held in memory they
-    cost about 12 KB per item, more than the indexes themselves.
+    Besides the indexes, memory holds each item's keypoint positions as float16 (1 KB per
+    item): the agreement check runs on every voted item, so it must not wait for the catalog.
+    The descriptors that verification needs (8 KB per item) are read back from the catalog for
+    the few candidates that pass it.
     """
 
     def __init__(self, load: FingerprintLoader) -> None:
         self.codes = HammingIndex(bits=64, bands=4)
         self.local = LocalFeatureIndex()
         self._load = load
+        self._positions = _Positions()
 
     def __len__(self) -> int:
         return len(self.codes)
 
     def nbytes(self) -> int:
-        return self.codes.nbytes() + self.local.nbytes()
+        return self.codes.nbytes() + self.local.nbytes() + self._positions.nbytes()
 
     def prepare(self) -> None:
         """Finish pending index work now (at start-up, or before shared-lock searches)."""
@@ -51,9 +95,11 @@ class ImageIndex:
     def add(self, key: int, fingerprint: ImageFingerprint) -> None:
         self.codes.add(key, fingerprint.code)
         self.local.add(key, fingerprint.features.descriptors)
+        self._positions.put(key, fingerprint.features.points)
 
     def remove(self, key: int) -> bool:
         self.local.remove(key)
+        self._positions.drop(key)
         return self.codes.remove(key)
 
     def search(self, query: ImageFingerprint, top_k: int, min_score: float = 0.0,
@@ -85,44 +131,40 @@ class ImageIndex:
         """Score the candidates that `codes` and `views` of the query find, keeping each best."""
         distances = dict(self.codes.radius_many(codes, CODE_RADIUS)) if codes else {}
         distances.pop(exclude, None)
-        candidates = self._candidates(query, distances, views, top_k, exclude, references)
+        candidates = self._candidates(query, distances, views, top_k, exclude)
+        self._read_references([key for key in candidates if distances.get(key) != 0], references)
         for key, voted_by in candidates.items():
             score = self._score(query, distances.get(key), references.get(key), voted_by)
             scores[key] = max(score, scores.get(key, 0.0))
 
     def _candidates(self, query: ImageFingerprint, distances: dict[int, int], views: range,
-                    top_k: int, exclude: int | None, references: dict[int, image.Features]
-                    ) -> dict[int, set[int]]:
+                    top_k: int, exclude: int | None) -> dict[int, set[int]]:
         """Candidate keys, each with the query views worth verifying it with.
 
         A key voted for by a view is checked with that view; a key found by its global code
-        alone is checked with the main view (the code already scores a flipped copy). The
-        keypoints of every candidate are read from the catalog here, in one go.
+        alone is checked with the main view (the code already scores a flipped copy).
         """
         candidates: dict[int, set[int]] = {key: {0} for key in distances}
         top = max(top_k, VOTED_CANDIDATES)
-        votes = [(i, vote) for i in views
-                 for vote in self.local.vote(query.views[i].descriptors, top=top, exclude=exclude)]
-        self._read_references([vote.key for _, vote in votes]
-                              + [key for key, d in distances.items() if d > 0], references)
-        for i, vote in votes:
-            reference = references.get(vote.key)
-            if reference is not None and self._agrees(query.views[i], reference, vote):
-                candidates.setdefault(vote.key, set()).add(i)
+        for i in views:
+            view = query.views[i]
+            for vote in self.local.vote(view.descriptors, top=top, exclude=exclude):
+                if self._agrees(view, vote):
+                    candidates.setdefault(vote.key, set()).add(i)
         return candidates
 
     def _read_references(self, keys: list[int], references: dict[int, image.Features]) -> None:
-        """Add the keypoints of `keys` not read yet; keys gone from the catalog stay absent."""
+        """Read the keypoints of `keys` not read yet from the catalog, in one call; keys gone
+        from it stay absent."""
         missing = [key for key in dict.fromkeys(keys) if key not in references]
         if missing:
             references.update((key, fp.features) for key, fp in self._load(missing).items())
 
-    @staticmethod
-    def _agrees(view: image.Features, reference: image.Features, vote: Vote) -> bool:
+    def _agrees(self, view: image.Features, vote: Vote) -> bool:
         """Whether the correspondences behind the votes agree on one transform, before any
         matching: unrelated photos of similar things share descriptors but not geometry."""
-        return image.consistent(view.points[vote.pairs[:, 0]],
-                                reference.points[vote.pairs[:, 1]]) >= AGREEING_VOTES
+        stored = self._positions.get(vote.key)[vote.pairs[:, 1]].astype(np.float32)
+        return image.consistent(view.points[vote.pairs[:, 0]], stored) >= AGREEING_VOTES
 
     @staticmethod
     def _score(query: ImageFingerprint, distance: int | None,
