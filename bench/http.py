@@ -518,10 +518,11 @@ def in_process(data_dir: Path, query: bytes, novel: bytes, duration: float
             unmatched = pool.submit(timed_loop, lambda: ml.search(novel), duration).result()
         main_thread = timed_loop(lambda: ml.search(query), duration)
         rss = proc_status(os.getpid(), "VmRSS") / 1024
+        items, index_bytes = ml.index_sizes()["image"]
     finally:
         ml.close()
     return {"load_s": load_s, "worker": worker, "main": main_thread, "novel": unmatched,
-            "rss_mb": rss}
+            "rss_mb": rss, "index_bytes_per_item": index_bytes / max(1, items)}
 
 
 def fingerprint_rate(images: list[bytes], limit: int = 200) -> float:
@@ -931,7 +932,8 @@ def run(args: argparse.Namespace, concurrency: list[int], work: Path
     main_rate = len(main_ms) / (sum(main_ms) / 1000)
     fp_rate = len(fp_ms) / (sum(fp_ms) / 1000)
     note(facts, f"in-process: index build + first search {local['load_s']:.1f} s, "
-                f"RSS {local['rss_mb']:.0f} MB")
+                f"RSS {local['rss_mb']:.0f} MB, index {local['index_bytes_per_item']:,.0f} "
+                "bytes per item (`index_sizes()`, allocated)")
 
     table = [row("measurement", "clients", "requests", "per s", "p50 ms", "p99 ms", "notes"),
              row(*["---"] * 7)]
