@@ -191,3 +191,13 @@ def test_a_main_level_kept_as_key_offsets_merges_and_compacts_like_a_fresh_build
             plain(fresh.vote(query, top=10, min_votes=1))
         assert idx.vote(query)[0].key == k
     assert idx.vote(items[5]) == []  # removed before the merge, gone after it
+
+
+def test_a_bulk_load_built_straight_into_key_starts_equals_the_two_step_build() -> None:
+    pieces = [local.table_keys(descriptors(50)) for _ in range(40)]
+    slots = RNG.permutation(2000).astype(np.uint32)
+    direct = local._Tables.build(pieces, slots, with_starts=True)
+    two_step = local._Tables.build(pieces, slots).with_starts()
+    assert direct.keys is None and two_step.keys is None
+    assert np.array_equal(direct.slots, two_step.slots)
+    assert np.array_equal(direct.starts, two_step.starts)

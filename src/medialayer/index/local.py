@@ -100,10 +100,10 @@ class _Tables:
         become O(1) lookups. Worth it for the main level only. (64-bit: a table of 8.4M items'
         256 descriptors would overflow 32.)"""
         if self.starts is None and self.keys is not None:
-            self.starts = np.zeros((TABLES, (1 << KEY_BITS) + 1), np.int64)
+            starts = np.zeros((TABLES, (1 << KEY_BITS) + 1), np.int64)
             for t in range(TABLES):
-                np.cumsum(_key_counts(self.keys[t]), out=self.starts[t, 1:])
-            self.keys = None
+                np.cumsum(_key_counts(self.keys[t]), out=starts[t, 1:])
+            self.keys, self.starts = None, starts
         return self
 
     @classmethod
@@ -111,26 +111,33 @@ class _Tables:
         return cls(np.zeros((TABLES, 0), np.uint32), np.zeros((TABLES, 0), np.uint32))
 
     @classmethod
-    def build(cls, pieces: list[np.ndarray], slots: np.ndarray) -> _Tables:
+    def build(cls, pieces: list[np.ndarray], slots: np.ndarray, with_starts: bool = False
+              ) -> _Tables:
         """Sort the keys of `pieces` ((TABLES, n_i) each, n in all) of the descriptors that are
-        `slots` (n,) entries.
+        `slots` (n,) entries; `with_starts`, straight into the keyless form of `with_starts()`.
 
         Key and slot are packed into one uint64 and sorted as values (SIMD sort), several times
         faster than an argsort and two gathers at catalog scale. One table at a time, in place:
         all six at once took 4 temporaries of 8 bytes per entry and table, a start-up peak of
         about 5 GB per process at 100k items.
         """
-        keys = np.empty((TABLES, len(slots)), np.uint32)
+        keys = None if with_starts else np.empty((TABLES, len(slots)), np.uint32)
+        starts = np.zeros((TABLES, (1 << KEY_BITS) + 1), np.int64) if with_starts else None
         sorted_slots = np.empty((TABLES, len(slots)), np.uint32)
         for t in range(TABLES):
-            packed = np.concatenate([piece[t] for piece in pieces]).astype(np.uint64)
+            table = np.concatenate([piece[t] for piece in pieces])
+            if starts is not None:
+                np.cumsum(_key_counts(table), out=starts[t, 1:])
+            packed = table.astype(np.uint64)
+            del table
             packed <<= np.uint64(32)
             packed |= slots
             packed.sort()
             sorted_slots[t] = packed  # the low 32 bits
-            packed >>= np.uint64(32)
-            keys[t] = packed
-        return cls(keys, sorted_slots)
+            if keys is not None:
+                packed >>= np.uint64(32)
+                keys[t] = packed
+        return cls(keys, sorted_slots, starts)
 
     @property
     def size(self) -> int:
@@ -338,9 +345,15 @@ class LocalFeatureIndex:
         """Sort what waits into the delta, and the delta into main once it has grown."""
         if self._pending:
             slots = np.concatenate([s for _, s in self._pending])
-            built = _Tables.build([k for k, _ in self._pending], slots)
+            pieces = [k for k, _ in self._pending]
             self._pending = []
-            self._delta = self._delta.merged(built)
+            if self._main.size == 0 and self._delta.size == 0 and len(slots) > MERGE_AT:
+                # a bulk load (start-up): straight into a keyless main level, as the delta
+                # would go there at once anyway, and 4 bytes per entry lighter on the way
+                self._main = _Tables.build(pieces, slots, with_starts=True)
+                self._compact()
+                return
+            self._delta = self._delta.merged(_Tables.build(pieces, slots))
         if self._delta_outgrown():
             self._main = self._main.merged(self._delta)
             self._delta = _Tables.empty()
