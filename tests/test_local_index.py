@@ -194,10 +194,20 @@ def test_a_main_level_kept_as_key_offsets_merges_and_compacts_like_a_fresh_build
 
 
 def test_a_bulk_load_built_straight_into_key_starts_equals_the_two_step_build() -> None:
-    pieces = [local.table_keys(descriptors(50)) for _ in range(40)]
+    items = [descriptors(50) for _ in range(40)]
     slots = RNG.permutation(2000).astype(np.uint32)
-    direct = local._Tables.build(pieces, slots, with_starts=True)
-    two_step = local._Tables.build(pieces, slots).with_starts()
+
+    def pending() -> local._Pending:
+        out = local._Pending(capacity=64)  # grown several times on the way
+        for i, d in enumerate(items):
+            out.add(local.table_keys(d), slots[i * 50:(i + 1) * 50])
+        return out
+
+    taken = pending()
+    direct = local._Tables.build(taken, with_starts=True)
+    assert all(keys is None for keys in taken.keys)  # each table's keys let go as it went
+    two_step = local._Tables.build(pending()).with_starts()
     assert direct.keys is None and two_step.keys is None
     assert np.array_equal(direct.slots, two_step.slots)
     assert np.array_equal(direct.starts, two_step.starts)
+    assert np.array_equal(np.sort(direct.slots[0]), np.sort(slots))
