@@ -86,8 +86,7 @@ class _Pending:
     third of the peak), and no concatenation of many small arrays is needed."""
 
     def __init__(self, capacity: int = MAX_DESCRIPTORS) -> None:
-        self.keys: list[np.ndarray | None] = [np.empty(capacity, np.uint32)
-                                              for _ in range(TABLES)]
+        self.keys = [np.empty(capacity, np.uint32) for _ in range(TABLES)]
         self.slots = np.empty(capacity, np.uint32)
         self.size = 0
 
@@ -99,28 +98,27 @@ class _Pending:
         end = self.size + len(slots)
         if end > len(self.slots):
             capacity = max(end, 2 * len(self.slots))
-            self.keys = [_grown(k, self.size, capacity) for k in self.keys]
-            self.slots = _grown(self.slots, self.size, capacity)
+            self.keys = [grown(k, self.size, capacity) for k in self.keys]
+            self.slots = grown(self.slots, self.size, capacity)
         for table, row in zip(self.keys, keys, strict=True):
-            assert table is not None
             table[self.size:end] = row
         self.slots[self.size:end] = slots
         self.size = end
 
     def take_keys(self, t: int) -> np.ndarray:
         """Table `t`'s keys, which this stops holding."""
-        keys, self.keys[t] = self.keys[t], None
-        assert keys is not None
+        keys, self.keys[t] = self.keys[t], np.empty(0, np.uint32)
         return keys[: self.size]
 
     def nbytes(self) -> int:
-        return self.slots.nbytes + sum(k.nbytes for k in self.keys if k is not None)
+        return self.slots.nbytes + sum(k.nbytes for k in self.keys)
 
 
-def _grown(a: np.ndarray | None, used: int, capacity: int) -> np.ndarray:
-    out = np.empty(capacity, np.uint32)
-    if a is not None:
-        out[:used] = a[:used]
+def grown(rows: np.ndarray, used: int, capacity: int) -> np.ndarray:
+    """A copy of `rows`' first `used` rows with room for `capacity` (the rest unwritten, so
+    its pages cost nothing until filled)."""
+    out = np.zeros((capacity, *rows.shape[1:]), rows.dtype)
+    out[:used] = rows[:used]
     return out
 
 

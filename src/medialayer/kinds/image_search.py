@@ -8,7 +8,7 @@ import numpy as np
 
 from medialayer.calibration import confidence, image_score
 from medialayer.index.hamming import HammingIndex
-from medialayer.index.local import MAX_DESCRIPTORS, LocalFeatureIndex, Vote
+from medialayer.index.local import MAX_DESCRIPTORS, LocalFeatureIndex, Vote, grown
 from medialayer.kinds import image
 from medialayer.kinds.base import FingerprintLoader, Match
 from medialayer.kinds.image import ImageFingerprint
@@ -57,9 +57,7 @@ class _Positions:
         """A new row at the end, growing the array by half when full."""
         used = len(self._row_of) + len(self._free)
         if used == len(self._rows):
-            grown = np.zeros((max(1024, used + used // 2), MAX_DESCRIPTORS, 2), np.float16)
-            grown[:used] = self._rows
-            self._rows = grown
+            self._rows = grown(self._rows, used, max(1024, used + used // 2))
         return used
 
 
@@ -156,7 +154,7 @@ class ImageIndex:
     def _read_references(self, keys: list[int], references: dict[int, image.Features]) -> None:
         """Read the keypoints of `keys` not read yet from the catalog, in one call; keys gone
         from it stay absent."""
-        missing = [key for key in dict.fromkeys(keys) if key not in references]
+        missing = [key for key in keys if key not in references]
         if missing:
             references.update((key, fp.features) for key, fp in self._load(missing).items())
 
