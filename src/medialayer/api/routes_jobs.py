@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from medialayer.api.auth import IndexKey, ReadKey
 from medialayer.api.deps import ML, AppSettings, read_upload
-from medialayer.api.schemas import FormFile, JobAccepted, JobErrors, JobOut, errors
+from medialayer.api.schemas import MAX_SQL_INT, FormFile, JobAccepted, JobErrors, JobOut, errors
 from medialayer.catalog import jobs as job_rows
 from medialayer.jobs import submit_csv
 
@@ -37,7 +37,8 @@ async def job(job_id: str, key: ReadKey, ml: ML) -> dict[str, Any]:
 
 @router.get("/jobs/{job_id}/errors", response_model=JobErrors, responses=errors(403, 404))
 async def job_errors(job_id: str, key: ReadKey, ml: ML,
-                     after: Annotated[int, Query(ge=0, description="Row number cursor")] = 0,
+                     after: Annotated[int, Query(ge=0, le=MAX_SQL_INT,
+                                                 description="Row number cursor")] = 0,
                      limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
     """Failed rows (row number, url, reason), in row order, a page at a time."""
     rows = await run_in_threadpool(job_rows.row_errors, ml.store, key.tenant, job_id, after,

@@ -15,6 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from medialayer.api.auth import IndexKey, ReadKey
 from medialayer.api.deps import ML, AppSettings, MediaType, cpu_bound, read_upload
 from medialayer.api.schemas import (
+    MAX_SQL_INT,
     FormExternalId,
     FormFile,
     FormMetadata,
@@ -92,12 +93,15 @@ def _encode_cursor(seq: int) -> str:
 
 
 def _decode_cursor(cursor: str | None) -> int:
+    """The sequence number in a cursor; anything a server could not have made is a 400 (a
+    number past what the database holds would overflow the query)."""
     if not cursor:
         return 0
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if text.startswith(CURSOR_PREFIX) and (seq := int(text.removeprefix(CURSOR_PREFIX))) >= 0:
-            return seq
+        digits = text.removeprefix(CURSOR_PREFIX)
+        if text.startswith(CURSOR_PREFIX) and digits.isdigit() and int(digits) <= MAX_SQL_INT:
+            return int(digits)
     except ValueError:
         pass
     raise InvalidInput("invalid cursor; pass next_cursor from the previous page")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import File, Form, UploadFile
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, Json, model_validator
+from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field, Json, model_validator
 
 Url = AnyHttpUrl
 """Only http(s) URLs pass validation; where they may point is the fetcher's business."""
@@ -17,13 +18,32 @@ EXTERNAL_ID_MAX = 512
 Name = Annotated[str | None, Field(max_length=NAME_MAX)]
 ExternalId = Annotated[str | None, Field(min_length=1, max_length=EXTERNAL_ID_MAX)]
 MediaId = Annotated[str, Field(max_length=64)]
+MAX_SQL_INT = 2**63 - 1
+"""The largest integer SQLite and PostgreSQL (bigint) hold: larger ones in a query overflow."""
+
+
+def _finite_numbers(value: Any) -> Any:
+    """JSON has no NaN or Infinity, but Python's parser takes them: SQLite stored them as null
+    and PostgreSQL refused them, so they are refused here, at any depth."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("numbers must be finite (no NaN or Infinity)")
+    if isinstance(value, dict):
+        for item in value.values():
+            _finite_numbers(item)
+    elif isinstance(value, list):
+        for item in value:
+            _finite_numbers(item)
+    return value
+
+
+Metadata = Annotated[dict[str, Any] | None, AfterValidator(_finite_numbers)]
 
 # The same fields as multipart form fields, for the upload routes.
 FormFile = Annotated[UploadFile, File(description="The media file (its type is sniffed from "
                                                   "its bytes, never its name).")]
 FormName = Annotated[str | None, Form(max_length=NAME_MAX)]
 FormExternalId = Annotated[str | None, Form(min_length=1, max_length=EXTERNAL_ID_MAX)]
-FormMetadata = Annotated[Json[dict[str, Any]] | None,
+FormMetadata = Annotated[Json[dict[str, Any]] | None, AfterValidator(_finite_numbers),
                          Form(description="A JSON object, sent as a string.")]
 FormTopK = Annotated[int, Form(ge=1, le=100)]
 FormMinScore = Annotated[float, Form(ge=0.0, le=1.0)]
@@ -39,7 +59,7 @@ class IndexUrl(Strict):
     url: Url
     name: Name = None
     external_id: ExternalId = None
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata = None
 
 
 class SearchUrl(Strict):
@@ -49,7 +69,7 @@ class SearchUrl(Strict):
     index: bool = Field(default=False, description="Add the query to the catalog afterwards.")
     name: Name = None
     external_id: ExternalId = None
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata = None
 
 
 class Operand(Strict):
