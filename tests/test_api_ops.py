@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
 import time
@@ -9,8 +10,12 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import httpx
+import numpy as np
 import pytest
 import uvicorn
+from PIL import Image
+
+import synth
 
 if TYPE_CHECKING:
     from api_fixtures import Api, Media, Origin
@@ -144,3 +149,35 @@ def test_concurrent_requests_do_not_block_each_other(served: str, headers: dict[
         assert http.get("/healthz").status_code == 200
         assert time.monotonic() - started < 0.5
         slow.join()
+
+
+def _multipart(fields: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:
+    """A multipart/form-data body (and its Content-Type) of file fields, for http.client."""
+    boundary = "medialayer-test-boundary"
+    parts = [f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; "
+             f"filename=\"{filename}\"\r\n\r\n".encode() + data + b"\r\n"
+             for name, (filename, data) in fields.items()]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), \
+        f"multipart/form-data; boundary={boundary}"
+
+
+def test_thin_images_are_answered_on_a_kept_alive_connection(served: str,
+                                                             headers: dict[str, str]) -> None:
+    """Thin images used to end in an OpenCV assertion: a 500, after which the server dropped
+    the keep-alive connection. Now they are indexed and found, all on one connection."""
+    host, port = served.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    rng = np.random.default_rng(7)
+    for width, height in ((1000, 2), (1, 1), (3, 5000)):
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        body, content_type = _multipart({"file": ("thin.png", synth.png(Image.fromarray(pixels)))})
+        for path in ("/v1/media/image/upload", "/v1/search/image/upload"):
+            conn.request("POST", path, body, {**headers, "Content-Type": content_type})
+            response = conn.getresponse()
+            answer = json.loads(response.read())
+            assert response.status in (200, 201), answer
+        assert answer["results"][0]["confidence"] == "high"
+    sock = conn.sock
+    conn.request("GET", "/healthz")
+    assert conn.getresponse().status == 200 and conn.sock is sock
+    conn.close()

@@ -112,3 +112,23 @@ def test_truncated_jpeg_is_refused_on_the_fast_path_too() -> None:
     data = synth.jpeg(synth.photo(1))
     with pytest.raises(UnsupportedMedia):
         decode_gray(data[: len(data) // 2], 64)
+
+
+def _noise_png(width: int, height: int, seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    return synth.png(Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)))
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 500), (500, 1), (1000, 2), (2, 1000), (2, 2),
+                                  (3, 5000), (5000, 3), (4000, 7), (30, 30), (31, 31)])
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_degenerate_shapes_fingerprint_with_the_tiers_that_apply(size: tuple[int, int],
+                                                                 fmt: str) -> None:
+    """Thin images (or ones that shrink to a line) get a global code and no keypoints: ORB's
+    pyramid asserted on them, a 500 over HTTP."""
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(_noise_png(*size))).save(buf, fmt)
+    stored = fingerprint_bytes(buf.getvalue())
+    query = fingerprint_bytes(buf.getvalue(), query=True).expanded()
+    assert query.code == stored.code
+    assert len(stored.features) == 0 or min(size) > 30

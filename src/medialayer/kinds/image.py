@@ -45,6 +45,8 @@ GLOBAL_SIDE = 128
 """Long side at which the global code is computed, after border trimming."""
 ORB_FEATURES = 256
 ORB_BYTES = 32
+ORB_EDGE = 15
+"""Pixels at each border where ORB places no keypoint (its patch would not fit)."""
 
 
 def open_image(data: bytes, max_pixels: int = MAX_PIXELS, draft_side: int = WORK_SIDE,
@@ -204,13 +206,20 @@ def photo_region(gray: np.ndarray, tol: int = 12) -> tuple[int, int, int, int] |
             int(x / scale), min(w, int((x + bx) / scale)))
 
 
-_ORB = cv2.ORB_create(nfeatures=ORB_FEATURES, scaleFactor=1.3, nlevels=6, edgeThreshold=15,
+_ORB = cv2.ORB_create(nfeatures=ORB_FEATURES, scaleFactor=1.3, nlevels=6, edgeThreshold=ORB_EDGE,
                       patchSize=31, fastThreshold=10)
 
 
 def orb_features(gray: np.ndarray) -> Features:
-    """ORB keypoints at WORK_SIDE: coordinates in pixels of that scale, 32-byte descriptors."""
+    """ORB keypoints at WORK_SIDE: coordinates in pixels of that scale, 32-byte descriptors.
+
+    An image (or a region) too thin to hold a keypoint away from its borders has none: ORB
+    could not place one anyway, and its pyramid asserts on sides that shrink to nothing, so a
+    1000x2 banner is matched by its global code alone.
+    """
     small = shrink(gray, WORK_SIDE)
+    if min(small.shape) <= 2 * ORB_EDGE:
+        return Features.empty()
     keypoints, descriptors = _ORB.detectAndCompute(small, None)
     if descriptors is None or not keypoints:
         return Features.empty()
