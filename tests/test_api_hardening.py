@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import base64
+import re
 from typing import TYPE_CHECKING
 
 import pytest
+from nul_cases import assert_nul_refused
+
+from medialayer.errors import InvalidInput
 
 if TYPE_CHECKING:
     from api_fixtures import Api, Media
@@ -47,7 +51,8 @@ def test_media_list_refuses_huge_or_garbage_cursors(api: Api, headers: H, query:
 
 @pytest.mark.parametrize(("query", "says"), [
     (f"after={BIG}", "after"), (f"after={10**40}", "after"), ("after=-1", "after"),
-    ("after=abc", "after"), ("after=1e3", "after"), (f"limit={BIG}", "limit"),
+    ("after=abc", "after"), ("after=1e3", "after"), ("after=1%00", "after"),
+    (f"limit={BIG}", "limit"),
 ])
 def test_job_errors_refuse_huge_or_garbage_after(api: Api, headers: H, job_id: str,
                                                  query: str, says: str) -> None:
@@ -82,3 +87,35 @@ def test_metadata_numbers_must_be_finite(api: Api, headers: H, media: Media,
         assert response.status_code == 422, response.text
         assert "finite" in response.json()["error"]["message"]
     assert api.ml.store.count() == 0
+
+
+def test_nul_bytes_are_refused_on_every_route(api: Api, headers: H, media: Media) -> None:
+    assert assert_nul_refused(api.client, headers, media.original) >= 30
+
+
+def test_nul_bytes_are_refused_by_the_library_too(api: Api, media: Media) -> None:
+    for fields in ({"name": "a\x00"}, {"external_id": "\x00"}, {"metadata": {"k": "\x00"}}):
+        with pytest.raises(InvalidInput, match="NUL"):
+            api.ml.index(media.original, **fields)
+    assert api.ml.store.count() == 0
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_head_on_health_routes(api: Api, path: str) -> None:
+    response = api.client.head(path)
+    assert response.status_code == 200 and response.content == b""
+
+
+REPR = re.compile(r"<[^<>]*\bat 0x[0-9a-fA-F]+>|0x[0-9a-fA-F]{8,}")
+
+
+@pytest.mark.parametrize("data", [
+    b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, b"GIF89a" + b"\x01" * 40, b"II*\x00" + b"\xff" * 40,
+    b"RIFF\x00\x00\x00\x00WEBP" + b"\0" * 9, b"BM" + b"\x00" * 40,
+    b"\x00\x00\x00\x18ftypheic" + b"\0" * 30,
+])
+def test_error_messages_carry_no_object_reprs(api: Api, headers: H, data: bytes) -> None:
+    response = api.client.post("/v1/media/image/upload", headers=headers,
+                               files={"file": ("x.bin", data)})
+    assert response.status_code == 415, response.text
+    assert not REPR.search(response.json()["error"]["message"]), response.text

@@ -141,3 +141,24 @@ def test_bulk_rows_on_postgres_are_written_in_batches_exactly_once(pg_url: str, 
         job_rows.complete_rows(s, [(claim, media[0]), (stolen, media[1])])
     assert job_rows.row_outcomes(ml.store, other)[0][1] == "claimed"
     ml.close()
+
+
+def test_nul_bytes_are_refused_on_postgres_as_on_sqlite(pg_url: str, tmp_path) -> None:
+    """PostgreSQL refuses NUL in text (a 500 once it got there) where SQLite stored it: both
+    now answer 422 on every route, and the library refuses it before any SQL."""
+    from fastapi.testclient import TestClient
+    from nul_cases import assert_nul_refused
+
+    from medialayer.api import create_app
+    from medialayer.config import Settings
+    from medialayer.errors import InvalidInput
+    from medialayer.keys import create_key
+
+    ml = MediaLayer(tmp_path, database_url=pg_url)
+    _info, key = create_key(ml.store, "acme", ["index", "search"])
+    settings = Settings(data_dir=str(tmp_path), database_url=pg_url, run_jobs=False)
+    with TestClient(create_app(settings, ml), raise_server_exceptions=False) as client:
+        assert assert_nul_refused(client, {"X-API-Key": key}, synth.jpeg(synth.photo(5))) >= 30
+    with pytest.raises(InvalidInput, match="NUL"):
+        ml.index(synth.jpeg(synth.photo(6)), external_id="sku\x00")
+    ml.close()

@@ -34,6 +34,7 @@ from medialayer.errors import (
     MediaTooLarge,
     NotFound,
     UnsupportedMedia,
+    describe,
 )
 from medialayer.jobs import JobRunner
 from medialayer.service import MediaLayer
@@ -112,7 +113,7 @@ def error_response(status: int, code: str, message: str,
 
 async def _service_error(_request: Request, exc: MediaLayerError) -> JSONResponse:
     status = next((s for kind, s in STATUS.items() if isinstance(exc, kind)), 400)
-    return error_response(status, exc.code, str(exc))
+    return error_response(status, exc.code, describe(exc))
 
 
 async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:

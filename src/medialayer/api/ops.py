@@ -112,12 +112,13 @@ class ObserveMiddleware:
                         "key_id": scope.get(KEY_ID_SCOPE)})
 
 
-@router.get("/healthz", summary="Liveness: the process answers")
+@router.api_route("/healthz", methods=["GET", "HEAD"], summary="Liveness: the process answers")
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: the catalog database answers",
+@router.api_route("/readyz", methods=["GET", "HEAD"],
+                  summary="Readiness: the catalog database answers",
             responses={503: {"model": ErrorOut}})
 def readyz(request: Request) -> dict[str, str]:
     try:

@@ -23,6 +23,7 @@ from medialayer.api.schemas import (
     IndexUrl,
     MediaOut,
     MediaPage,
+    PathId,
     errors,
 )
 from medialayer.errors import InvalidInput
@@ -60,7 +61,7 @@ async def index_upload(request: Request, media_type: MediaType, key: IndexKey, m
 
 
 @router.get("/media/{media_id}", response_model=MediaOut, responses=errors(403, 404))
-async def get_media(media_id: str, key: ReadKey, ml: ML) -> dict[str, Any]:
+async def get_media(media_id: PathId, key: ReadKey, ml: ML) -> dict[str, Any]:
     return (await run_in_threadpool(ml.get, media_id, tenant=key.tenant)).as_dict()
 
 
@@ -81,7 +82,7 @@ async def list_media(key: ReadKey, ml: ML, media_type: str | None = None,
 
 @router.delete("/media/{media_id}", status_code=204, response_class=Response,
                responses=errors(403, 404))
-async def delete_media(media_id: str, key: IndexKey, ml: ML) -> Response:
+async def delete_media(media_id: PathId, key: IndexKey, ml: ML) -> Response:
     """Remove an item from the catalog and from every process's index."""
     await run_in_threadpool(ml.delete, media_id, tenant=key.tenant)
     return Response(status_code=204)

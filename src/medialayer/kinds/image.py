@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-from medialayer.errors import MediaTooLarge, UnsupportedMedia
+from medialayer.errors import MediaTooLarge, UnsupportedMedia, describe
 from medialayer.sniff import IMAGE_FORMATS, sniff
 
 try:  # HEIC/AVIF phone photos; optional so a minimal install still decodes everything else.
@@ -71,9 +71,9 @@ def open_image(data: bytes, max_pixels: int = MAX_PIXELS, draft_side: int = WORK
     except (MediaTooLarge, UnsupportedMedia):
         raise
     except Image.DecompressionBombError as e:
-        raise MediaTooLarge(str(e)) from e
+        raise MediaTooLarge(describe(e)) from e
     except Exception as e:  # Pillow raises many types for hostile input; all mean "undecodable".
-        raise UnsupportedMedia(f"cannot decode image: {e}") from e
+        raise UnsupportedMedia(f"cannot decode image: {describe(e)}") from e
 
 
 def _header(data: bytes, max_pixels: int) -> Image.Image:
@@ -86,7 +86,7 @@ def _header(data: bytes, max_pixels: int) -> Image.Image:
     except Image.DecompressionBombError as e:
         raise MediaTooLarge(str(e)) from e
     except Exception as e:
-        raise UnsupportedMedia(f"cannot decode image: {e}") from e
+        raise UnsupportedMedia(f"cannot decode image: {describe(e)}") from e
     if im.width * im.height > max_pixels:
         raise MediaTooLarge(f"image is {im.width}x{im.height} pixels, over the cap of {max_pixels}")
     return im
