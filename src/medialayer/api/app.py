@@ -37,6 +37,7 @@ from medialayer.errors import (
     describe,
 )
 from medialayer.jobs import JobRunner
+from medialayer.kinds.image import limit_heavy_decodes
 from medialayer.service import MediaLayer
 
 log = logging.getLogger("medialayer.api")
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None, ml: MediaLayer | None = None) -
     owned = ml is None
     service = ml or MediaLayer(settings.data_dir, database_url=settings.database_url)
     configure_logging(settings)
+    limit_heavy_decodes(settings.heavy_decodes)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -12,17 +12,19 @@ into a listing page.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import math
 import struct
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageMode, ImageOps
 
 from medialayer.errors import MediaTooLarge, UnsupportedMedia, describe
 from medialayer.sniff import IMAGE_FORMATS, sniff
@@ -39,6 +41,21 @@ cv2.setNumThreads(1)
 
 MAX_PIXELS = 80_000_000
 """Images above this pixel count are refused before any pixel is decoded (decompression bombs)."""
+MAX_DECODED_BYTES = 256 * 1024 * 1024
+"""Images whose decoded pixels (at the size they decode to, bytes per pixel of their mode)
+would pass this are refused before decoding: the pixel cap alone let a 616 KB 16-bit RGBA PNG
+of 8900x8900 through (docs/security.md)."""
+HEAVY_DECODE_BYTES = 32 * 1024 * 1024
+"""Decodes above this many bytes hold one of the process's heavy-decode slots."""
+_heavy_slots = threading.BoundedSemaphore(1)
+
+
+def limit_heavy_decodes(slots: int) -> None:
+    """How many heavy decodes may run at once in this process (`Settings.heavy_decodes`):
+    requests decode in several threads, and a few large images at once multiply the peak."""
+    global _heavy_slots
+    _heavy_slots = threading.BoundedSemaphore(max(1, slots))
+
 WORK_SIDE = 480
 """Long side, in pixels, at which keypoints are computed: large enough for 70 % crops."""
 GLOBAL_SIDE = 128
@@ -50,7 +67,7 @@ ORB_EDGE = 15
 
 
 def open_image(data: bytes, max_pixels: int = MAX_PIXELS, draft_side: int = WORK_SIDE,
-               mode: str = "RGB") -> Image.Image:
+               mode: str = "RGB", max_decoded_bytes: int = MAX_DECODED_BYTES) -> Image.Image:
     """Decode bytes to an RGB (or "L") image, refusing anything that is not a well-formed image.
 
     JPEGs are decoded at reduced scale (draft mode), so a 4000-px photo costs what a 500-px one
@@ -64,10 +81,12 @@ def open_image(data: bytes, max_pixels: int = MAX_PIXELS, draft_side: int = WORK
             if im.format == "JPEG" and draft_side:  # the long side stays >= draft_side
                 scale = draft_side / max(im.size)
                 im.draft(mode, (math.ceil(im.width * scale), math.ceil(im.height * scale)))
-            im.seek(0)
-            im.load()
-            ImageOps.exif_transpose(im, in_place=True)
-            return _flatten(im, mode)
+            nbytes = _decoded_bytes(im, max_decoded_bytes)
+            with _heavy_slots if nbytes > HEAVY_DECODE_BYTES else contextlib.nullcontext():
+                im.seek(0)
+                im.load()
+                ImageOps.exif_transpose(im, in_place=True)
+                return _flatten(im, mode)
     except (MediaTooLarge, UnsupportedMedia):
         raise
     except Image.DecompressionBombError as e:
@@ -90,6 +109,16 @@ def _header(data: bytes, max_pixels: int) -> Image.Image:
     if im.width * im.height > max_pixels:
         raise MediaTooLarge(f"image is {im.width}x{im.height} pixels, over the cap of {max_pixels}")
     return im
+
+
+def _decoded_bytes(im: Image.Image, cap: int) -> int:
+    """The bytes `im` will decode to (its size after any draft), or MediaTooLarge over `cap`."""
+    spec = ImageMode.getmode(im.mode)
+    nbytes = im.width * im.height * len(spec.bands) * int(spec.typestr[-1])
+    if nbytes > cap:
+        raise MediaTooLarge(f"image is {im.width}x{im.height} {im.mode} pixels: {nbytes} bytes "
+                            f"decoded, over the cap of {cap}")
+    return nbytes
 
 
 def _flatten(im: Image.Image, mode: str) -> Image.Image:
