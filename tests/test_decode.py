@@ -190,3 +190,45 @@ def test_heavy_decodes_wait_for_each_other(monkeypatch: pytest.MonkeyPatch) -> N
         assert all(im.size == (400, 300) for im in pool.map(open_image, [data] * 8))
     assert most[0] == 1
     image.limit_heavy_decodes(2)
+
+
+def _jpeg(im: Image.Image, **options: object) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=90, **options)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.9, 0.99])
+@pytest.mark.parametrize("options", [{}, {"optimize": True}, {"subsampling": 0}],
+                         ids=["420", "optimized", "444"])
+def test_half_a_jpeg_with_an_end_marker_appended_is_refused(keep: float,
+                                                            options: dict[str, object]) -> None:
+    """OpenCV (and Pillow) decode the missing part as flat blocks and say nothing: refused."""
+    data = _jpeg(synth.photo(8, (640, 480)), **options)
+    cut = data[: int(len(data) * keep)] + b"\xff\xd9"
+    with pytest.raises(UnsupportedMedia, match="truncated"):
+        fingerprint_bytes(cut)
+    with pytest.raises(UnsupportedMedia, match="truncated"):
+        fingerprint_bytes(cut + b"trailing bytes after the end marker")
+
+
+def test_truncated_jpeg_is_refused_whatever_its_orientation() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = _jpeg(synth.photo(9, (640, 480)), exif=exif)
+    with pytest.raises(UnsupportedMedia, match="truncated"):
+        fingerprint_bytes(data[: len(data) // 2] + b"\xff\xd9")
+
+
+@pytest.mark.parametrize("variant", ["plain", "progressive", "trailing", "white", "gray"])
+def test_complete_jpegs_still_decode(variant: str) -> None:
+    """Legitimate JPEGs keep working: progressive, bytes after the end marker, flat white
+    borders (the corner check's false alarm), grayscale."""
+    im = synth.photo(10, (640, 480))
+    if variant == "white":
+        im = synth.pad(im, 0.2, "white")
+    data = _jpeg(im.convert("L") if variant == "gray" else im,
+                 progressive=variant == "progressive")
+    if variant == "trailing":
+        data += b"\x00garbage after EOI" * 20
+    assert len(fingerprint_bytes(data).features) > 50

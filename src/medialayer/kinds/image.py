@@ -355,19 +355,69 @@ def decode_gray(data: bytes, side: int, max_pixels: int = MAX_PIXELS) -> np.ndar
     """Grayscale pixels, long side at least `side` (less DECODE_SLACK) where the file has it
     and at most 2x that.
 
-    Complete JPEGs (ending in an EOI marker) take OpenCV's reduced-scale grayscale decode, about
-    10 % faster than Pillow's draft mode for the same pixels; OpenCV applies EXIF orientation
-    too. Anything else, including truncated JPEGs that OpenCV would half-decode, goes through
-    Pillow's stricter `open_image`.
+    JPEGs up to their end-of-image marker (bytes after it are ignored) take OpenCV's
+    reduced-scale grayscale decode, about 10 % faster than Pillow's draft mode for the same
+    pixels; OpenCV applies EXIF orientation too. Anything else, including JPEGs with no end
+    marker, goes through Pillow's stricter `open_image`.
     """
-    if sniff(data[:64]) == "jpeg" and data.rstrip(b"\0").endswith(b"\xff\xd9"):
-        w, h = _header(data, max_pixels).size
-        flag = next(f for scale, f in _REDUCED_GRAY
-                    if max(w, h) >= DECODE_SLACK * side * scale or scale == 1)
-        gray = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    body = _jpeg_body(data) if sniff(data[:64]) == "jpeg" else None
+    if body is not None:
+        w, h = _header(body, max_pixels).size
+        scale, flag = next((scale, f) for scale, f in _REDUCED_GRAY
+                           if max(w, h) >= DECODE_SLACK * side * scale or scale == 1)
+        gray = cv2.imdecode(np.frombuffer(body, np.uint8), flag)
         if gray is not None:
+            _refuse_cut_short(body, gray, scale)
             return shrink(gray, 2 * side)
     return work_gray(open_image(data, max_pixels, draft_side=side, mode="L"), 2 * side)
+
+
+def _jpeg_body(data: bytes) -> bytes | None:
+    """The JPEG up to and including the end-of-image marker after its first scan, or None.
+
+    Segments before the scan are skipped by their lengths (an EXIF thumbnail has an end
+    marker of its own); inside scans a 0xFF byte is always followed by 0x00 or a marker, so
+    the first FF D9 after the first scan is the image's end.
+    """
+    i = 2
+    while i + 4 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xDA:
+            end = data.find(b"\xff\xd9", i)
+            return None if end < 0 else data[: end + 2]
+        if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD8:
+            i += 1 if marker == 0xFF else 2
+            continue
+        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return None
+
+
+_NOT_A_MARKER = b"\x00" * 64
+"""Scan data that is not a marker: ends a complete scan's last block, extends a cut one."""
+
+
+def _refuse_cut_short(body: bytes, gray: np.ndarray, scale: int) -> None:
+    """UnsupportedMedia if a single-scan JPEG's data stops before its last block.
+
+    libjpeg (in OpenCV and Pillow alike) decodes the blocks after an early end marker as flat
+    copies of the last one, with a warning nobody sees. So when a corner of the picture is
+    flat (where the last block lands, whatever the orientation), the scan is decoded again by
+    Pillow with its end marker replaced by non-marker bytes: a complete scan ends all the same,
+    a cut one runs out of data, which Pillow reports. Progressive JPEGs need their end marker
+    to be decoded at all and are not checked (docs/api.md).
+    """
+    k = max(2, 8 // scale)  # one 8x8 block, or 2x2 blocks at 1/8 scale
+    corners = (gray[:k, :k], gray[:k, -k:], gray[-k:, :k], gray[-k:, -k:])
+    if body.count(b"\xff\xda") != 1 or not any(c.min() == c.max() for c in corners):
+        return
+    try:
+        im = Image.open(io.BytesIO(body[:-2] + _NOT_A_MARKER))
+        im.draft("L", (max(1, im.width // 8), max(1, im.height // 8)))
+        im.load()
+    except Exception as e:  # any failure here means the scan is not whole
+        raise UnsupportedMedia("truncated JPEG: its data ends before its last block (an "
+                               f"end-of-image marker follows a partial file): {describe(e)}"
+                               ) from e
 
 
 _HEADER = struct.Struct("<4sQQH")
