@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 
 from medialayer import MediaLayer
 from medialayer.cli import app
+from medialayer.csvfile import safe_cell
 
 import synth
 
@@ -118,3 +120,31 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
     assert invoke("keys", "revoke", key[:10], "--data-dir", data).exit_code == 0
     bad = invoke("keys", "create", "--scopes", "everything", "--data-dir", data)
     assert bad.exit_code == 1
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_quoted(tmp_path: Path, monkeypatch) -> None:
+    """File names and URLs come from whoever supplied the files: a CSV the CLI writes never
+    hands a spreadsheet a formula (OWASP CSV injection)."""
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    (folder / "=HYPERLINK(1).jpg").write_bytes(synth.jpeg(synth.photo(1)))
+    (folder / "@SUM(1).png").write_bytes(synth.png(synth.crop_center(synth.photo(1), 0.8)))
+    monkeypatch.chdir(folder)  # the pairs then name the files as found: relative to "."
+    assert invoke("dedupe", ".", "--csv", tmp_path / "pairs.csv").exit_code == 0
+    listing = tmp_path / "list.csv"
+    listing.write_text('url,external_id\n"=cmd|\' /C calc\'!A0",sku-1\n+1,sku-2\n')
+    invoke("index", listing, "--data-dir", tmp_path / "d", "--failed-csv", tmp_path / "bad.csv")
+    with open(tmp_path / "pairs.csv", newline="") as f:
+        pairs = list(csv.reader(f))
+    with open(tmp_path / "bad.csv", newline="") as f:
+        failed = list(csv.reader(f))
+    assert sorted(pairs[1][1:3]) == ["'=HYPERLINK(1).jpg", "'@SUM(1).png"]
+    assert [row[0] for row in failed[1:]] == ["'=cmd|' /C calc'!A0", "'+1"]
+    cells = [cell for row in pairs + failed for cell in row]
+    assert not any(cell.startswith(("=", "+", "-", "@", "\t", "\r")) for cell in cells)
+
+
+def test_safe_cell_quotes_every_formula_start_and_only_those() -> None:
+    for start in "=+-@\t\r":
+        assert safe_cell(f"{start}1") == f"'{start}1"
+    assert safe_cell("a=1") == "a=1" and safe_cell(-1) == -1 and safe_cell("'=1") == "'=1"

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from medialayer.csvfile import write_csv
 from medialayer.errors import MediaLayerError
 from medialayer.results import SearchResult
 from medialayer.service import MediaLayer
@@ -59,6 +60,9 @@ def _files(paths: list[Path]) -> list[Path]:
 @app.command()
 def index(paths: Annotated[list[Path], typer.Argument(help="Files, folders, or .csv lists.")],
           data_dir: DataDir = None, tenant: Tenant = "default", media_type: MediaType = "image",
+          failed_csv: Annotated[Path | None, typer.Option(
+              "--failed-csv", help="Write the failed files and rows here (source, row, error).")]
+          = None,
           as_json: AsJson = False) -> None:
     """Fingerprint files, folders, or CSV lists (url or path, media_type, name, external_id).
 
@@ -74,6 +78,9 @@ def index(paths: Annotated[list[Path], typer.Argument(help="Files, folders, or .
     for listing in (p for p in paths if p.suffix.lower() == ".csv"):
         _index_csv(ml, listing, tenant, done, failed)
     ml.close()
+    if failed_csv:
+        write_csv(failed_csv, ["source", "row", "error"],
+                  ([f.get("source"), f.get("row", ""), f["error"]] for f in failed))
     if as_json:
         console.print_json(json.dumps({"indexed": done, "failed": failed}))
     else:
