@@ -148,3 +148,20 @@ def test_safe_cell_quotes_every_formula_start_and_only_those() -> None:
     for start in "=+-@\t\r":
         assert safe_cell(f"{start}1") == f"'{start}1"
     assert safe_cell("a=1") == "a=1" and safe_cell(-1) == -1 and safe_cell("'=1") == "'=1"
+
+
+def test_a_csv_indexed_again_finishes_every_row(photos: Path, tmp_path: Path,
+                                                monkeypatch) -> None:
+    """On the second run every row is known: whole claims are finished without fetching, and
+    the run must still go on claiming until no row is left, not stop after the first claim."""
+    monkeypatch.setenv("MEDIALAYER_BULK_CONCURRENCY", "2")
+    listing = tmp_path / "list.csv"
+    listing.write_text("path,external_id\n" + "".join(
+        f"{photos / name},sku-{i}\n" for i, name in enumerate(["a.jpg", "b.jpg", "c.jpg"] * 2)))
+    data = tmp_path / "data"
+    first = json.loads(invoke("index", listing, "--data-dir", data, "--json").stdout)
+    again = invoke("index", listing, "--data-dir", data, "--json")
+    assert again.exit_code == 0, again.output
+    rows = json.loads(again.stdout)["indexed"]
+    assert [m["row"] for m in rows] == [1, 2, 3, 4, 5, 6]
+    assert [m["media_id"] for m in rows] == [m["media_id"] for m in first["indexed"]]

@@ -140,11 +140,18 @@ class JobRunner:
 
     async def _claim(self, n: int, job_id: str | None) -> list[Claim]:
         """Claimed rows still to work; rows whose external id is already in the catalog are
-        finished here (one look-up for all of them), not fetched again."""
+        finished here (one look-up for all of them), not fetched again.
+
+        A claim whose rows were all finished that way is followed by another: an empty answer
+        must mean that nothing is left to claim, or `run_until_idle` would stop with rows
+        pending (a CSV indexed a second time).
+        """
         try:
-            claims = await asyncio.to_thread(job_rows.claim_rows, self.ml.store, n,
-                                             self.settings.bulk_claim_timeout, job_id)
-            return await asyncio.to_thread(self._skip_known, claims)
+            while claims := await asyncio.to_thread(job_rows.claim_rows, self.ml.store, n,
+                                                    self.settings.bulk_claim_timeout, job_id):
+                if todo := await asyncio.to_thread(self._skip_known, claims):
+                    return todo
+            return []
         except Exception:  # a database hiccup must not kill the worker loop
             log.exception("claiming job rows failed")
             return []
