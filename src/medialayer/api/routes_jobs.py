@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from medialayer.api.auth import IndexKey, ReadKey
 from medialayer.api.deps import ML, AppSettings, read_upload
-from medialayer.api.schemas import FormFile, JobAccepted, JobErrors, JobOut, errors
+from medialayer.api.schemas import FormCsv, JobAccepted, JobErrors, JobOut, errors
 from medialayer.catalog import jobs as job_rows
 from medialayer.jobs import submit_csv
 
@@ -18,7 +18,7 @@ router = APIRouter(prefix="/v1", tags=["jobs"])
 
 @router.post("/media/bulk", status_code=202, response_model=JobAccepted,
              responses=errors(400, 403, 413))
-async def bulk(key: IndexKey, ml: ML, settings: AppSettings, file: FormFile) -> dict[str, Any]:
+async def bulk(key: IndexKey, ml: ML, settings: AppSettings, file: FormCsv) -> dict[str, Any]:
     """Queue a CSV (columns url, media_type, name, external_id; others become metadata).
 
     Malformed lines fail alone and show in the job's errors; rows whose external_id is already
