@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import logging
-import multiprocessing
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from medialayer.config import Settings
 from medialayer.errors import Conflict, InvalidInput, MediaLayerError
 from medialayer.fetch import fetch
 from medialayer.kinds import KINDS, get_kind
+from medialayer.lifeline import die_with_parent, pool_context
 from medialayer.service import MAX_FILE_BYTES, MediaLayer
 
 log = logging.getLogger("medialayer.jobs")
@@ -98,8 +98,8 @@ class JobRunner:
         self.settings = settings
         self._own_pool = pool is None
         self.pool = pool or ProcessPoolExecutor(max_workers=settings.bulk_pool_size(),
-                                                mp_context=multiprocessing.get_context(
-                                                    "forkserver"))
+                                                mp_context=pool_context(),
+                                                initializer=die_with_parent)
 
     def close(self) -> None:
         if self._own_pool:
