@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import InterfaceError, OperationalError
+
 from medialayer.catalog import jobs as job_rows
 from medialayer.catalog.jobs import Claim, ClaimLost
 from medialayer.catalog.store import NewMedia
@@ -27,6 +29,9 @@ from medialayer.lifeline import die_with_parent, pool_context
 from medialayer.service import MAX_FILE_BYTES, MediaLayer
 
 log = logging.getLogger("medialayer.jobs")
+DATABASE_GONE = (OperationalError, InterfaceError)
+"""The catalog database could not be reached or dropped the connection: a row that meets this
+is not failed but left claimed, to be worked again once the database is back."""
 COLUMNS = ("url", "path", "media_type", "name", "external_id")
 MAX_FIELD = 4096
 
@@ -238,6 +243,8 @@ class JobRunner:
             job_rows.finish_row(self.ml.store, claim, known.id if known else None)
         except ClaimLost:
             log.info("row %s of job %s went to another worker", claim.row_number, claim.job_id)
+        except DATABASE_GONE:
+            raise  # not the row's fault: it stays claimed and is worked again (see `_write`)
         except Exception as e:
             self._fail(claim, e)
 
