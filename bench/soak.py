@@ -26,6 +26,7 @@ import asyncio
 import collections
 import importlib.util
 import random
+import shutil
 import tempfile
 import time
 import uuid
@@ -33,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import httpx
 import numpy as np
@@ -186,7 +188,7 @@ async def soak(traffic: Traffic, url: str, rate: float, minutes: float,
     return rows
 
 
-def worker_rss(hb: ModuleType, server: object) -> list[float]:
+def worker_rss(hb: ModuleType, server: Any) -> list[float]:
     """Resident MB of each HTTP worker process (their pools and forkservers not included)."""
     workers = [p for p in hb.descendants(server.pid)
                if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
@@ -227,13 +229,17 @@ def main() -> None:
     try:
         run(hb, args, url, work)
     finally:
+        shutil.rmtree(work, ignore_errors=True)
         with admin.begin() as conn:
             conn.execute(sa.text(f'drop schema "{schema}" cascade'))
         admin.dispose()
 
 
 def run(hb: ModuleType, args: argparse.Namespace, url: str, work: Path) -> None:
-    print("\n".join(f"- {line}" for line in hb.environment(sys.argv)), flush=True)
+    exe = Path(sys.executable)
+    command = [exe.relative_to(Path.cwd()).as_posix() if exe.is_relative_to(Path.cwd())
+               else str(exe), *sys.argv]
+    print("\n".join(f"- {line}" for line in hb.environment(command)), flush=True)
     ml = MediaLayer(work, database_url=url)
     key = create_key(ml.store, hb.TENANT, ["index", "search", "admin"], name="soak",
                      rate_limit=0)[1]
