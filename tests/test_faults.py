@@ -159,7 +159,8 @@ def test_a_bulk_job_survives_postgres_going_away(proxy: Proxy, pg_schema: str, t
     url = through(proxy, pg_schema)
     ml = MediaLayer(tmp_path, database_url=url)
     settings = make_settings(database_url=url, bulk_claim_timeout=2.0, bulk_concurrency=8,
-                             bulk_workers=1)
+                             bulk_workers=1, fetch_read_timeout=30.0, fetch_connect_timeout=30.0,
+                             fetch_total_timeout=60.0)  # fetches are not what is tested here
     _, key = create_key(ml.store, "acme", ["index", "search"])
     rows = 60
     listing = "url,external_id\n" + "".join(f"{origin.url('/photo.jpg')}?n={i},e{i}\n"
@@ -181,7 +182,7 @@ def test_a_bulk_job_survives_postgres_going_away(proxy: Proxy, pg_schema: str, t
             proxy.restore()
         while outcomes()["done"] < rows and time.monotonic() < deadline:
             time.sleep(0.2)
-    assert outcomes() == {"done": rows}
+    assert outcomes() == {"done": rows}, job_rows.row_errors(direct.store, "acme", job)
     with direct.store.session() as s:
         assert s.scalar(select(func.count()).select_from(Media)) == rows
         assert len(set(s.scalars(select(Media.external_id)))) == rows
