@@ -9,47 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
-import uuid
 
 import pytest
-import sqlalchemy as sa
+from pg_fixtures import needs_postgres
 
 from medialayer import Conflict, MediaLayer
 
 import synth
 
-URL = os.environ.get("MEDIALAYER_TEST_POSTGRES_URL",
-                     "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-def _reachable() -> str | None:
-    try:
-        with sa.create_engine(URL).connect() as conn:
-            conn.execute(sa.text("select 1"))
-        return None
-    except Exception as e:  # any connection failure means: no server here
-        return f"PostgreSQL not reachable at {URL}: {e.__class__.__name__}"
-
-
-_WHY_NOT = _reachable()
-if _WHY_NOT and os.environ.get("MEDIALAYER_REQUIRE_POSTGRES") == "1":
-    raise RuntimeError(_WHY_NOT)
-pytestmark = pytest.mark.skipif(_WHY_NOT is not None, reason=_WHY_NOT or "")
-
-
-@pytest.fixture
-def pg_url() -> str:
-    """A database URL whose connections live in a fresh schema, dropped afterwards."""
-    schema = f"ml_test_{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(URL)
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'create schema "{schema}"'))
-    sep = "&" if "?" in URL else "?"
-    yield f"{URL}{sep}options=-csearch_path%3D{schema}"
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'drop schema "{schema}" cascade'))
-    engine.dispose()
+pytest_plugins = ["pg_fixtures"]
+pytestmark = needs_postgres
 
 
 def test_round_trip_search_and_delete_on_postgres(pg_url: str, tmp_path) -> None:

@@ -342,6 +342,8 @@ class MediaLayer:
             size = path.stat().st_size
         except OSError as e:
             raise InvalidInput(f"cannot read {path}: {e.strerror}") from e
+        if path.is_dir():
+            raise InvalidInput(f"{path} is a folder, not a media file")
         if size > MAX_FILE_BYTES:
             raise MediaTooLarge(f"{path} is {size} bytes, over {MAX_FILE_BYTES}")
         return path.read_bytes(), str(path)

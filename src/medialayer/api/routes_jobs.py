@@ -11,7 +11,7 @@ from medialayer.api.auth import IndexKey, ReadKey
 from medialayer.api.deps import ML, AppSettings, invalid_field, read_upload
 from medialayer.api.schemas import (
     MAX_SQL_INT,
-    FormFile,
+    FormCsv,
     JobAccepted,
     JobErrors,
     JobOut,
@@ -26,7 +26,7 @@ router = APIRouter(prefix="/v1", tags=["jobs"])
 
 @router.post("/media/bulk", status_code=202, response_model=JobAccepted,
              responses=errors(400, 403, 413))
-async def bulk(key: IndexKey, ml: ML, settings: AppSettings, file: FormFile) -> dict[str, Any]:
+async def bulk(key: IndexKey, ml: ML, settings: AppSettings, file: FormCsv) -> dict[str, Any]:
     """Queue a CSV (columns url, media_type, name, external_id; others become metadata).
 
     Malformed lines fail alone and show in the job's errors; rows whose external_id is already

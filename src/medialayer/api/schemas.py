@@ -30,6 +30,10 @@ Metadata = Annotated[dict[str, Any] | None, Storable]
 # The same fields as multipart form fields, for the upload routes.
 FormFile = Annotated[UploadFile, File(description="The media file (its type is sniffed from "
                                                   "its bytes, never its name).")]
+FormCsv = Annotated[UploadFile, File(description="The CSV listing, UTF-8: a header line naming "
+                                                 "the columns url, media_type, name, "
+                                                 "external_id (others become metadata), then "
+                                                 "one row per item.")]
 FormName = Annotated[str | None, Form(max_length=NAME_MAX), Storable]
 FormExternalId = Annotated[str | None, Form(min_length=1, max_length=EXTERNAL_ID_MAX), Storable]
 FormMetadata = Annotated[Json[dict[str, Any]] | None, Storable,
