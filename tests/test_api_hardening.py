@@ -7,9 +7,10 @@ import re
 from typing import TYPE_CHECKING
 
 import pytest
-from nul_cases import assert_nul_refused
 
 from medialayer.errors import InvalidInput
+
+from nul_cases import assert_nul_refused
 
 if TYPE_CHECKING:
     from api_fixtures import Api, Media

@@ -116,12 +116,13 @@ def test_nul_bytes_are_refused_on_postgres_as_on_sqlite(pg_url: str, tmp_path) -
     """PostgreSQL refuses NUL in text (a 500 once it got there) where SQLite stored it: both
     now answer 422 on every route, and the library refuses it before any SQL."""
     from fastapi.testclient import TestClient
-    from nul_cases import assert_nul_refused
 
     from medialayer.api import create_app
     from medialayer.config import Settings
     from medialayer.errors import InvalidInput
     from medialayer.keys import create_key
+
+    from nul_cases import assert_nul_refused
 
     ml = MediaLayer(tmp_path, database_url=pg_url)
     _info, key = create_key(ml.store, "acme", ["index", "search"])
