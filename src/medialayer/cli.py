@@ -27,12 +27,11 @@ app.add_typer(jobs_app, name="jobs")
 console = Console()
 err = Console(stderr=True)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic",
-                  ".heif", ".avif"}
 DataDir = Annotated[Path | None, typer.Option("--data-dir", envvar="MEDIALAYER_DATA_DIR",
                                               help="Catalog directory (embedded SQLite).")]
 Tenant = Annotated[str, typer.Option(help="Tenant whose catalog is used.")]
-MediaType = Annotated[str, typer.Option("--media-type", "-t", help="image, video or audio.")]
+MediaType = Annotated[str | None, typer.Option(
+    "--media-type", "-t", help="A registered kind (image, video, audio, ...); default: sniffed.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
@@ -46,11 +45,15 @@ def _progress() -> Progress:
 
 
 def _files(paths: list[Path]) -> list[Path]:
-    """Files as given, and the media files found under folders (recursively, sorted)."""
+    """Files as given, and the files of every registered kind found under folders (by suffix,
+    recursively, sorted)."""
+    from medialayer.kinds import suffixes
+
+    wanted = suffixes()
     out: list[Path] = []
     for p in paths:
         if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+            out += sorted(f for f in p.rglob("*") if f.suffix.lower() in wanted)
         else:
             out.append(p)
     return out
@@ -58,7 +61,7 @@ def _files(paths: list[Path]) -> list[Path]:
 
 @app.command()
 def index(paths: Annotated[list[Path], typer.Argument(help="Files, folders, or .csv lists.")],
-          data_dir: DataDir = None, tenant: Tenant = "default", media_type: MediaType = "image",
+          data_dir: DataDir = None, tenant: Tenant = "default", media_type: MediaType = None,
           as_json: AsJson = False) -> None:
     """Fingerprint files, folders, or CSV lists (url or path, media_type, name, external_id).
 
@@ -84,7 +87,7 @@ def index(paths: Annotated[list[Path], typer.Argument(help="Files, folders, or .
         raise typer.Exit(1)
 
 
-def _index_files(ml: MediaLayer, files: list[Path], media_type: str, done: list[dict],
+def _index_files(ml: MediaLayer, files: list[Path], media_type: str | None, done: list[dict],
                  failed: list[dict]) -> None:
     with _progress() as bar:
         task = bar.add_task("indexing", total=len(files))
@@ -130,7 +133,7 @@ def _index_csv(ml: MediaLayer, listing: Path, tenant: str, done: list[dict],
 
 @app.command()
 def search(file: Path, data_dir: DataDir = None, tenant: Tenant = "default",
-           media_type: MediaType = "image",
+           media_type: MediaType = None,
            top_k: Annotated[int, typer.Option("--top-k", "-k")] = 5,
            min_score: Annotated[float, typer.Option("--min-score")] = 0.0,
            as_json: AsJson = False) -> None:
@@ -153,7 +156,7 @@ def _print_results(result: SearchResult) -> None:
 
 
 @app.command()
-def compare(a: Path, b: Path, media_type: MediaType = "image", as_json: AsJson = False) -> None:
+def compare(a: Path, b: Path, media_type: MediaType = None, as_json: AsJson = False) -> None:
     """Score two files against each other."""
     with tempfile.TemporaryDirectory() as tmp:
         ml = MediaLayer(tmp)
@@ -187,7 +190,7 @@ def dedupe(folder: Path,
                 except MediaLayerError as e:
                     err.print(f"[yellow]skipped[/yellow] {f}: {e}")
                 bar.advance(task)
-        clusters = _run(lambda: ml.clusters("image", min_confidence))
+        clusters = _run(lambda: ml.clusters(None, min_confidence))
         ml.close()
     if html:
         write_html(clusters, html, f"Near-duplicates in {folder}")

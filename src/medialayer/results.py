@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from medialayer.catalog.store import MediaRecord
-from medialayer.kinds import Segment
+from medialayer.kinds.base import Segment
 
 
 @dataclass(frozen=True)

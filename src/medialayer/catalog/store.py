@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from medialayer.catalog.models import Deletion, Media
 from medialayer.errors import Conflict, NotFound
+from medialayer.kinds.base import Encoded
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 Within = Callable[[Session, str], None]
@@ -60,36 +61,12 @@ class NewMedia:
 
     tenant: str
     media_type: str
-    fingerprint: bytes
+    fingerprint: Encoded
+    fingerprint_version: int = 1
     name: str | None = None
     external_id: str | None = None
     source: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
-
-
-class CatalogStore(Protocol):
-    """What the service needs from a catalog backend."""
-
-    engine: Engine
-
-    def add(self, item: NewMedia, within: Within | None = None) -> MediaRecord: ...
-    def add_many(self, items: list[NewMedia], within: WithinMany | None = None
-                 ) -> list[MediaRecord]: ...
-    def get(self, tenant: str, media_id: str) -> MediaRecord: ...
-    def get_by_external_id(self, tenant: str, external_id: str) -> MediaRecord | None: ...
-    def media_ids_by_external_id(self, tenant: str, external_ids: list[str]
-                                 ) -> dict[str, str]: ...
-    def get_fingerprint(self, tenant: str, media_id: str) -> tuple[MediaRecord, bytes]: ...
-    def records(self, seqs: list[int]) -> dict[int, MediaRecord]: ...
-    def fingerprints_of(self, tenant: str, seqs: list[int]) -> dict[int, bytes]: ...
-    def list(self, tenant: str, media_type: str | None, after_seq: int, limit: int
-             ) -> list[MediaRecord]: ...
-    def delete(self, tenant: str, media_id: str) -> MediaRecord: ...
-    def fingerprints_since(self, media_type: str, after_seq: int, batch: int = 5000,
-                           tenant: str | None = None) -> Iterator[tuple[int, str, bytes]]: ...
-    def deletions_since(self, media_type: str, after_seq: int) -> list[tuple[int, int, str]]: ...
-    def changed_since(self, media_type: str, after_seq: int, after_deletion: int) -> bool: ...
-    def count(self, tenant: str | None = None) -> int: ...
 
 
 class SqlCatalogStore:
@@ -115,7 +92,8 @@ class SqlCatalogStore:
         """
         rows = [Media(id=str(uuid.uuid4()), tenant=i.tenant, media_type=i.media_type,
                       name=i.name, external_id=i.external_id, source=i.source,
-                      metadata_=i.metadata, fingerprint=i.fingerprint) for i in items]
+                      metadata_=i.metadata, fingerprint=i.fingerprint.blob,
+                      fingerprint_version=i.fingerprint_version) for i in items]
         try:
             with self.session.begin() as s:
                 s.add_all(rows)
@@ -159,13 +137,14 @@ class SqlCatalogStore:
             rows = s.execute(_RECORDS_BY_SEQ, {"seqs": seqs})
             return {r.seq: MediaRecord.from_row(r) for r in rows}
 
-    def fingerprints_of(self, tenant: str, seqs: list[int]) -> dict[int, bytes]:
-        """The tenant's stored fingerprints of rows `seqs`; rows gone are absent."""
+    def fingerprints_of(self, tenant: str | None, seqs: list[int]) -> dict[int, bytes]:
+        """The stored fingerprints of rows `seqs` (the tenant's only, if given); rows gone
+        are absent."""
         if not seqs:
             return {}
         with self.engine.connect() as c:  # Core, not a Session: half the overhead
             rows = c.execute(_FINGERPRINTS_BY_SEQ, {"seqs": seqs}).all()
-        return {seq: blob for seq, owner, blob in rows if owner == tenant}
+        return {seq: blob for seq, owner, blob in rows if tenant in (None, owner)}
 
     def list(self, tenant: str, media_type: str | None, after_seq: int, limit: int
              ) -> list[MediaRecord]:

@@ -20,6 +20,7 @@ the small delta is probed with `searchsorted`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -300,7 +301,9 @@ class LocalFeatureIndex:
         return self._main.nbytes() + self._delta.nbytes() + pending + self._live.nbytes
 
     def vote(self, descriptors: np.ndarray, top: int = 5, min_votes: int = 3,
-             exclude: int | None = None, chance: float = CHANCE) -> list[Vote]:
+             exclude: int | None = None, chance: float = CHANCE,
+             allowed: Callable[[np.ndarray], np.ndarray] | None = None,
+             population: int | None = None) -> list[Vote]:
         """The items sharing keys with the most query descriptors, best first.
 
         A query descriptor votes once per item however many of its tables collide, and query
@@ -310,6 +313,9 @@ class LocalFeatureIndex:
         verification is spent on candidates and not on the luckiest of 100k strangers.
         Collisions are first counted per item, an upper bound on its votes, so only the few
         items that can pass need the exact, de-duplicated count.
+
+        `allowed(keys)` filters items (a tenant's), `population` their number: the chance
+        floor is that of the allowed items, not of the whole index.
         """
         if not self._slot_of or len(descriptors) == 0:
             return []
@@ -324,8 +330,12 @@ class LocalFeatureIndex:
         bound[~self._live[: len(bound)]] = 0
         if exclude is not None and exclude in self._slot_of:
             bound[self._slot_of[exclude]] = 0
-        floor = max(min_votes, chance_votes(self._chance_rate(len(probes)), len(self._slot_of),
-                                            chance))
+        floor = max(min_votes, chance_votes(self._chance_rate(len(probes)),
+                                            population or len(self._slot_of), chance))
+        if allowed is not None:
+            able = np.flatnonzero(bound >= floor)
+            keys = np.array([self._key_of_slot[i] for i in able], np.int64)
+            bound[able[~allowed(keys)]] = 0
         hopeful = (bound >= floor)[items]
         if not hopeful.any():
             return []
