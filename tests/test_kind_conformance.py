@@ -23,9 +23,10 @@ from typer.testing import CliRunner
 
 from medialayer import MediaLayer, MediaRef
 from medialayer.cli import app
-from medialayer.kinds import AnyKind, get_kind, kinds
+from medialayer.kinds import AnyKind, get_kind, kinds, register, unregister
 from medialayer.kinds.base import CONFIDENCE_ORDER, at_least
 
+import fakekind
 import synth
 
 if TYPE_CHECKING:
@@ -48,15 +49,21 @@ def _image_copy(data: bytes) -> bytes:
 SAMPLES = {
     "image": Samples(lambda seed: synth.jpeg(synth.photo(seed, (640, 480))), _image_copy,
                      ".jpg"),
+    "lines": Samples(lambda seed: fakekind.lines_file(fakekind.lines_of(seed)),
+                     fakekind.excerpt, ".lines"),
 }
-KIND_NAMES = sorted(kinds())
+KIND_NAMES = sorted(set(kinds()) | {"lines"})
 
 
 @pytest.fixture(params=KIND_NAMES)
 def kind(request: pytest.FixtureRequest) -> Iterator[AnyKind]:
-    if request.param not in SAMPLES:
-        pytest.fail(f"kind {request.param!r} has no samples in {__file__}: add them")
-    yield get_kind(request.param)
+    register(fakekind.LinesKind())
+    try:
+        if request.param not in SAMPLES:
+            pytest.fail(f"kind {request.param!r} has no samples in {__file__}: add them")
+        yield get_kind(request.param)
+    finally:
+        unregister("lines")
 
 
 def samples(kind: AnyKind) -> tuple[bytes, bytes, bytes]:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import ctypes
 import io
 import os
-import threading
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,40 +18,30 @@ from medialayer.catalog import decisions
 from medialayer.catalog.store import MediaRecord, NewMedia, Within, WithinMany, open_store
 from medialayer.clusters import connected_groups
 from medialayer.errors import Conflict, InvalidInput, MediaTooLarge
+from medialayer.index.registry import DELETIONS_KEPT, IndexRegistry
 from medialayer.kinds import AnyKind, get_kind, kinds, sniff_kind
-from medialayer.kinds.base import CandidateIndex, Encoded, Match, MediaInput, Window, at_least
-from medialayer.locks import ReadWriteLock
+from medialayer.kinds.base import Loader, Match, MediaInput, Window, at_least
 from medialayer.results import Cluster, Comparison, MediaRef, SearchHit, SearchResult, Source
 
 DEFAULT_TENANT = "default"
-SYNC_INTERVAL = 0.5
-"""Seconds between catalog polls for rows written by other processes."""
 SNIFF_BYTES = 64
 """How much of a file kinds' sniffing looks at."""
-
-
-class _KindState:
-    """One media type's index (every tenant's items) and how far it has read the catalog."""
-
-    def __init__(self, index: CandidateIndex[Any, Any]) -> None:
-        self.index = index
-        self.last_seq = 0
-        self.last_deletion = 0
-        self.synced_at = 0.0
-        self.lock = ReadWriteLock()
 
 
 class MediaLayer:
     """A catalog of fingerprinted media and the searches over it."""
 
     def __init__(self, data_dir: str | Path | None = None, *, database_url: str | None = None,
-                 tenant: str = DEFAULT_TENANT) -> None:
+                 tenant: str = DEFAULT_TENANT, bands: int | None = None) -> None:
+        """`bands`: the code indexes' bands (default MEDIALAYER_INDEX_BANDS, else each
+        kind's own)."""
         data_dir = data_dir or os.environ.get("MEDIALAYER_DATA_DIR") or "data"
         database_url = database_url or os.environ.get("MEDIALAYER_DATABASE_URL") or None
+        bands = bands or int(os.environ.get("MEDIALAYER_INDEX_BANDS") or 0) or None
         self.store = open_store(data_dir, database_url)
+        self.store.prune_deletions(DELETIONS_KEPT)
         self.tenant = tenant
-        self._kinds: dict[str, _KindState] = {}
-        self._kinds_lock = threading.Lock()
+        self.indexes = IndexRegistry(self.store, get_kind, self._loader, bands)
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -77,14 +65,15 @@ class MediaLayer:
         none; `within(session, media_ids)` joins it (the bulk job marks its rows done)."""
         stored = [get_kind(i.media_type).decode(i.fingerprint) for i in items]
         records = self.store.add_many(items, within)
-        self._index_added(list(zip(records, stored, strict=True)))
+        for media_type in dict.fromkeys(r.media_type for r in records):
+            self.indexes.added(media_type, [(r.seq, r.tenant, s)
+                                            for r, s in zip(records, stored, strict=True)
+                                            if r.media_type == media_type])
         return records
 
     def delete(self, media_id: str, tenant: str | None = None) -> MediaRecord:
         record = self.store.delete(tenant or self.tenant, media_id)
-        state = self._state(record.media_type)
-        with state.lock.write():
-            state.index.delete(record.seq)
+        self.indexes.deleted(record.media_type, record.seq)
         return record
 
     # -- reads ----------------------------------------------------------------------------
@@ -99,33 +88,17 @@ class MediaLayer:
         tenant = tenant or self.tenant
         kind, media, label = self._open(source, media_type)
         query = kind.query(media)
-        state = self._state(kind.name)
         if not index:
-            matches = self._search_shared(kind, state, tenant, query, top_k, min_score)
+            matches = self.indexes.search(kind.name, query, tenant, top_k, min_score)
             return SearchResult(self._hits(kind, matches))
-        with state.lock.write():  # search-then-add is one step: two ingests see each other
-            self._refresh(kind, state)
-            matches = state.index.search(query, tenant, top_k, min_score)
+        entry = self.indexes.get(kind.name)
+        with entry.lock.write():  # search-then-add is one step: two ingests see each other
+            self.indexes.poll(entry)
+            matches = entry.index.search(query, tenant, top_k, min_score)
             added = self._add(kind, tenant, kind.stored_of(query), name=name or _name_of(source),
                               external_id=external_id, metadata=metadata,
                               source=source_label or label, if_exists="error")
         return SearchResult(self._hits(kind, matches), added)
-
-    def _search_shared(self, kind: AnyKind, state: _KindState, tenant: str, query: Any,
-                       top_k: int, min_score: float, exclude: int | None = None) -> list[Match]:
-        """Search under the shared lock, so searches run in parallel on every core.
-
-        Pending index work (catching up with the catalog, sorting new entries) is a write;
-        it is done under the exclusive lock first, and the search retries until the index
-        is ready to be read as it is.
-        """
-        self._refresh(kind, state)
-        while True:
-            with state.lock.read():
-                if state.index.ready():
-                    return state.index.search(query, tenant, top_k, min_score, exclude)
-            with state.lock.write():
-                state.index.prepare()
 
     def compare(self, a: Source, b: Source, media_type: str | None = None,
                 tenant: str | None = None) -> Comparison:
@@ -160,10 +133,9 @@ class MediaLayer:
 
     def _edges(self, kind: AnyKind, tenant: str, min_confidence: str, neighbours: int
                ) -> dict[tuple[int, int], float]:
-        state = self._state(kind.name)
         edges: dict[tuple[int, int], float] = {}
         for seq, stored in self._tenant_fingerprints(kind, tenant):
-            found = self._search_shared(kind, state, tenant, kind.query_of(stored), neighbours,
+            found = self.indexes.search(kind.name, kind.query_of(stored), tenant, neighbours,
                                         0.0, exclude=seq)
             for m in found:
                 if at_least(kind.calibration.label(m.score), min_confidence):
@@ -189,28 +161,18 @@ class MediaLayer:
     def warm_up(self) -> None:
         """Build every kind's index from the catalog now, not on the first request."""
         for media_type in kinds():
-            state = self._state(media_type)
-            with state.lock.write():
-                state.index.prepare()
+            self.indexes.prepare(media_type)
         _release_freed_heap()
 
     def index_sizes(self) -> dict[str, tuple[int, int]]:
         """Per media type: (items, bytes) held by this process's in-memory indexes."""
-        with self._kinds_lock:
-            states = dict(self._kinds)
-        sizes = {}
-        for name, state in states.items():
-            with state.lock.write():
-                sizes[name] = (len(state.index), state.index.nbytes())
-        return sizes
+        return self.indexes.sizes()
 
     def sync(self, media_type: str | None = None) -> None:
         """Read rows other processes added or deleted since the last look (every kind's, or
         one kind's)."""
         for name in [media_type] if media_type else list(kinds()):
-            state = self._state(name)
-            with state.lock.write():
-                self._catch_up(name, state)
+            self.indexes.sync(name)
 
     def close(self) -> None:
         self.store.engine.dispose()
@@ -237,68 +199,24 @@ class MediaLayer:
                 if known is not None:
                     return known
             raise
-        self._index_added([(record, stored)])
+        self.indexes.added(kind.name, [(record.seq, record.tenant, stored)])
         return record
 
-    def _index_added(self, added: list[tuple[MediaRecord, Any]]) -> None:
-        """Put new catalog rows in this process's indexes, one exclusive lock per media type."""
-        for media_type in dict.fromkeys(record.media_type for record, _ in added):
-            state = self._state(media_type)
-            with state.lock.write():
-                state.index.upsert_many([(record.seq, record.tenant, stored)
-                                         for record, stored in added
-                                         if record.media_type == media_type])
-
-    def _state(self, media_type: str) -> _KindState:
-        with self._kinds_lock:
-            if media_type not in self._kinds:
-                kind = get_kind(media_type)
-                state = _KindState(kind.new_index(self._loader(kind)))
-                self._kinds[media_type] = state
-                with state.lock.write():
-                    self._catch_up(media_type, state)
-            return self._kinds[media_type]
-
-    def _refresh(self, kind: AnyKind, state: _KindState) -> None:
-        """Catch the index up with the catalog if a poll is due.
-
-        The exclusive lock waits for every search in flight, so it is taken only when the
-        catalog has changed, not on every search.
-        """
-        if time.monotonic() - state.synced_at > SYNC_INTERVAL:
-            state.synced_at = time.monotonic()  # one poll per interval, not one per thread
-            if self.store.changed_since(kind.name, state.last_seq, state.last_deletion):
-                with state.lock.write():
-                    self._catch_up(kind.name, state)
-
-    def _loader(self, kind: AnyKind) -> Any:
+    def _loader(self, kind: AnyKind) -> Loader[Any]:
         """How a kind's index reads its candidates' fingerprints back from the catalog."""
 
         def load(keys: Sequence[int], windows: Mapping[int, Window] | None = None
                  ) -> dict[int, Any]:
-            return {seq: kind.decode(Encoded(blob))
-                    for seq, blob in self.store.fingerprints_of(None, list(keys)).items()}
+            rows = self.store.fingerprints_of(None, list(keys), windows)
+            return {seq: kind.decode(row.encoded) for seq, row in rows.items()
+                    if row.version == kind.version}
 
         return load
 
-    def _catch_up(self, media_type: str, state: _KindState) -> None:
-        """Apply catalog rows and deletions past what this process has seen."""
-        kind = get_kind(media_type)
-        batch: list[tuple[int, str, Any]] = []
-        for seq, tenant, blob in self.store.fingerprints_since(media_type, state.last_seq):
-            if seq not in state.index:  # rows this process added are indexed already
-                batch.append((seq, tenant, kind.decode(Encoded(blob))))
-            state.last_seq = max(state.last_seq, seq)
-        state.index.upsert_many(batch)
-        for deletion, media_seq, _ in self.store.deletions_since(media_type,
-                                                                 state.last_deletion):
-            state.index.delete(media_seq)
-            state.last_deletion = deletion
-        state.synced_at = time.monotonic()
-
     def _tenant_fingerprints(self, kind: AnyKind, tenant: str) -> Iterable[tuple[int, Any]]:
-        for seq, _, blob in self.store.fingerprints_since(kind.name, 0, tenant=tenant):
-            yield seq, kind.decode(Encoded(blob))
+        for row in self.store.rows_since(kind.name, 0, tenant=tenant):
+            if row.version == kind.version:
+                yield row.seq, kind.decode(row.encoded)
 
     def _hits(self, kind: AnyKind, matches: list[Match]) -> list[SearchHit]:
         records = self.store.records([m.key for m in matches])
@@ -327,10 +245,14 @@ class MediaLayer:
         return self._open(a, None)[0]
 
     def _stored_of(self, kind: AnyKind, ref: MediaRef, tenant: str) -> Any:
-        record, blob = self.store.get_fingerprint(tenant, ref.media_id)
+        record, row = self.store.get_fingerprint(tenant, ref.media_id)
         if record.media_type != kind.name:
             raise InvalidInput(f"media {ref.media_id} is {record.media_type}, not {kind.name}")
-        return kind.decode(Encoded(blob))
+        if row.version != kind.version:
+            raise InvalidInput(f"media {ref.media_id} was fingerprinted with {kind.name} "
+                               f"fingerprint version {row.version}, this build reads version "
+                               f"{kind.version}: index it again from its source")
+        return kind.decode(row.encoded)
 
     def _open(self, source: Source | MediaInput, media_type: str | None
               ) -> tuple[AnyKind, MediaInput, str | None]:
