@@ -197,3 +197,26 @@ def test_keypoint_positions_survive_growth_replacement_and_reused_rows() -> None
         assert np.array_equal(store.get(key)[:n], want[:n].astype(np.float16))
         assert not store.get(key)[n:].any()
     assert store.nbytes() < 3500 * 1024  # 3,500 rows without reuse would have grown it to 5,184
+
+
+def test_threads_fingerprint_with_their_own_orb_detector() -> None:
+    """OpenCV algorithm objects are not thread-safe: each thread gets its own, and fingerprints
+    computed on many threads at once equal the single-threaded ones."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from medialayer.kinds import image
+
+    files = [synth.jpeg(synth.photo(seed)) for seed in range(6)]
+    alone = [encode(fingerprint_bytes(f)) for f in files]
+    meet = threading.Barrier(3)
+
+    def detector(_: int) -> int:
+        meet.wait(30)  # three threads at once, so none can serve two of the calls
+        return id(image._orb())
+
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(lambda f: encode(fingerprint_bytes(f)), files * 3))
+        detectors = set(pool.map(detector, range(3)))
+    assert together == alone * 3
+    assert len(detectors) == 3

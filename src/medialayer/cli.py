@@ -1,14 +1,18 @@
-"""The `medialayer` command line: the same use cases as the library and the HTTP service."""
+"""The `medialayer` command line: the same use cases as the library and the HTTP service.
+
+Everything beyond Typer and Rich is imported inside the commands, so `medialayer --help` and a
+mistyped command answer at once instead of loading the database and decoder stacks first.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -16,8 +20,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from medialayer.errors import MediaLayerError
-from medialayer.results import SearchResult
-from medialayer.service import MediaLayer
+
+if TYPE_CHECKING:
+    from medialayer.results import SearchResult
+    from medialayer.service import MediaLayer
+
+T = TypeVar("T")
 
 app = typer.Typer(help="Find copied and near-duplicate media in a catalog.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
@@ -35,8 +43,11 @@ MediaType = Annotated[str | None, typer.Option(
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
-def _open(data_dir: Path | None, tenant: str = "default") -> MediaLayer:
-    return MediaLayer(data_dir, tenant=tenant)
+def _open(data_dir: Path | str | None, tenant: str = "default", database_url: str | None = None
+          ) -> MediaLayer:
+    from medialayer.service import MediaLayer
+
+    return MediaLayer(data_dir, tenant=tenant, database_url=database_url)
 
 
 def _progress() -> Progress:
@@ -69,8 +80,8 @@ def index(paths: Annotated[list[Path], typer.Argument(help="Files, folders, or .
     resumable, idempotent by external_id. A bad file or row is reported and the rest indexed.
     """
     ml = _open(data_dir, tenant)
-    done: list[dict] = []
-    failed: list[dict] = []
+    done: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
     files = _files([p for p in paths if p.suffix.lower() != ".csv"])
     if files:
         _index_files(ml, files, media_type, done, failed)
@@ -87,8 +98,8 @@ def index(paths: Annotated[list[Path], typer.Argument(help="Files, folders, or .
         raise typer.Exit(1)
 
 
-def _index_files(ml: MediaLayer, files: list[Path], media_type: str | None, done: list[dict],
-                 failed: list[dict]) -> None:
+def _index_files(ml: MediaLayer, files: list[Path], media_type: str | None,
+                 done: list[dict[str, Any]], failed: list[dict[str, Any]]) -> None:
     with _progress() as bar:
         task = bar.add_task("indexing", total=len(files))
         for f in files:
@@ -99,9 +110,11 @@ def _index_files(ml: MediaLayer, files: list[Path], media_type: str | None, done
             bar.advance(task)
 
 
-def _index_csv(ml: MediaLayer, listing: Path, tenant: str, done: list[dict],
-               failed: list[dict]) -> None:
+def _index_csv(ml: MediaLayer, listing: Path, tenant: str, done: list[dict[str, Any]],
+               failed: list[dict[str, Any]]) -> None:
     """Run the listing as a local bulk job in this process, with a progress bar."""
+    import asyncio
+
     from medialayer.catalog import jobs as job_rows
     from medialayer.config import Settings
     from medialayer.jobs import JobRunner, submit_csv
@@ -159,7 +172,7 @@ def _print_results(result: SearchResult) -> None:
 def compare(a: Path, b: Path, media_type: MediaType = None, as_json: AsJson = False) -> None:
     """Score two files against each other."""
     with tempfile.TemporaryDirectory() as tmp:
-        ml = MediaLayer(tmp)
+        ml = _open(tmp)
         c = _run(lambda: ml.compare(a, b, media_type))
         ml.close()
     if as_json:
@@ -181,7 +194,7 @@ def dedupe(folder: Path,
 
     files = _files([folder])
     with tempfile.TemporaryDirectory() as tmp:
-        ml = MediaLayer(data_dir or tmp)
+        ml = _open(data_dir or tmp)
         with _progress() as bar:
             task = bar.add_task("fingerprinting", total=len(files))
             for f in files:
@@ -253,7 +266,7 @@ def _split(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
 
 
-def _run(call):
+def _run(call: Callable[[], T]) -> T:
     """Run a use case; a MediaLayerError becomes one red line and exit code 1, not a traceback."""
     try:
         return call()
@@ -283,7 +296,7 @@ def serve(host: Annotated[str | None, typer.Option(help="Default: MEDIALAYER_HOS
         settings.data_dir = str(data_dir)
     host, port = host or settings.host, port or settings.port
     workers = workers or settings.workers
-    ml = MediaLayer(settings.data_dir, database_url=settings.database_url)
+    ml = _open(settings.data_dir, database_url=settings.database_url)
     if not list_keys(ml.store):
         _, key = create_key(ml.store, "default", ["index", "search", "admin"], "first key")
         _print_welcome(key, host, port, Path(settings.data_dir) / "examples")
@@ -315,11 +328,13 @@ def _print_welcome(key: str, host: str, port: int, examples: Path) -> None:
 @jobs_app.command("worker")
 def jobs_worker(data_dir: DataDir = None) -> None:
     """Work bulk jobs from the catalog until stopped; run as many as you like, anywhere."""
+    import asyncio
+
     from medialayer.config import Settings
     from medialayer.jobs import JobRunner
 
     settings = Settings()
-    ml = MediaLayer(data_dir or settings.data_dir, database_url=settings.database_url)
+    ml = _open(data_dir or settings.data_dir, database_url=settings.database_url)
     runner = JobRunner(ml, settings)
 
     async def work() -> None:

@@ -157,7 +157,7 @@ async def _resolve(host: str, port: int) -> list[IPAddress]:
                                         type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as e:
         raise FetchFailed(f"cannot resolve {host}: {e}") from None
-    addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0])
+    addresses = list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0])
                                    for info in infos))
     if not addresses:
         raise FetchFailed(f"cannot resolve {host}: no addresses")

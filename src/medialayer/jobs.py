@@ -166,7 +166,7 @@ class JobRunner:
                  for tenant, ids in wanted.items()}
         todo = []
         for claim in claims:
-            media_id = found.get(claim.tenant, {}).get(claim.payload.get("external_id"))
+            media_id = found.get(claim.tenant, {}).get(claim.payload.get("external_id") or "")
             if media_id is None:
                 todo.append(claim)
             else:

@@ -7,6 +7,7 @@ use and kept in step with writes, including writes made by other processes (`syn
 
 from __future__ import annotations
 
+import builtins
 import ctypes
 import io
 import os
@@ -117,16 +118,16 @@ class MediaLayer:
         return self.store.get(tenant or self.tenant, media_id)
 
     def list(self, media_type: str | None = None, *, after: int = 0, limit: int = 100,
-             tenant: str | None = None) -> list[MediaRecord]:
+             tenant: str | None = None) -> builtins.list[MediaRecord]:
         return self.store.list(tenant or self.tenant, media_type, after, limit)
 
     def clusters(self, media_type: str | None = None, min_confidence: str = "medium",
-                 tenant: str | None = None, neighbours: int = 10) -> list[Cluster]:
+                 tenant: str | None = None, neighbours: int = 10) -> builtins.list[Cluster]:
         """Connected groups of items that match each other at `min_confidence` or better
         (items of one kind each; every kind when `media_type` is None)."""
         tenant = tenant or self.tenant
         chosen = [get_kind(media_type)] if media_type else list(kinds().values())
-        clusters: list[Cluster] = []
+        clusters: builtins.list[Cluster] = []
         for kind in chosen:
             clusters += self._group(self._edges(kind, tenant, min_confidence, neighbours))
         return clusters
@@ -155,7 +156,7 @@ class MediaLayer:
         return decisions.record(self.store, tenant, media_id, action, other_media_id, note)
 
     def decisions(self, media_id: str | None = None, limit: int = 100,
-                  tenant: str | None = None) -> list[dict[str, Any]]:
+                  tenant: str | None = None) -> builtins.list[dict[str, Any]]:
         return decisions.listing(self.store, tenant or self.tenant, media_id, limit)
 
     def warm_up(self) -> None:
@@ -218,13 +219,13 @@ class MediaLayer:
             if row.version == kind.version:
                 yield row.seq, kind.decode(row.encoded)
 
-    def _hits(self, kind: AnyKind, matches: list[Match]) -> list[SearchHit]:
+    def _hits(self, kind: AnyKind, matches: builtins.list[Match]) -> builtins.list[SearchHit]:
         records = self.store.records([m.key for m in matches])
         return [SearchHit(records[m.key], m.score, kind.calibration.label(m.score),
                           list(m.segments))
                 for m in matches if m.key in records]
 
-    def _group(self, edges: dict[tuple[int, int], float]) -> list[Cluster]:
+    def _group(self, edges: dict[tuple[int, int], float]) -> builtins.list[Cluster]:
         groups = connected_groups(edges)
         records = self.store.records([key for group in groups for key in group])
         clusters = []

@@ -24,11 +24,13 @@ T = TypeVar("T")
 
 
 async def _ml(request: Request) -> MediaLayer:
-    return request.app.state.ml
+    ml: MediaLayer = request.app.state.ml
+    return ml
 
 
 async def _settings(request: Request) -> Settings:
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 async def _media_type(media_type: Annotated[str, Path(

@@ -5,6 +5,7 @@ Callers speak in `MediaRecord`s and never see SQL, so a backend is a class, not 
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -140,8 +141,9 @@ class SqlCatalogStore:
         if not external_ids:
             return {}
         with self.session() as s:
-            return dict(s.execute(select(Media.external_id, Media.id).where(
-                Media.tenant == tenant, Media.external_id.in_(external_ids))).all())
+            rows = s.execute(select(Media.external_id, Media.id).where(
+                Media.tenant == tenant, Media.external_id.in_(external_ids))).all()
+            return {external_id: media_id for external_id, media_id in rows if external_id}
 
     def get_fingerprint(self, tenant: str, media_id: str) -> tuple[MediaRecord, FeedRow]:
         row = self._row(tenant, media_id)
@@ -171,14 +173,14 @@ class SqlCatalogStore:
                 for r in rows if tenant in (None, r.tenant)}
 
     def list(self, tenant: str, media_type: str | None, after_seq: int, limit: int
-             ) -> list[MediaRecord]:
+             ) -> builtins.list[MediaRecord]:
         where = [Media.tenant == tenant, Media.seq > after_seq]
         if media_type:
             where.append(Media.media_type == media_type)
         return self._records(*where, order_by=Media.seq, limit=limit)
 
     def _records(self, *where: ColumnElement[bool], order_by: Any = None,
-                 limit: int | None = None) -> list[MediaRecord]:
+                 limit: int | None = None) -> builtins.list[MediaRecord]:
         """Records matching `where`, reading only their columns: never the fingerprint, a
         10 KB blob per image (reading it made a search's five results cost 2 ms)."""
         q = select(*_RECORD_COLUMNS).where(*where)
@@ -216,16 +218,16 @@ class SqlCatalogStore:
                                 r.duration, chunks) for r in rows)
             after_seq = rows[-1].seq
 
-    def rows_of(self, seqs: Sequence[int]) -> list[FeedRow]:
+    def rows_of(self, seqs: Sequence[int]) -> builtins.list[FeedRow]:
         return list(self.fingerprints_of(None, list(seqs)).values())
 
-    def seqs_since(self, media_type: str, after_seq: int) -> list[int]:
+    def seqs_since(self, media_type: str, after_seq: int) -> builtins.list[int]:
         """Seqs above `after_seq`, from the (media_type, seq) index alone."""
         with self.engine.connect() as c:
             return list(c.execute(_SEQS_SINCE, {"type": media_type, "after": after_seq})
                         .scalars())
 
-    def deletions_since(self, media_type: str, after_seq: int) -> list[tuple[int, int]]:
+    def deletions_since(self, media_type: str, after_seq: int) -> builtins.list[tuple[int, int]]:
         """(deletion seq, media seq) logged after `after_seq`."""
         with self.engine.connect() as c:
             rows = c.execute(_DELETIONS_SINCE, {"type": media_type, "after": after_seq}).all()
@@ -242,7 +244,7 @@ class SqlCatalogStore:
         with self.session.begin() as s:
             gone = s.execute(delete(Deletion).where(
                 Deletion.deleted_at < datetime.now(UTC) - older_than))
-            return int(gone.rowcount or 0)
+            return int(getattr(gone, "rowcount", 0) or 0)
 
     def count(self, tenant: str | None = None) -> int:
         q = select(func.count()).select_from(Media)
@@ -290,7 +292,7 @@ def _stored(seq: int, tenant: str, version: int, blob: bytes, duration: float | 
                      Encoded(blob, chunks=tuple(chunks.get(seq, ())), duration=duration))
 
 
-def _add_codes_and_chunks(s: Session, written: list[tuple[int, Encoded]]) -> None:
+def _add_codes_and_chunks(s: Session, written: builtins.list[tuple[int, Encoded]]) -> None:
     codes = [{"media_seq": seq, "position": i, "code": code}
              for seq, e in written for i, code in enumerate(e.codes)]
     chunks = [{"media_seq": seq, "chunk": c.number, "t_start": c.t_start, "t_end": c.t_end,
@@ -301,7 +303,7 @@ def _add_codes_and_chunks(s: Session, written: list[tuple[int, Encoded]]) -> Non
         s.execute(insert(FingerprintChunk), chunks)
 
 
-def _chunks(conn: Session | Connection, seqs: list[int],
+def _chunks(conn: Session | Connection, seqs: builtins.list[int],
             windows: Mapping[int, Window] | None = None) -> dict[int, list[Chunk]]:
     """Chunks of rows `seqs` in order: whole, or for a row with a window only those
     overlapping it."""
@@ -309,7 +311,7 @@ def _chunks(conn: Session | Connection, seqs: list[int],
         return {}
     windows = windows or {}
     whole = [seq for seq in seqs if seq not in windows]
-    wanted = [FingerprintChunk.media_seq.in_(whole)] if whole else []
+    wanted: list[ColumnElement[bool]] = [FingerprintChunk.media_seq.in_(whole)] if whole else []
     wanted += [and_(FingerprintChunk.media_seq == seq, FingerprintChunk.t_end >= t0,
                     FingerprintChunk.t_start <= t1)
                for seq, (t0, t1) in windows.items() if seq in seqs]
@@ -337,7 +339,7 @@ def _engine(url: str) -> Engine:
                                pool_size=1, max_overflow=0, pool_timeout=120)
 
         @event.listens_for(engine, "connect")
-        def _pragmas(conn, _record) -> None:  # WAL: readers never block the writer
+        def _pragmas(conn: Any, _record: Any) -> None:  # WAL: readers never block the writer
             cur = conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")

@@ -30,9 +30,6 @@ class TenantMap:
         tid = self._id_of.get(tenant)
         return 0 if tid is None else self._counts[tid]
 
-    def set(self, key: int, tenant: str) -> None:
-        self.set_many(np.array([key], np.int64), tenant)
-
     def set_many(self, keys: npt.NDArray[np.int64], tenant: str) -> None:
         """Give `keys` (distinct, not yet mapped) to `tenant`."""
         if keys.size == 0:

@@ -34,6 +34,8 @@ Q = TypeVar("Q")
 S = TypeVar("S")
 """A kind's stored fingerprint."""
 S_co = TypeVar("S_co", covariant=True)
+Q_contra = TypeVar("Q_contra", contravariant=True)
+S_contra = TypeVar("S_contra", contravariant=True)
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ class Calibration:
 
 def at_least(label: str, minimum: str) -> bool:
     """Whether confidence `label` is `minimum` or better."""
-    return CONFIDENCE_ORDER.index(label) >= CONFIDENCE_ORDER.index(minimum)  # type: ignore[arg-type]
+    return CONFIDENCE_ORDER.index(label) >= CONFIDENCE_ORDER.index(minimum)
 
 
 @dataclass(frozen=True)
@@ -142,10 +144,10 @@ class Loader(Protocol[S_co]):
     """
 
     def __call__(self, keys: Sequence[int], /,
-                 windows: Mapping[int, Window] | None = None) -> dict[int, S_co]: ...
+                 windows: Mapping[int, Window] | None = None) -> Mapping[int, S_co]: ...
 
 
-class CandidateIndex(Protocol[Q, S]):
+class CandidateIndex(Protocol[Q_contra, S_contra]):
     """The in-memory search structure of one kind in one process, over every tenant.
 
     Built from the catalog at start (`upsert_many`), kept in step by the index registry. The
@@ -153,12 +155,12 @@ class CandidateIndex(Protocol[Q, S]):
     registry serialises writers with readers; `ready()` says whether `search` would write.
     """
 
-    def upsert(self, key: int, tenant: str, stored: S) -> None: ...
-    def upsert_many(self, items: Sequence[tuple[int, str, S]]) -> None: ...
+    def upsert(self, key: int, tenant: str, stored: S_contra) -> None: ...
+    def upsert_many(self, items: Sequence[tuple[int, str, S_contra]]) -> None: ...
     def delete(self, key: int) -> bool: ...
-    def candidates(self, query: Q, tenant: str, exclude: int | None = None
+    def candidates(self, query: Q_contra, tenant: str, exclude: int | None = None
                    ) -> Iterable[Candidate]: ...
-    def search(self, query: Q, tenant: str, top_k: int, min_score: float = 0.0,
+    def search(self, query: Q_contra, tenant: str, top_k: int, min_score: float = 0.0,
                exclude: int | None = None) -> list[Match]: ...
     def prepare(self) -> None: ...
     def ready(self) -> bool: ...

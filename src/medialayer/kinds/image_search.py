@@ -59,7 +59,8 @@ class _Positions:
         self._rows[row, len(kept):] = 0
 
     def get(self, key: int) -> np.ndarray:
-        return self._rows[self._row_of[key]]
+        rows: np.ndarray = self._rows[self._row_of[key]]
+        return rows
 
     def drop(self, key: int) -> None:
         row = self._row_of.pop(key, None)
@@ -123,10 +124,14 @@ class ImageIndex:
         keys = np.fromiter((key for key, _, _ in items), np.int64, len(items))
         self.codes.add_many(keys, np.fromiter((fp.code for _, _, fp in items), np.uint64,
                                               len(items)))
+        by_tenant: dict[str, list[int]] = {}
         for key, tenant, fp in items:
-            self.local.add(key, fp.features.descriptors)
-            self._positions.put(key, fp.features.points)
-            self.tenants.set(key, tenant)
+            if len(fp.features):  # a global-only item has no keypoints to vote or agree with
+                self.local.add(key, fp.features.descriptors)
+                self._positions.put(key, fp.features.points)
+            by_tenant.setdefault(tenant, []).append(key)
+        for tenant, added in by_tenant.items():
+            self.tenants.set_many(np.array(added, np.int64), tenant)
 
     def delete(self, key: int) -> bool:
         self.local.remove(key)
