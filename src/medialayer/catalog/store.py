@@ -203,20 +203,21 @@ class SqlCatalogStore:
 
     def rows_since(self, media_type: str, after_seq: int, batch: int = 5000,
                    tenant: str | None = None) -> Iterator[FeedRow]:
-        """Stored fingerprints in seq order, fetched in batches to bound memory."""
+        """Stored fingerprints in seq order, fetched in batches to bound memory (Core, not
+        a Session: the ORM's row handling was a fifth of a start-up's build)."""
         while True:
             q = (select(*_FINGERPRINT_COLUMNS)
                  .where(Media.media_type == media_type, Media.seq > after_seq))
             if tenant is not None:
                 q = q.where(Media.tenant == tenant)
-            with self.session() as s:
-                rows = s.execute(q.order_by(Media.seq).limit(batch)).all()
-                chunks = _chunks(s, [r.seq for r in rows if r.has_chunks])
+            with self.engine.connect() as c:
+                rows = c.execute(q.order_by(Media.seq).limit(batch)).all()
+                chunks = _chunks(c, [seq for seq, *_, has_chunks in rows if has_chunks])
             if not rows:
                 return
-            yield from (_stored(r.seq, r.tenant, r.fingerprint_version, r.fingerprint,
-                                r.duration, chunks) for r in rows)
-            after_seq = rows[-1].seq
+            yield from (_stored(seq, owner, version, blob, duration, chunks)
+                        for seq, owner, version, blob, duration, _ in rows)
+            after_seq = rows[-1][0]
 
     def rows_of(self, seqs: Sequence[int]) -> builtins.list[FeedRow]:
         return list(self.fingerprints_of(None, list(seqs)).values())
