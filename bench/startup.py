@@ -120,7 +120,7 @@ def measure_codes(url: str) -> dict[str, Any]:
                     "order by c.media_seq")
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=BATCH).execute(query)
-        for part in result.partitions():
+        for part in result.partitions(BATCH):
             seqs = np.fromiter((r[0] for r in part), np.int64, len(part))
             values = np.fromiter((r[1] for r in part), np.int64, len(part)).view(np.uint64)
             codes.add_many(seqs, values)
