@@ -23,6 +23,8 @@ lint: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy src/
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 bench-accuracy: $(STAMP)

@@ -9,7 +9,7 @@ at and above it and no negative at or above it. `medium` is the lowest t with pr
 that also lets at most 1 % of negatives match (the R@T operating point), so a weak match on a large
 catalog is not called medium just because most answers are right. Both are rounded up to the next
 0.05, headroom for catalogs that are not the dev corpus. The printed values go into
-`THRESHOLDS` in src/medialayer/calibration.py.
+`IMAGE` in src/medialayer/calibration.py.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def main() -> None:
         negs = sum(d[2] for d in chosen)
         print(f"{name:6s} >= {t:.4f}: {len(chosen)} answers, precision {100 * prec:.2f} %, "
               f"{negs} negatives")
-    print(f'THRESHOLDS["image"] = {{"high": {high:.4f}, "medium": {medium:.4f}}}')
+    print(f"IMAGE = Calibration(high={high:.4f}, medium={medium:.4f})")
 
 
 if __name__ == "__main__":

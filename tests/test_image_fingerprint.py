@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageOps
 
-from medialayer.calibration import confidence
+from medialayer.calibration import IMAGE
 from medialayer.kinds.image import (
     content_box,
     decode,
@@ -47,20 +47,20 @@ EDITS = {
 def score(query: Image.Image, reference: Image.Image) -> float:
     q = fingerprint_bytes(synth.png(query), query=True)
     r = fingerprint_bytes(synth.jpeg(reference))
-    return KIND.compare(q, r).score
+    return KIND.verify(q, r).score
 
 
 @pytest.mark.parametrize("edit", list(EDITS))
 def test_edited_copy_matches_with_high_confidence(edit: str) -> None:
     s = score(EDITS[edit](ORIGINAL), ORIGINAL)
-    assert confidence("image", s) == "high", f"{edit}: score {s}"
+    assert IMAGE.label(s) == "high", f"{edit}: score {s}"
 
 
 @pytest.mark.parametrize("edit", ["jpeg_q20", "crop_center_70", "screenshot", "hflip"])
 def test_unrelated_images_are_not_high(edit: str) -> None:
     for other in OTHERS:
         s = score(EDITS[edit](other), ORIGINAL)
-        assert confidence("image", s) != "high", f"{edit}: score {s}"
+        assert IMAGE.label(s) != "high", f"{edit}: score {s}"
 
 
 @settings(max_examples=15, deadline=None)
@@ -141,14 +141,14 @@ def test_the_extra_query_views_are_computed_only_when_the_main_view_settles_noth
                   for key, other in enumerate(OTHERS, start=2))
     index = KIND.new_index(lambda keys: {k: stored[k] for k in keys if k in stored})
     for key, fp in stored.items():
-        index.add(key, fp)
+        index.upsert(key, "shop", fp)
     copy = fingerprint_bytes(synth.jpeg(_crop(ORIGINAL, 0.8), 60), query=True)
-    assert index.search(copy, top_k=5)[0].key == 1
+    assert index.search(copy, "shop", top_k=5)[0].key == 1
     assert copy.more.cache_info().currsize == 0  # settled by the main view alone
     flipped = fingerprint_bytes(synth.jpeg(ImageOps.mirror(_crop(ORIGINAL, 0.75))), query=True)
-    top = index.search(flipped, top_k=5)[0]
+    top = index.search(flipped, "shop", top_k=5)[0]
     assert flipped.more.cache_info().currsize == 1  # the mirror view was needed, and found it
-    assert top.key == 1 and confidence("image", top.score) == "high"
+    assert top.key == 1 and IMAGE.label(top.score) == "high"
 
 
 def test_candidates_are_verified_with_keypoints_read_back_from_the_catalog() -> None:
@@ -165,13 +165,13 @@ def test_candidates_are_verified_with_keypoints_read_back_from_the_catalog() -> 
 
     index = KIND.new_index(load)
     for key, fp in stored.items():
-        index.add(key, fp)
+        index.upsert(key, "shop", fp)
     copy = fingerprint_bytes(synth.jpeg(_crop(ORIGINAL, 0.8), 60), query=True)
-    top = index.search(copy, top_k=5)[0]
-    assert top.key == 1 and confidence("image", top.score) == "high"
+    top = index.search(copy, "shop", top_k=5)[0]
+    assert top.key == 1 and IMAGE.label(top.score) == "high"
     assert len(asked) == 1 and 1 in asked[0]
     del stored[1]
-    assert [m.key for m in index.search(copy, top_k=5) if m.key == 1] == []
+    assert [m.key for m in index.search(copy, "shop", top_k=5) if m.key == 1] == []
 
 
 def test_keypoint_positions_survive_growth_replacement_and_reused_rows() -> None:
@@ -197,3 +197,26 @@ def test_keypoint_positions_survive_growth_replacement_and_reused_rows() -> None
         assert np.array_equal(store.get(key)[:n], want[:n].astype(np.float16))
         assert not store.get(key)[n:].any()
     assert store.nbytes() < 3500 * 1024  # 3,500 rows without reuse would have grown it to 5,184
+
+
+def test_threads_fingerprint_with_their_own_orb_detector() -> None:
+    """OpenCV algorithm objects are not thread-safe: each thread gets its own, and fingerprints
+    computed on many threads at once equal the single-threaded ones."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from medialayer.kinds import image
+
+    files = [synth.jpeg(synth.photo(seed)) for seed in range(6)]
+    alone = [encode(fingerprint_bytes(f)) for f in files]
+    meet = threading.Barrier(3)
+
+    def detector(_: int) -> int:
+        meet.wait(30)  # three threads at once, so none can serve two of the calls
+        return id(image._orb())
+
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(lambda f: encode(fingerprint_bytes(f)), files * 3))
+        detectors = set(pool.map(detector, range(3)))
+    assert together == alone * 3
+    assert len(detectors) == 3

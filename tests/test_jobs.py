@@ -45,7 +45,7 @@ def test_parse_csv_fails_bad_lines_alone() -> None:
         'http://a/5.jpg,"unterminated,e5,1\n')
     assert [r["_row"] for r in rows] == [1, 3]
     assert rows[0] == {"_row": 1, "url": "http://a/1.jpg", "name": "One", "external_id": "e1",
-                       "media_type": "image", "metadata": {"price": "10"}}
+                       "metadata": {"price": "10"}}  # no media_type: sniffed when worked
     assert rows[1]["name"] == "Two, quoted"
     assert [(n, reason.split(":")[0]) for n, _, reason in errors] == [
         (4, "malformed CSV line"), (5, "the row has no url"), (6, "malformed CSV line")]
@@ -78,7 +78,7 @@ def test_bulk_job_over_http_indexes_good_rows_and_reports_bad_ones(api, headers,
     errors = api.client.get(f"/v1/jobs/{r.json()['job_id']}/errors", headers=headers).json()
     reasons = {e["row"]: e["error"] for e in errors["errors"]}
     assert sorted(reasons) == [6, 7, 8, 9, 10]
-    assert "not a supported image" in reasons[6] and "404" in reasons[7]
+    assert "not a supported media file" in reasons[6] and "404" in reasons[7]
     assert "private" in reasons[10]
     # the same CSV again adds nothing: rows are idempotent by external_id
     again = api.client.post("/v1/media/bulk", headers=headers, files={"file": ("l.csv", csv_text)})

@@ -179,24 +179,21 @@ def test_searches_poll_the_catalog_and_pick_up_other_processes_writes(tmp_path: 
                                                                        monkeypatch) -> None:
     """No explicit sync: a search due a poll sees new rows and deletions, and a poll that finds
     nothing new never takes the exclusive lock."""
-    from medialayer import service
+    from medialayer.index import registry
 
-    monkeypatch.setattr(service, "SYNC_INTERVAL", 0.0)
+    monkeypatch.setattr(registry, "SYNC_INTERVAL", -1.0)
     a, b = MediaLayer(tmp_path / "d"), MediaLayer(tmp_path / "d")
     query = synth.jpeg(synth.photo(14))
     assert b.search(query).results == []
-    state = b._state("image")
-    assert not b.store.changed_since("image", state.last_seq, state.last_deletion)
     record = a.index(query)
-    assert b.store.changed_since("image", state.last_seq, state.last_deletion)
     assert b.search(query).results[0].media.id == record.id
     a.delete(record.id)
-    assert b.store.changed_since("image", state.last_seq, state.last_deletion)
     assert b.search(query).results == []
 
+    entry = b.indexes.get("image")
     writes = []
-    real_write = state.lock.write
-    monkeypatch.setattr(state.lock, "write", lambda: writes.append(1) or real_write())
+    real_write = entry.lock.write
+    monkeypatch.setattr(entry.lock, "write", lambda: writes.append(1) or real_write())
     b.search(query)
     assert writes == []
     a.close()

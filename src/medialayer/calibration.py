@@ -1,27 +1,25 @@
-"""Scores and confidence labels: every threshold lives here, set by `bench/calibrate.py`.
+"""The image kind's scores and confidence labels: every threshold lives here, set by
+`bench/calibrate.py`.
 
 A similarity score is in [0, 1], monotone in match strength and comparable across queries of one
 media type. Each fingerprint tier maps its raw evidence onto that scale so that equal scores mean
 roughly equal evidence; the labels then cut the scale where the dev corpus measured precision
->= 99 % (high) and >= 90 % (medium).
+>= 99 % (high) and >= 90 % (medium). Other kinds keep their own `Calibration` in their package.
 """
 
 from __future__ import annotations
 
-CONFIDENCE_ORDER = ("low", "medium", "high")
+from medialayer.kinds.base import Calibration
 
 IMAGE_CODE_BITS_TO_ZERO = 8
 """A global-code distance (of 64 bits) at which the global tier's score reaches 0."""
 IMAGE_INLIERS_AT_HALF = 10
 """Half the RANSAC inlier count at which the keypoint tier's score reaches 0.5."""
 
-THRESHOLDS: dict[str, dict[str, float]] = {
-    # python bench/calibrate.py --corpus eval-data/image-dev --results results.csv
-    # (docs/benchmarks.md): high has 100 % precision and no negative on dev; medium is the
-    # operating point where <= 1 % of negatives match anything.
-    "image": {"high": 0.85, "medium": 0.65},
-}
-"""Scores at or above which a match is labelled high / medium (per media type)."""
+IMAGE = Calibration(high=0.85, medium=0.65)
+"""python bench/calibrate.py --corpus eval-data/image-dev --results results.csv
+(docs/benchmarks.md): high has 100 % precision and no negative on dev; medium is the operating
+point where <= 1 % of negatives match anything."""
 
 
 def image_score(code_distance: int | None, inliers: int) -> float:
@@ -31,16 +29,3 @@ def image_score(code_distance: int | None, inliers: int) -> float:
         global_score = max(0.0, 1.0 - code_distance / IMAGE_CODE_BITS_TO_ZERO)
     local_score = max(0.0, 1.0 - IMAGE_INLIERS_AT_HALF / inliers) if inliers > 0 else 0.0
     return round(max(global_score, local_score), 4)
-
-
-def confidence(media_type: str, score: float) -> str:
-    cut = THRESHOLDS[media_type]
-    if score >= cut["high"]:
-        return "high"
-    if score >= cut["medium"]:
-        return "medium"
-    return "low"
-
-
-def at_least(label: str, minimum: str) -> bool:
-    return CONFIDENCE_ORDER.index(label) >= CONFIDENCE_ORDER.index(minimum)

@@ -1,27 +1,34 @@
-"""The `medialayer` command line: the same use cases as the library and the HTTP service."""
+"""The `medialayer` command line: the same use cases as the library and the HTTP service.
+
+Everything beyond Typer and Rich is imported inside the commands, so `medialayer --help` and a
+mistyped command answer at once instead of loading the database and decoder stacks first.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
-from sqlalchemy.engine import make_url
 
-from medialayer.calibration import CONFIDENCE_ORDER
-from medialayer.catalog.store import MediaRecord
 from medialayer.csvfile import write_csv
 from medialayer.errors import MediaLayerError
-from medialayer.results import SearchResult
-from medialayer.service import MediaLayer
+from medialayer.kinds.base import CONFIDENCE_ORDER
+
+if TYPE_CHECKING:
+    from medialayer.catalog.store import MediaRecord
+    from medialayer.results import SearchResult
+    from medialayer.service import MediaLayer
+
+T = TypeVar("T")
 
 app = typer.Typer(help="Find copied and near-duplicate media in a catalog.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
@@ -31,23 +38,27 @@ app.add_typer(jobs_app, name="jobs")
 console = Console()
 err = Console(stderr=True)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic",
-                  ".heif", ".avif"}
 DataDir = Annotated[Path | None, typer.Option("--data-dir", envvar="MEDIALAYER_DATA_DIR",
                                               help="Catalog directory (embedded SQLite).")]
 Tenant = Annotated[str, typer.Option(help="Tenant whose catalog is used.")]
-MediaType = Annotated[str, typer.Option("--media-type", "-t", help="image, video or audio.")]
+MediaType = Annotated[str | None, typer.Option(
+    "--media-type", "-t", help="A registered kind (image, video, audio, ...); default: sniffed.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 MediaFile = Annotated[Path, typer.Argument(exists=True, dir_okay=False,
                                            help="A media file (not a folder).")]
 
 
-def _open(data_dir: Path | None, tenant: str = "default", *, create: bool = False) -> MediaLayer:
+def _open(data_dir: Path | str | None, tenant: str = "default", *, create: bool = False
+          ) -> MediaLayer:
     """The catalog a command works on, named on stderr: a command run from another folder
     must not quietly answer from an empty catalog it has just made. Only commands that add
     (`create`) may make one; the others stop with a clear message instead."""
+    from sqlalchemy.engine import make_url
+
+    from medialayer.service import MediaLayer
+
     database_url = os.environ.get("MEDIALAYER_DATABASE_URL") or None
-    folder = (data_dir or Path("data")).resolve()
+    folder = Path(data_dir or "data").resolve()
     if database_url:
         where = make_url(database_url).render_as_string(hide_password=True)
     else:
@@ -57,6 +68,13 @@ def _open(data_dir: Path | None, tenant: str = "default", *, create: bool = Fals
                   "--data-dir or MEDIALAYER_DATA_DIR")
     err.print(f"catalog: {where}", soft_wrap=True)
     return MediaLayer(folder, database_url=database_url, tenant=tenant)
+
+
+def _service(data_dir: Path | str | None, database_url: str | None) -> MediaLayer:
+    """The service's catalog as its settings name it (serve, workers): no checks, no notes."""
+    from medialayer.service import MediaLayer
+
+    return MediaLayer(data_dir, database_url=database_url)
 
 
 def _fail(message: str) -> NoReturn:
@@ -70,11 +88,15 @@ def _progress() -> Progress:
 
 
 def _files(paths: list[Path]) -> list[Path]:
-    """Files as given, and the media files found under folders (recursively, sorted)."""
+    """Files as given, and the files of every registered kind found under folders (by suffix,
+    recursively, sorted)."""
+    from medialayer.kinds import suffixes
+
+    wanted = suffixes()
     out: list[Path] = []
     for p in paths:
         if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+            out += sorted(f for f in p.rglob("*") if f.suffix.lower() in wanted)
         else:
             out.append(p)
     return out
@@ -82,7 +104,7 @@ def _files(paths: list[Path]) -> list[Path]:
 
 @app.command()
 def index(paths: Annotated[list[Path], typer.Argument(help="Files, folders, or .csv lists.")],
-          data_dir: DataDir = None, tenant: Tenant = "default", media_type: MediaType = "image",
+          data_dir: DataDir = None, tenant: Tenant = "default", media_type: MediaType = None,
           failed_csv: Annotated[Path | None, typer.Option(
               "--failed-csv", help="Write the failed files and rows here (source, row, error).")]
           = None,
@@ -93,8 +115,8 @@ def index(paths: Annotated[list[Path], typer.Argument(help="Files, folders, or .
     resumable, idempotent by external_id. A bad file or row is reported and the rest indexed.
     """
     ml = _open(data_dir, tenant, create=True)
-    done: list[dict] = []
-    failed: list[dict] = []
+    done: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
     files = _files([p for p in paths if p.suffix.lower() != ".csv"])
     if files:
         _index_files(ml, files, media_type, done, failed)
@@ -116,8 +138,8 @@ def index(paths: Annotated[list[Path], typer.Argument(help="Files, folders, or .
         _fail(f"{len(failed)} of {len(done) + len(failed)} files or rows failed")
 
 
-def _index_files(ml: MediaLayer, files: list[Path], media_type: str, done: list[dict],
-                 failed: list[dict]) -> None:
+def _index_files(ml: MediaLayer, files: list[Path], media_type: str | None,
+                 done: list[dict[str, Any]], failed: list[dict[str, Any]]) -> None:
     """Index files under their absolute path as external id: indexing a folder again adds
     only the files not catalogued yet, as a CSV's external ids do."""
     with _progress() as bar:
@@ -131,7 +153,7 @@ def _index_files(ml: MediaLayer, files: list[Path], media_type: str, done: list[
             bar.advance(task)
 
 
-def _index_file(ml: MediaLayer, file: Path, media_type: str) -> tuple[MediaRecord, bool]:
+def _index_file(ml: MediaLayer, file: Path, media_type: str | None) -> tuple[MediaRecord, bool]:
     """The file's catalog record, and whether it was there already (under its path)."""
     identity = str(file.resolve())
     known = ml.store.get_by_external_id(ml.tenant, identity)
@@ -140,9 +162,11 @@ def _index_file(ml: MediaLayer, file: Path, media_type: str) -> tuple[MediaRecor
     return ml.index(file, media_type, external_id=identity, if_exists="return"), False
 
 
-def _index_csv(ml: MediaLayer, listing: Path, tenant: str, done: list[dict],
-               failed: list[dict]) -> None:
+def _index_csv(ml: MediaLayer, listing: Path, tenant: str, done: list[dict[str, Any]],
+               failed: list[dict[str, Any]]) -> None:
     """Run the listing as a local bulk job in this process, with a progress bar."""
+    import asyncio
+
     from medialayer.catalog import jobs as job_rows
     from medialayer.config import Settings
     from medialayer.jobs import JobRunner, submit_csv
@@ -174,7 +198,7 @@ def _index_csv(ml: MediaLayer, listing: Path, tenant: str, done: list[dict],
 
 @app.command()
 def search(file: MediaFile, data_dir: DataDir = None, tenant: Tenant = "default",
-           media_type: MediaType = "image",
+           media_type: MediaType = None,
            top_k: Annotated[int, typer.Option("--top-k", "-k")] = 5,
            min_score: Annotated[float, typer.Option("--min-score")] = 0.0,
            as_json: AsJson = False) -> None:
@@ -200,11 +224,11 @@ def _print_results(result: SearchResult) -> None:
 
 
 @app.command()
-def compare(a: MediaFile, b: MediaFile, media_type: MediaType = "image",
+def compare(a: MediaFile, b: MediaFile, media_type: MediaType = None,
             as_json: AsJson = False) -> None:
     """Score two files against each other."""
     with tempfile.TemporaryDirectory() as tmp:
-        ml = MediaLayer(tmp)
+        ml = _open(tmp, create=True)
         c = _run(lambda: ml.compare(a, b, media_type))
         ml.close()
     if as_json:
@@ -229,16 +253,16 @@ def dedupe(folder: Annotated[Path, typer.Argument(exists=True, file_okay=False,
 
     files = _files([folder])
     with tempfile.TemporaryDirectory() as tmp:
-        ml = MediaLayer(data_dir or tmp)
+        ml = _open(data_dir or tmp, create=True)
         with _progress() as bar:
             task = bar.add_task("fingerprinting", total=len(files))
             for f in files:
                 try:
-                    _index_file(ml, f, "image")
+                    _index_file(ml, f, None)
                 except MediaLayerError as e:
                     err.print(f"[yellow]skipped[/yellow] {f}: {e}")
                 bar.advance(task)
-        clusters = _run(lambda: ml.clusters("image", min_confidence))
+        clusters = _run(lambda: ml.clusters(None, min_confidence))
         ml.close()
     if html:
         write_html(clusters, html, f"Near-duplicates in {folder}")
@@ -307,7 +331,7 @@ def _split(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
 
 
-def _run(call):
+def _run(call: Callable[[], T]) -> T:
     """Run a use case; a MediaLayerError becomes one red line and exit code 1, not a traceback."""
     try:
         return call()
@@ -336,7 +360,7 @@ def serve(host: Annotated[str | None, typer.Option(help="Default: MEDIALAYER_HOS
         settings.data_dir = str(data_dir)
     host, port = host or settings.host, port or settings.port
     workers = workers or settings.workers
-    ml = MediaLayer(settings.data_dir, database_url=settings.database_url)
+    ml = _service(settings.data_dir, database_url=settings.database_url)
     if not list_keys(ml.store):
         _, key = create_key(ml.store, "default", ["index", "search", "admin"], "first key")
         _print_welcome(key, host, port, Path(settings.data_dir) / "examples")
@@ -368,11 +392,13 @@ def _print_welcome(key: str, host: str, port: int, examples: Path) -> None:
 @jobs_app.command("worker")
 def jobs_worker(data_dir: DataDir = None) -> None:
     """Work bulk jobs from the catalog until stopped; run as many as you like, anywhere."""
+    import asyncio
+
     from medialayer.config import Settings
     from medialayer.jobs import JobRunner
 
     settings = Settings()
-    ml = MediaLayer(data_dir or settings.data_dir, database_url=settings.database_url)
+    ml = _service(data_dir or settings.data_dir, database_url=settings.database_url)
     runner = JobRunner(ml, settings)
 
     async def work() -> None:

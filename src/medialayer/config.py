@@ -20,6 +20,10 @@ class Settings(BaseSettings):
     workers: int = 1
     """HTTP processes `serve` runs. Each holds its own copy of the indexes (memory x N) and
     polls the catalog for the others' writes; they share the port and every core."""
+    index_bands: int | None = None
+    """Bands of each kind's code index (None: the kind's default, 4 for 64-bit image codes;
+    about 64 / log2(items) is best, so 3 from a few million items, docs/benchmarks-index.md).
+    Read by every process from MEDIALAYER_INDEX_BANDS."""
     log_json: bool = False
     log_level: str = "info"
     # safe URL fetching

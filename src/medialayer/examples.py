@@ -20,7 +20,8 @@ def photo(seed: int, size: tuple[int, int] = (640, 480)) -> Image.Image:
     base = np.zeros((h, w, 3), np.float32)
     for cells in (4, 12, 40):
         noise = rng.random((cells * h // w + 1, cells, 3)).astype(np.float32)
-        layer = Image.fromarray((noise * 255).astype(np.uint8)).resize((w, h), Image.BICUBIC)
+        layer = Image.fromarray((noise * 255).astype(np.uint8)).resize(
+            (w, h), Image.Resampling.BICUBIC)
         base += np.asarray(layer, np.float32) / 3
     return draw_shapes(Image.fromarray(base.clip(0, 255).astype(np.uint8)), rng)
 

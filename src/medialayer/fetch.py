@@ -93,7 +93,7 @@ def refusal(ip: IPAddress, allowed: Iterable[IPNetwork] = ()) -> str | None:
     if inner is not None:
         if reason := _classify(inner):
             return f"{reason} (IPv4 {inner})"
-        if ip.ipv4_mapped or ip in _NAT64:
+        if isinstance(ip, ipaddress.IPv6Address) and (ip.ipv4_mapped or ip in _NAT64):
             return None
     return _classify(ip)
 
@@ -191,7 +191,7 @@ async def _resolve(host: str, port: int) -> list[IPAddress]:
                                         type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as e:
         raise FetchFailed(f"cannot resolve {host}: {e}") from None
-    addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0])
+    addresses = list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0])
                                    for info in infos))
     if not addresses:
         raise FetchFailed(f"cannot resolve {host}: no addresses")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import io
 import logging
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -22,11 +23,19 @@ from medialayer.catalog import jobs as job_rows
 from medialayer.catalog.jobs import Claim, ClaimLost
 from medialayer.catalog.store import NewMedia
 from medialayer.config import Settings
-from medialayer.errors import Conflict, InvalidInput, MediaLayerError
+from medialayer.errors import Conflict, InvalidInput, MediaLayerError, MediaTooLarge
 from medialayer.fetch import fetch
-from medialayer.kinds import KINDS, get_kind
+from medialayer.kinds import (
+    AnyKind,
+    get_kind,
+    kinds,
+    register_all,
+    registered_in_process,
+    sniff_kind,
+)
+from medialayer.kinds.base import Encoded
 from medialayer.lifeline import die_with_parent, pool_context
-from medialayer.service import MAX_FILE_BYTES, MediaLayer
+from medialayer.service import SNIFF_BYTES, MediaLayer
 
 log = logging.getLogger("medialayer.jobs")
 DATABASE_GONE = (OperationalError, InterfaceError)
@@ -40,8 +49,8 @@ def parse_csv(text: str, allow_paths: bool = False, max_rows: int = 1_000_000
               ) -> tuple[list[dict[str, Any]], list[tuple[int, dict[str, Any], str]]]:
     """Rows to do and rows already failed, by physical line, so one malformed line fails alone.
 
-    Columns: url (or path, for local jobs), media_type (default image), name, external_id; any
-    other column goes into the media's metadata.
+    Columns: url (or path, for local jobs), media_type (default: sniffed from the content),
+    name, external_id; any other column goes into the media's metadata.
     """
     lines = text.lstrip("\ufeff").splitlines()
     if not lines or not lines[0].strip():
@@ -81,18 +90,21 @@ def _parse_line(line: str, header: list[str], number: int) -> tuple[dict[str, An
     extra = {k: v for k, v in values.items() if k not in COLUMNS and v}
     if extra:
         row["metadata"] = extra
-    row.setdefault("media_type", "image")
-    if row["media_type"] not in KINDS:
+    if row.get("media_type") and row["media_type"] not in kinds():
         return row, f"unsupported media_type {row['media_type']!r}"
     if not row.get("url") and not row.get("path"):
         return row, "the row has no url"
     return row, None
 
 
-def fingerprint_blob(media_type: str, data: bytes) -> bytes:
-    """The CPU part of a row, run in a worker process: bytes in, stored fingerprint out."""
-    kind = get_kind(media_type)
-    return kind.encode(kind.fingerprint(data))
+def fingerprint_row(media_type: str | None, data: bytes) -> tuple[str, Encoded]:
+    """The CPU part of a row, run in a worker process: bytes in, the kind (given, or sniffed)
+    and the stored fingerprint out."""
+    kind = get_kind(media_type) if media_type else sniff_kind(data[:SNIFF_BYTES])
+    if len(data) > kind.limits.max_bytes:
+        raise MediaTooLarge(f"the file is over the cap of {kind.limits.max_bytes} bytes for "
+                            f"{kind.name}")
+    return kind.name, kind.encode(kind.stored(io.BytesIO(data)))
 
 
 class JobRunner:
@@ -102,9 +114,9 @@ class JobRunner:
         self.ml = ml
         self.settings = settings
         self._own_pool = pool is None
-        self.pool = pool or ProcessPoolExecutor(max_workers=settings.bulk_pool_size(),
-                                                mp_context=pool_context(),
-                                                initializer=die_with_parent)
+        self.pool = pool or ProcessPoolExecutor(
+            max_workers=settings.bulk_pool_size(), mp_context=pool_context(),
+            initializer=_start_pool_process, initargs=(registered_in_process(),))
 
     def close(self) -> None:
         if self._own_pool:
@@ -172,7 +184,7 @@ class JobRunner:
                  for tenant, ids in wanted.items()}
         todo = []
         for claim in claims:
-            media_id = found.get(claim.tenant, {}).get(claim.payload.get("external_id"))
+            media_id = found.get(claim.tenant, {}).get(claim.payload.get("external_id") or "")
             if media_id is None:
                 todo.append(claim)
             else:
@@ -185,8 +197,9 @@ class JobRunner:
         try:
             data = await self._read(claim)
             loop = asyncio.get_running_loop()
-            blob = await loop.run_in_executor(self.pool, fingerprint_blob, row["media_type"], data)
-            return Fingerprinted(claim, blob)
+            media_type, encoded = await loop.run_in_executor(
+                self.pool, fingerprint_row, row.get("media_type"), data)
+            return Fingerprinted(claim, media_type, encoded)
         except Exception as e:  # fails the row, never the job
             await asyncio.to_thread(self._fail, claim, e)
         return None
@@ -198,8 +211,9 @@ class JobRunner:
         if not claim.allow_paths:
             raise InvalidInput("this job accepts URLs only")
         path = Path(row["path"])
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise InvalidInput(f"{path} is over {MAX_FILE_BYTES} bytes")
+        cap = max(k.limits.max_bytes for k in kinds().values())
+        if path.stat().st_size > cap:
+            raise MediaTooLarge(f"{path} is over {cap} bytes")
         return await asyncio.to_thread(path.read_bytes)
 
     async def _write(self, done: set[asyncio.Task[Fingerprinted | None]]) -> None:
@@ -264,15 +278,24 @@ class Fingerprinted:
     """A claimed row whose bytes became a stored fingerprint, waiting to be written."""
 
     claim: Claim
-    blob: bytes
+    media_type: str
+    encoded: Encoded
 
     def media(self) -> NewMedia:
         row = self.claim.payload
-        return NewMedia(tenant=self.claim.tenant, media_type=row["media_type"],
-                        fingerprint=self.blob, name=row.get("name"),
+        return NewMedia(tenant=self.claim.tenant, media_type=self.media_type,
+                        fingerprint=self.encoded,
+                        fingerprint_version=get_kind(self.media_type).version,
+                        name=row.get("name"),
                         external_id=row.get("external_id"),
                         source=row.get("url") or row.get("path"),
                         metadata=row.get("metadata") or {})
+
+
+def _start_pool_process(found: list[AnyKind]) -> None:
+    """A pool process ends with its parent, and knows the kinds registered in this process."""
+    die_with_parent()
+    register_all(found)
 
 
 def submit_csv(ml: MediaLayer, text: str | bytes, tenant: str, settings: Settings,

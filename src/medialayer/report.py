@@ -7,39 +7,38 @@ inline thumbnail (data URI): the file can be mailed or archived without the imag
 from __future__ import annotations
 
 import base64
-import io
 from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
-from PIL import Image
 
+from medialayer.catalog.store import MediaRecord
 from medialayer.csvfile import write_csv
 from medialayer.errors import MediaLayerError
-from medialayer.kinds.image import open_image
+from medialayer.kinds import get_kind
 from medialayer.results import Cluster
 
 THUMB_SIDE = 180
 
 
-def thumbnail_uri(path: str | None) -> str | None:
-    """A small JPEG data URI of the file at `path`, or None if it can't be read as an image."""
-    if not path:
+def thumbnail_uri(media: MediaRecord) -> str | None:
+    """A small JPEG data URI of the member's file, drawn by its kind, or None if the file can't
+    be read or the kind has no picture."""
+    if not media.source:
         return None
     try:
-        im = open_image(Path(path).read_bytes(), draft_side=THUMB_SIDE)
+        jpeg = get_kind(media.media_type).thumbnail(Path(media.source), THUMB_SIDE)
     except (OSError, MediaLayerError):
         return None
-    im.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.LANCZOS)
-    buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+    if jpeg is None:
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
 
 
 def write_html(clusters: list[Cluster], out: Path, title: str) -> None:
     env = Environment(loader=PackageLoader("medialayer", "templates"),
                       autoescape=select_autoescape(["html"]))
     view = [{"members": [{"name": m.name, "id": m.id, "source": m.source,
-                          "thumb": thumbnail_uri(m.source)} for m in c.members],
+                          "thumb": thumbnail_uri(m)} for m in c.members],
              "pairs": [{"a": _name(c, a), "b": _name(c, b), "score": s} for a, b, s in c.pairs]}
             for c in clusters]
     out.write_text(env.get_template("dedupe.html").render(title=title, clusters=view))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from medialayer.catalog.store import MediaRecord
-from medialayer.kinds import Segment
+from medialayer.kinds.base import Segment
+
+if TYPE_CHECKING:
+    from medialayer.catalog.store import MediaRecord
 
 
 @dataclass(frozen=True)

@@ -7,69 +7,58 @@ use and kept in step with writes, including writes made by other processes (`syn
 
 from __future__ import annotations
 
+import builtins
 import ctypes
+import io
 import os
-import threading
-import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from medialayer.calibration import at_least, confidence
 from medialayer.catalog import decisions
 from medialayer.catalog.store import MediaRecord, NewMedia, Within, WithinMany, open_store
 from medialayer.clusters import connected_groups
 from medialayer.errors import Conflict, InvalidInput, MediaTooLarge
 from medialayer.fields import problem
-from medialayer.kinds import KINDS, FingerprintLoader, KindIndex, Match, get_kind
-from medialayer.locks import ReadWriteLock
+from medialayer.index.registry import DELETIONS_KEPT, IndexRegistry
+from medialayer.kinds import AnyKind, get_kind, kinds, sniff_kind
+from medialayer.kinds.base import Loader, Match, MediaInput, Window, at_least
 from medialayer.results import Cluster, Comparison, MediaRef, SearchHit, SearchResult, Source
 
 DEFAULT_TENANT = "default"
-MAX_FILE_BYTES = 50 * 1024 * 1024
-SYNC_INTERVAL = 0.5
-"""Seconds between catalog polls for rows written by other processes."""
-
-
-class _KindState:
-    """One media type's indexes (one per tenant) and how far they have read the catalog."""
-
-    def __init__(self) -> None:
-        self.by_tenant: dict[str, KindIndex] = {}
-        self.tenant_of: dict[int, str] = {}
-        self.last_seq = 0
-        self.last_deletion = 0
-        self.synced_at = 0.0
-        self.lock = ReadWriteLock()
+SNIFF_BYTES = 64
+"""How much of a file kinds' sniffing looks at."""
 
 
 class MediaLayer:
     """A catalog of fingerprinted media and the searches over it."""
 
     def __init__(self, data_dir: str | Path | None = None, *, database_url: str | None = None,
-                 tenant: str = DEFAULT_TENANT) -> None:
+                 tenant: str = DEFAULT_TENANT, bands: int | None = None) -> None:
+        """`bands`: the code indexes' bands (default MEDIALAYER_INDEX_BANDS, else each
+        kind's own)."""
         data_dir = data_dir or os.environ.get("MEDIALAYER_DATA_DIR") or "data"
         database_url = database_url or os.environ.get("MEDIALAYER_DATABASE_URL") or None
+        bands = bands or int(os.environ.get("MEDIALAYER_INDEX_BANDS") or 0) or None
         self.store = open_store(data_dir, database_url)
+        self.store.prune_deletions(DELETIONS_KEPT)
         self.tenant = tenant
-        self._kinds: dict[str, _KindState] = {}
-        self._kinds_lock = threading.Lock()
+        self.indexes = IndexRegistry(self.store, get_kind, self._loader, bands)
 
     # -- writes ---------------------------------------------------------------------------
 
-    def index(self, source: Source, media_type: str = "image", *, name: str | None = None,
+    def index(self, source: Source, media_type: str | None = None, *, name: str | None = None,
               external_id: str | None = None, metadata: dict[str, Any] | None = None,
               tenant: str | None = None, source_label: str | None = None,
               if_exists: str = "error") -> MediaRecord:
-        """Fingerprint and add one item. With if_exists='return', a known external id is a no-op."""
+        """Fingerprint and add one item (its kind sniffed from the content if not given).
+        With if_exists='return', a known external id is a no-op."""
         _storable(name=name, external_id=external_id, metadata=metadata)
         tenant = tenant or self.tenant
         if external_id is not None and (known := self._known(tenant, external_id, if_exists)):
             return known
-        data, label = self._read(source)
-        kind = get_kind(media_type)
-        fingerprint = kind.fingerprint(data)
-        return self._add(kind.name, tenant, fingerprint, name=name or _name_of(source),
+        kind, media, label = self._open(source, media_type)
+        return self._add(kind, tenant, kind.stored(media), name=name or _name_of(source),
                          external_id=external_id, metadata=metadata,
                          source=source_label or label, if_exists=if_exists)
 
@@ -77,24 +66,22 @@ class MediaLayer:
                            ) -> list[MediaRecord]:
         """Add items fingerprinted elsewhere (worker processes) in one transaction, all or
         none; `within(session, media_ids)` joins it (the bulk job marks its rows done)."""
-        fingerprints = [get_kind(i.media_type).decode(i.fingerprint) for i in items]
+        stored = [get_kind(i.media_type).decode(i.fingerprint) for i in items]
         records = self.store.add_many(items, within)
-        self._index_added(list(zip(records, fingerprints, strict=True)))
+        for media_type in dict.fromkeys(r.media_type for r in records):
+            self.indexes.added(media_type, [(r.seq, r.tenant, s)
+                                            for r, s in zip(records, stored, strict=True)
+                                            if r.media_type == media_type])
         return records
 
     def delete(self, media_id: str, tenant: str | None = None) -> MediaRecord:
         record = self.store.delete(tenant or self.tenant, media_id)
-        state = self._state(record.media_type)
-        with state.lock.write():
-            index = state.by_tenant.get(record.tenant)
-            if index is not None:
-                index.remove(record.seq)
-            state.tenant_of.pop(record.seq, None)
+        self.indexes.deleted(record.media_type, record.seq)
         return record
 
     # -- reads ----------------------------------------------------------------------------
 
-    def search(self, source: Source, media_type: str = "image", *, top_k: int = 5,
+    def search(self, source: Source, media_type: str | None = None, *, top_k: int = 5,
                min_score: float = 0.0, index: bool = False, name: str | None = None,
                external_id: str | None = None, metadata: dict[str, Any] | None = None,
                tenant: str | None = None, source_label: str | None = None) -> SearchResult:
@@ -103,66 +90,62 @@ class MediaLayer:
             raise InvalidInput("top_k must be between 1 and 100")
         _storable(name=name, external_id=external_id, metadata=metadata)
         tenant = tenant or self.tenant
-        kind = get_kind(media_type)
-        data, label = self._read(source)
-        query = kind.fingerprint(data, query=True)
-        state = self._state(kind.name)
+        kind, media, label = self._open(source, media_type)
+        query = kind.query(media)
         if not index:
-            matches = self._search_shared(kind.name, state, tenant, query, top_k, min_score)
-            return SearchResult(self._hits(kind.name, matches))
-        with state.lock.write():  # search-then-add is one step: two ingests see each other
-            matches = self._index_for(kind.name, tenant).search(query, top_k, min_score)
-            added = self._add(kind.name, tenant, query, name=name or _name_of(source),
+            matches = self.indexes.search(kind.name, query, tenant, top_k, min_score)
+            return SearchResult(self._hits(kind, matches))
+        entry = self.indexes.get(kind.name)
+        with entry.lock.write():  # search-then-add is one step: two ingests see each other
+            self.indexes.poll(entry)
+            matches = entry.index.search(query, tenant, top_k, min_score)
+            added = self._add(kind, tenant, kind.stored_of(query), name=name or _name_of(source),
                               external_id=external_id, metadata=metadata,
                               source=source_label or label, if_exists="error")
-        return SearchResult(self._hits(kind.name, matches), added)
+        return SearchResult(self._hits(kind, matches), added)
 
-    def _search_shared(self, media_type: str, state: _KindState, tenant: str, query: Any,
-                       top_k: int, min_score: float, exclude: int | None = None) -> list[Match]:
-        """Search under the shared lock, so searches run in parallel on every core.
-
-        Pending index work (catching up with the catalog, sorting new entries) is a write;
-        it is done under the exclusive lock first, and the search retries until the index
-        is ready to be read as it is.
-        """
-        index = self._index_for(media_type, tenant)
-        while True:
-            with state.lock.read():
-                if index.ready():
-                    return index.search(query, top_k, min_score, exclude)
-            with state.lock.write():
-                index.prepare()
-
-    def compare(self, a: Source, b: Source, media_type: str = "image",
+    def compare(self, a: Source, b: Source, media_type: str | None = None,
                 tenant: str | None = None) -> Comparison:
-        kind = get_kind(media_type)
+        """Score `a` (as a query) against `b` (as a stored item); the kind is `media_type`, or
+        that of a catalog operand, or sniffed from `a`'s content."""
         tenant = tenant or self.tenant
-        match = kind.compare(self._fingerprint_of(kind, a, tenant, query=True),
-                             self._fingerprint_of(kind, b, tenant, query=False))
-        return Comparison(match.score, confidence(kind.name, match.score), match.segments)
+        kind = self._kind_of_operands(a, b, media_type, tenant)
+        query = (kind.query_of(self._stored_of(kind, a, tenant)) if isinstance(a, MediaRef)
+                 else kind.query(self._open(a, kind.name)[1]))
+        stored = (self._stored_of(kind, b, tenant) if isinstance(b, MediaRef)
+                  else kind.stored(self._open(b, kind.name)[1]))
+        match = kind.verify(query, stored)
+        return Comparison(match.score, kind.calibration.label(match.score), list(match.segments))
 
     def get(self, media_id: str, tenant: str | None = None) -> MediaRecord:
         return self.store.get(tenant or self.tenant, media_id)
 
     def list(self, media_type: str | None = None, *, after: int = 0, limit: int = 100,
-             tenant: str | None = None) -> list[MediaRecord]:
+             tenant: str | None = None) -> builtins.list[MediaRecord]:
         return self.store.list(tenant or self.tenant, media_type, after, limit)
 
-    def clusters(self, media_type: str = "image", min_confidence: str = "medium",
-                 tenant: str | None = None, neighbours: int = 10) -> list[Cluster]:
-        """Connected groups of items that match each other at `min_confidence` or better."""
+    def clusters(self, media_type: str | None = None, min_confidence: str = "medium",
+                 tenant: str | None = None, neighbours: int = 10) -> builtins.list[Cluster]:
+        """Connected groups of items that match each other at `min_confidence` or better
+        (items of one kind each; every kind when `media_type` is None)."""
         tenant = tenant or self.tenant
-        kind = get_kind(media_type)
-        state = self._state(kind.name)
+        chosen = [get_kind(media_type)] if media_type else list(kinds().values())
+        clusters: builtins.list[Cluster] = []
+        for kind in chosen:
+            clusters += self._group(self._edges(kind, tenant, min_confidence, neighbours))
+        return clusters
+
+    def _edges(self, kind: AnyKind, tenant: str, min_confidence: str, neighbours: int
+               ) -> dict[tuple[int, int], float]:
         edges: dict[tuple[int, int], float] = {}
-        for seq, blob in self._tenant_fingerprints(kind.name, tenant):
-            found = self._search_shared(kind.name, state, tenant, kind.decode(blob), neighbours,
+        for seq, stored in self._tenant_fingerprints(kind, tenant):
+            found = self.indexes.search(kind.name, kind.query_of(stored), tenant, neighbours,
                                         0.0, exclude=seq)
             for m in found:
-                if at_least(confidence(kind.name, m.score), min_confidence):
+                if at_least(kind.calibration.label(m.score), min_confidence):
                     pair = (min(seq, m.key), max(seq, m.key))
                     edges[pair] = max(edges.get(pair, 0.0), m.score)
-        return self._group(edges)
+        return edges
 
     def decide(self, media_id: str, action: str, *, other_media_id: str | None = None,
                note: str | None = None, tenant: str | None = None) -> dict[str, Any]:
@@ -176,34 +159,24 @@ class MediaLayer:
         return decisions.record(self.store, tenant, media_id, action, other_media_id, note)
 
     def decisions(self, media_id: str | None = None, limit: int = 100,
-                  tenant: str | None = None) -> list[dict[str, Any]]:
+                  tenant: str | None = None) -> builtins.list[dict[str, Any]]:
         return decisions.listing(self.store, tenant or self.tenant, media_id, limit)
 
     def warm_up(self) -> None:
-        """Build every kind's indexes from the catalog now, not on the first request."""
-        for media_type in KINDS:
-            state = self._state(media_type)
-            with state.lock.write():
-                for index in state.by_tenant.values():
-                    index.prepare()
+        """Build every kind's index from the catalog now, not on the first request."""
+        for media_type in kinds():
+            self.indexes.prepare(media_type)
         _release_freed_heap()
 
     def index_sizes(self) -> dict[str, tuple[int, int]]:
         """Per media type: (items, bytes) held by this process's in-memory indexes."""
-        with self._kinds_lock:
-            kinds = dict(self._kinds)
-        sizes = {}
-        for name, state in kinds.items():
-            with state.lock.write():
-                indexes = list(state.by_tenant.values())
-                sizes[name] = (sum(len(i) for i in indexes), sum(i.nbytes() for i in indexes))
-        return sizes
+        return self.indexes.sizes()
 
-    def sync(self, media_type: str = "image") -> None:
-        """Read rows other processes added or deleted since the last look."""
-        state = self._state(media_type)
-        with state.lock.write():
-            self._catch_up(media_type, state)
+    def sync(self, media_type: str | None = None) -> None:
+        """Read rows other processes added or deleted since the last look (every kind's, or
+        one kind's)."""
+        for name in [media_type] if media_type else list(kinds()):
+            self.indexes.sync(name)
 
     def close(self) -> None:
         self.store.engine.dispose()
@@ -216,13 +189,12 @@ class MediaLayer:
             raise Conflict(f"external_id {external_id!r} already exists ({known.id})")
         return known
 
-    def _add(self, media_type: str, tenant: str, fingerprint: Any, *, name: str | None,
+    def _add(self, kind: AnyKind, tenant: str, stored: Any, *, name: str | None,
              external_id: str | None, metadata: dict[str, Any] | None, source: str | None,
              if_exists: str, within: Within | None = None) -> MediaRecord:
-        kind = get_kind(media_type)
-        item = NewMedia(tenant=tenant, media_type=media_type, fingerprint=kind.encode(fingerprint),
-                        name=name, external_id=external_id, source=source,
-                        metadata=metadata or {})
+        item = NewMedia(tenant=tenant, media_type=kind.name, fingerprint=kind.encode(stored),
+                        fingerprint_version=kind.version, name=name, external_id=external_id,
+                        source=source, metadata=metadata or {})
         try:
             record = self.store.add(item, within)
         except Conflict:
@@ -231,88 +203,32 @@ class MediaLayer:
                 if known is not None:
                     return known
             raise
-        self._index_added([(record, fingerprint)])
+        self.indexes.added(kind.name, [(record.seq, record.tenant, stored)])
         return record
 
-    def _index_added(self, added: list[tuple[MediaRecord, Any]]) -> None:
-        """Put new catalog rows in this process's indexes, one exclusive lock per media type."""
-        for media_type in dict.fromkeys(record.media_type for record, _ in added):
-            state = self._state(media_type)
-            with state.lock.write():
-                for record, fingerprint in added:
-                    if record.media_type == media_type:
-                        self._index_for(media_type, record.tenant).add(record.seq, fingerprint)
-                        state.tenant_of[record.seq] = record.tenant
+    def _loader(self, kind: AnyKind) -> Loader[Any]:
+        """How a kind's index reads its candidates' fingerprints back from the catalog."""
 
-    def _state(self, media_type: str) -> _KindState:
-        with self._kinds_lock:
-            if media_type not in self._kinds:
-                state = _KindState()
-                self._kinds[media_type] = state
-                with state.lock.write():
-                    self._catch_up(media_type, state)
-            return self._kinds[media_type]
-
-    def _index_for(self, media_type: str, tenant: str) -> KindIndex:
-        """The tenant's index, caught up with the catalog if a poll is due.
-
-        The exclusive lock waits for every search in flight, so it is taken only when the
-        catalog has changed (or the tenant has no index yet), not on every search.
-        """
-        state = self._state(media_type)
-        if time.monotonic() - state.synced_at > SYNC_INTERVAL:
-            state.synced_at = time.monotonic()  # one poll per interval, not one per thread
-            if self.store.changed_since(media_type, state.last_seq, state.last_deletion):
-                with state.lock.write():
-                    self._catch_up(media_type, state)
-        index = state.by_tenant.get(tenant)
-        if index is None:
-            with state.lock.write():
-                index = self._tenant_index(media_type, state, tenant)
-        return index
-
-    def _tenant_index(self, media_type: str, state: _KindState, tenant: str) -> KindIndex:
-        if tenant not in state.by_tenant:
-            state.by_tenant[tenant] = get_kind(media_type).new_index(
-                self._loader(media_type, tenant))
-        return state.by_tenant[tenant]
-
-    def _loader(self, media_type: str, tenant: str) -> FingerprintLoader:
-        """How a tenant's index reads its candidates' fingerprints back from the catalog."""
-        kind = get_kind(media_type)
-
-        def load(keys: list[int]) -> dict[int, Any]:
-            return {seq: kind.decode(blob)
-                    for seq, blob in self.store.fingerprints_of(tenant, keys).items()}
+        def load(keys: Sequence[int], windows: Mapping[int, Window] | None = None
+                 ) -> dict[int, Any]:
+            rows = self.store.fingerprints_of(None, list(keys), windows)
+            return {seq: kind.decode(row.encoded) for seq, row in rows.items()
+                    if row.version == kind.version}
 
         return load
 
-    def _catch_up(self, media_type: str, state: _KindState) -> None:
-        """Apply catalog rows and deletions past what this process has seen."""
-        kind = get_kind(media_type)
-        for seq, tenant, blob in self.store.fingerprints_since(media_type, state.last_seq):
-            if seq not in state.tenant_of:  # rows this process added are indexed already
-                self._tenant_index(media_type, state, tenant).add(seq, kind.decode(blob))
-                state.tenant_of[seq] = tenant
-            state.last_seq = max(state.last_seq, seq)
-        for deletion, media_seq, tenant in self.store.deletions_since(media_type,
-                                                                      state.last_deletion):
-            if tenant in state.by_tenant:
-                state.by_tenant[tenant].remove(media_seq)
-            state.tenant_of.pop(media_seq, None)
-            state.last_deletion = deletion
-        state.synced_at = time.monotonic()
+    def _tenant_fingerprints(self, kind: AnyKind, tenant: str) -> Iterable[tuple[int, Any]]:
+        for row in self.store.rows_since(kind.name, 0, tenant=tenant):
+            if row.version == kind.version:
+                yield row.seq, kind.decode(row.encoded)
 
-    def _tenant_fingerprints(self, media_type: str, tenant: str) -> Iterable[tuple[int, bytes]]:
-        for seq, _, blob in self.store.fingerprints_since(media_type, 0, tenant=tenant):
-            yield seq, blob
-
-    def _hits(self, media_type: str, matches: list[Match]) -> list[SearchHit]:
+    def _hits(self, kind: AnyKind, matches: builtins.list[Match]) -> builtins.list[SearchHit]:
         records = self.store.records([m.key for m in matches])
-        return [SearchHit(records[m.key], m.score, confidence(media_type, m.score), m.segments)
+        return [SearchHit(records[m.key], m.score, kind.calibration.label(m.score),
+                          list(m.segments))
                 for m in matches if m.key in records]
 
-    def _group(self, edges: dict[tuple[int, int], float]) -> list[Cluster]:
+    def _group(self, edges: dict[tuple[int, int], float]) -> builtins.list[Cluster]:
         groups = connected_groups(edges)
         records = self.store.records([key for group in groups for key in group])
         clusters = []
@@ -323,30 +239,57 @@ class MediaLayer:
             clusters.append(Cluster([records[k] for k in group if k in records], pairs))
         return clusters
 
-    def _fingerprint_of(self, kind: Any, source: Source, tenant: str, query: bool) -> Any:
-        if isinstance(source, MediaRef):
-            _, blob = self.store.get_fingerprint(tenant, source.media_id)
-            return kind.decode(blob)
-        data, _ = self._read(source)
-        return kind.fingerprint(data, query=query)
+    def _kind_of_operands(self, a: Source, b: Source, media_type: str | None,
+                          tenant: str) -> AnyKind:
+        if media_type:
+            return get_kind(media_type)
+        for operand in (a, b):
+            if isinstance(operand, MediaRef):
+                return get_kind(self.store.get(tenant, operand.media_id).media_type)
+        return self._open(a, None)[0]
 
-    def _read(self, source: Source) -> tuple[bytes, str | None]:
-        if isinstance(source, bytes):
-            if len(source) > MAX_FILE_BYTES:
-                raise MediaTooLarge(f"file is over {MAX_FILE_BYTES} bytes")
-            return source, None
+    def _stored_of(self, kind: AnyKind, ref: MediaRef, tenant: str) -> Any:
+        record, row = self.store.get_fingerprint(tenant, ref.media_id)
+        if record.media_type != kind.name:
+            raise InvalidInput(f"media {ref.media_id} is {record.media_type}, not {kind.name}")
+        if row.version != kind.version:
+            raise InvalidInput(f"media {ref.media_id} was fingerprinted with {kind.name} "
+                               f"fingerprint version {row.version}, this build reads version "
+                               f"{kind.version}: index it again from its source")
+        return kind.decode(row.encoded)
+
+    def _open(self, source: Source | MediaInput, media_type: str | None
+              ) -> tuple[AnyKind, MediaInput, str | None]:
+        """The kind (given, or sniffed from the first bytes), the file as a kind reads it, and
+        its label; over the kind's byte cap is refused before anything is decoded."""
         if isinstance(source, MediaRef):
             raise InvalidInput("a catalog reference cannot be indexed or searched again")
-        path = Path(source)
-        try:
-            size = path.stat().st_size
-        except OSError as e:
-            raise InvalidInput(f"cannot read {path}: {e.strerror}") from e
-        if path.is_dir():
-            raise InvalidInput(f"{path} is a folder, not a media file")
-        if size > MAX_FILE_BYTES:
-            raise MediaTooLarge(f"{path} is {size} bytes, over {MAX_FILE_BYTES}")
-        return path.read_bytes(), str(path)
+        if isinstance(source, bytes):
+            media: MediaInput = io.BytesIO(source)
+            size, label, head = len(source), None, source[:SNIFF_BYTES]
+        elif isinstance(source, str | Path):
+            media, label = Path(source), str(source)
+            size, head = _size_and_head(media)
+        else:
+            media, label = source, None
+            head = source.read(SNIFF_BYTES)
+            source.seek(0)
+            size = 0
+        kind = get_kind(media_type) if media_type else sniff_kind(head)
+        if size > kind.limits.max_bytes:
+            raise MediaTooLarge(f"{label or 'the file'} is {size} bytes, over the cap of "
+                                f"{kind.limits.max_bytes} for {kind.name}")
+        return kind, media, label
+
+
+def _size_and_head(path: Path) -> tuple[int, bytes]:
+    if path.is_dir():
+        raise InvalidInput(f"{path} is a folder, not a media file")
+    try:
+        with path.open("rb") as f:
+            return os.fstat(f.fileno()).st_size, f.read(SNIFF_BYTES)
+    except OSError as e:
+        raise InvalidInput(f"cannot read {path}: {e.strerror}") from e
 
 
 def _storable(**fields: Any) -> None:

@@ -86,11 +86,11 @@ def create_app(settings: Settings | None = None, ml: MediaLayer | None = None) -
     app.state.metrics = ops.Metrics(service)
     for module in (ops, routes_media, routes_search, routes_decisions, routes_jobs):
         app.include_router(module.router)
-    app.add_exception_handler(MediaLayerError, _service_error)
-    app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(MediaLayerError, _service_error)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     for database_error in (OperationalError, InterfaceError, PoolTimeout):
-        app.add_exception_handler(database_error, _database_error)
+        app.add_exception_handler(database_error, _database_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected_error)
     app.add_middleware(BodyLimitMiddleware, files_max=2 * settings.upload_max_bytes)
     app.add_middleware(ops.ObserveMiddleware, metrics=app.state.metrics)
@@ -128,7 +128,7 @@ async def _service_error(_request: Request, exc: MediaLayerError) -> JSONRespons
 async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
     code = HTTP_CODES.get(exc.status_code) or \
         HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
-    return error_response(exc.status_code, code, str(exc.detail), exc.headers)
+    return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
 
 async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

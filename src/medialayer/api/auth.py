@@ -121,7 +121,8 @@ def require(*scopes: str) -> Callable[..., Awaitable[KeyInfo]]:
                                 headers={"Retry-After": str(max(1, math.ceil(wait)))})
         if not any(key.allows(scope) for scope in scopes):
             raise HTTPException(403, f"this API key needs the {' or '.join(scopes)} scope")
-        return key
+        found: KeyInfo = key
+        return found
 
     return dependency
 

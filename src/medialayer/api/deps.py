@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from medialayer.config import Settings
 from medialayer.errors import InvalidInput, MediaTooLarge
 from medialayer.fields import problem
-from medialayer.kinds import KINDS, get_kind
+from medialayer.kinds import get_kind
 from medialayer.service import MediaLayer
 
 UPLOAD_CHUNK = 1024 * 1024
@@ -26,15 +26,17 @@ T = TypeVar("T")
 
 
 async def _ml(request: Request) -> MediaLayer:
-    return request.app.state.ml
+    ml: MediaLayer = request.app.state.ml
+    return ml
 
 
 async def _settings(request: Request) -> Settings:
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings
+    return settings
 
 
-async def _media_type(media_type: Annotated[str, Path(description="One of: " + ", ".join(KINDS))]
-                ) -> str:
+async def _media_type(media_type: Annotated[str, Path(
+        description="A registered media kind: image, video, audio, ...")]) -> str:
     """A media type from the path, refused (400) before any byte is fetched or decoded."""
     get_kind(media_type)
     return media_type

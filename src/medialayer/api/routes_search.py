@@ -72,7 +72,8 @@ async def search_upload(request: Request, media_type: MediaType, key: SearchKey,
 async def compare(request: Request, body: CompareRequest, key: SearchKey, ml: ML,
                   settings: AppSettings) -> dict[str, Any]:
     """Score two media against each other; each is a URL or a media_id of this tenant."""
-    get_kind(body.media_type)
+    if body.media_type is not None:
+        get_kind(body.media_type)
     a = await _source(body.a, settings)
     b = await _source(body.b, settings)
     result = await cpu_bound(request, ml.compare, a, b, body.media_type, tenant=key.tenant)
@@ -83,9 +84,10 @@ async def compare(request: Request, body: CompareRequest, key: SearchKey, ml: ML
              responses=errors(400, 403, 413, 415))
 async def compare_upload(request: Request, key: SearchKey, ml: ML, settings: AppSettings,
                          a: FormFile, b: FormFile,
-                         media_type: Annotated[str, Form()] = "image") -> dict[str, Any]:
-    """Score two uploaded files against each other."""
-    get_kind(media_type)
+                         media_type: Annotated[str | None, Form()] = None) -> dict[str, Any]:
+    """Score two uploaded files against each other (their kind sniffed if not given)."""
+    if media_type is not None:
+        get_kind(media_type)
     data_a = await read_upload(a, settings)
     data_b = await read_upload(b, settings)
     result = await cpu_bound(request, ml.compare, data_a, data_b, media_type,
@@ -94,9 +96,12 @@ async def compare_upload(request: Request, key: SearchKey, ml: ML, settings: App
 
 
 @router.get("/duplicates/clusters", response_model=ClustersOut, responses=errors(400, 403))
-async def clusters(key: SearchKey, ml: ML, media_type: str = "image",
+async def clusters(key: SearchKey, ml: ML, media_type: str | None = None,
                    min_confidence: Confidence = "medium") -> dict[str, Any]:
-    """Groups of the tenant's media that match each other at `min_confidence` or better."""
+    """Groups of the tenant's media that match each other at `min_confidence` or better
+    (of one media type, or of every type)."""
+    if media_type is not None:
+        get_kind(media_type)
     found = await run_in_threadpool(ml.clusters, media_type, min_confidence, tenant=key.tenant)
     return {"clusters": [c.as_dict() for c in found]}
 

@@ -81,7 +81,8 @@ class Operand(Strict):
 class CompareRequest(Strict):
     a: Operand
     b: Operand
-    media_type: str = "image"
+    media_type: str | None = Field(default=None, max_length=32, description=(
+        "The media kind; default: that of a media_id operand, else sniffed from a's content."))
 
 
 class DecisionRequest(Strict):
@@ -112,6 +113,7 @@ class SegmentOut(BaseModel):
     query_end: float
     reference_start: float
     reference_end: float
+    score: float
 
 
 class HitOut(BaseModel):

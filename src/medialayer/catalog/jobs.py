@@ -12,9 +12,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import Table, and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from medialayer.catalog.models import Job, JobRow
@@ -113,13 +113,14 @@ def complete_rows(session: Session, done: list[tuple[Claim, str]]) -> None:
     raise ClaimLost unless every one of them is still claimed by us."""
     media = {claim.row_id: media_id for claim, media_id in done}
     token = {claim.row_id: claim.token for claim, _ in done}
-    table = JobRow.__table__
+    table = cast(Table, JobRow.__table__)
     result = session.execute(
         update(table).where(table.c.id.in_(list(media)), table.c.state == "claimed",
                             table.c.claim_token == case(token, value=table.c.id))
         .values(state="done", media_id=case(media, value=table.c.id), finished_at=now()))
-    if result.rowcount != len(media):
-        raise ClaimLost(f"{len(media) - result.rowcount} of rows {sorted(media)} were claimed "
+    updated = int(getattr(result, "rowcount", 0))
+    if updated != len(media):
+        raise ClaimLost(f"{len(media) - updated} of rows {sorted(media)} were claimed "
                         "by another worker")
 
 
@@ -137,7 +138,7 @@ def finish_row(store: SqlCatalogStore, claim: Claim, media_id: str | None = None
             update(JobRow).where(JobRow.id == claim.row_id, JobRow.claim_token == claim.token,
                                  JobRow.state == "claimed")
             .values(state="failed", error=error[:2000], finished_at=now()))
-        return result.rowcount == 1
+        return int(getattr(result, "rowcount", 0)) == 1
 
 
 def progress(store: SqlCatalogStore, tenant: str, job_id: str) -> Progress:
@@ -153,8 +154,8 @@ def progress(store: SqlCatalogStore, tenant: str, job_id: str) -> Progress:
     state = "done" if pending == 0 else ("running" if job.started_at else "queued")
     rate = eta = None
     if job.started_at is not None:
-        end = as_utc(last) if pending == 0 and last else now()
-        elapsed = (end - as_utc(job.started_at)).total_seconds()
+        end = (as_utc(last) if pending == 0 else None) or now()
+        elapsed = (end - (as_utc(job.started_at) or end)).total_seconds()
         processed = sum(c for st, c in counts.items() if st in ("done", "failed"))
         if elapsed > 0 and processed:
             rate = round(processed / elapsed, 2)
@@ -182,7 +183,7 @@ def counts_by_state(store: SqlCatalogStore) -> dict[str, int]:
 def row_outcomes(store: SqlCatalogStore, job_id: str) -> list[tuple[int, str, str | None]]:
     """(row number, state, media id) of every row: what tests and reports check."""
     with store.session() as s:
-        return [tuple(r) for r in s.execute(
+        return [(r[0], r[1], r[2]) for r in s.execute(
             select(JobRow.row_number, JobRow.state, JobRow.media_id)
             .where(JobRow.job_id == job_id).order_by(JobRow.row_number))]
 

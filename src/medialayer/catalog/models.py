@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -43,15 +45,49 @@ class Media(Base):
     name: Mapped[str | None] = mapped_column(Text)
     external_id: Mapped[str | None] = mapped_column(String(512))
     source: Mapped[str | None] = mapped_column(Text)
-    metadata_: Mapped[dict] = mapped_column("metadata", JSON, nullable=False, default=dict)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, nullable=False,
+                                                      default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     fingerprint: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    """What the kind keeps whole (may be empty when all of it is in chunks)."""
     fingerprint_version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    """The kind's stored-format version when the row was written; other versions are refused."""
+    duration: Mapped[float | None] = mapped_column(Float)
+    """Seconds of media for time-based kinds; null for still media."""
 
     __table_args__ = (
         Index("ix_media_tenant_type_seq", "tenant", "media_type", "seq"),
+        Index("ix_media_type_seq", "media_type", "seq"),
         Index("ux_media_tenant_external_id", "tenant", "external_id", unique=True),
     )
+
+
+class MediaCode(Base):
+    """A searchable integer code of an item (an image's dHash and its mirror's), in a column of
+    its own so the database itself could serve a first tier (an index on code)."""
+
+    __tablename__ = "media_codes"
+
+    media_seq: Mapped[int] = mapped_column(
+        BigIntPK, ForeignKey("media.seq", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+    __table_args__ = (Index("ix_media_codes_code", "code"),)
+
+
+class FingerprintChunk(Base):
+    """A time slice of a time-based item's fingerprint: verification reads the chunks near a
+    voted offset, not the whole fingerprint."""
+
+    __tablename__ = "fingerprint_chunks"
+
+    media_seq: Mapped[int] = mapped_column(
+        BigIntPK, ForeignKey("media.seq", ondelete="CASCADE"), primary_key=True)
+    chunk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    t_start: Mapped[float] = mapped_column(Float, nullable=False)
+    t_end: Mapped[float] = mapped_column(Float, nullable=False)
+    blob: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
 
 
 class Deletion(Base):
@@ -64,6 +100,8 @@ class Deletion(Base):
     media_type: Mapped[str] = mapped_column(String(16), nullable=False)
     tenant: Mapped[str] = mapped_column(String(128), nullable=False)
     deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (Index("ix_deletions_type_seq", "media_type", "seq"),)
 
 
 class ApiKey(Base):
@@ -121,7 +159,7 @@ class JobRow(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False)
     row_number: Mapped[int] = mapped_column(Integer, nullable=False)
     state: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")
-    payload: Mapped[dict] = mapped_column(JSON, nullable=False)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     media_id: Mapped[str | None] = mapped_column(String(36))
     error: Mapped[str | None] = mapped_column(Text)
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

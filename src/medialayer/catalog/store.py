@@ -5,22 +5,38 @@ Callers speak in `MediaRecord`s and never see SQL, so a backend is a class, not 
 
 from __future__ import annotations
 
+import builtins
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import ColumnElement, Engine, bindparam, create_engine, delete, event, func, select
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    and_,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+)
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from medialayer.catalog.models import Deletion, Media
+from medialayer.catalog.models import Deletion, FingerprintChunk, Media, MediaCode
 from medialayer.errors import Conflict, InvalidInput, NotFound
 from medialayer.fields import problem
+from medialayer.index.registry import FeedRow
+from medialayer.kinds.base import Chunk, Encoded, Window
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 Within = Callable[[Session, str], None]
@@ -61,7 +77,8 @@ class NewMedia:
 
     tenant: str
     media_type: str
-    fingerprint: bytes
+    fingerprint: Encoded
+    fingerprint_version: int = 1
     name: str | None = None
     external_id: str | None = None
     source: str | None = None
@@ -72,31 +89,6 @@ class NewMedia:
         for name in ("name", "external_id", "source", "metadata"):
             if reason := problem(getattr(self, name)):
                 raise InvalidInput(f"{name} {reason}")
-
-
-class CatalogStore(Protocol):
-    """What the service needs from a catalog backend."""
-
-    engine: Engine
-
-    def add(self, item: NewMedia, within: Within | None = None) -> MediaRecord: ...
-    def add_many(self, items: list[NewMedia], within: WithinMany | None = None
-                 ) -> list[MediaRecord]: ...
-    def get(self, tenant: str, media_id: str) -> MediaRecord: ...
-    def get_by_external_id(self, tenant: str, external_id: str) -> MediaRecord | None: ...
-    def media_ids_by_external_id(self, tenant: str, external_ids: list[str]
-                                 ) -> dict[str, str]: ...
-    def get_fingerprint(self, tenant: str, media_id: str) -> tuple[MediaRecord, bytes]: ...
-    def records(self, seqs: list[int]) -> dict[int, MediaRecord]: ...
-    def fingerprints_of(self, tenant: str, seqs: list[int]) -> dict[int, bytes]: ...
-    def list(self, tenant: str, media_type: str | None, after_seq: int, limit: int
-             ) -> list[MediaRecord]: ...
-    def delete(self, tenant: str, media_id: str) -> MediaRecord: ...
-    def fingerprints_since(self, media_type: str, after_seq: int, batch: int = 5000,
-                           tenant: str | None = None) -> Iterator[tuple[int, str, bytes]]: ...
-    def deletions_since(self, media_type: str, after_seq: int) -> list[tuple[int, int, str]]: ...
-    def changed_since(self, media_type: str, after_seq: int, after_deletion: int) -> bool: ...
-    def count(self, tenant: str | None = None) -> int: ...
 
 
 class SqlCatalogStore:
@@ -122,11 +114,15 @@ class SqlCatalogStore:
         """
         rows = [Media(id=str(uuid.uuid4()), tenant=i.tenant, media_type=i.media_type,
                       name=i.name, external_id=i.external_id, source=i.source,
-                      metadata_=i.metadata, fingerprint=i.fingerprint) for i in items]
+                      metadata_=i.metadata, fingerprint=i.fingerprint.blob,
+                      fingerprint_version=i.fingerprint_version,
+                      duration=i.fingerprint.duration) for i in items]
         try:
             with self.session.begin() as s:
                 s.add_all(rows)
                 s.flush()
+                _add_codes_and_chunks(s, [(r.seq, i.fingerprint)
+                                          for r, i in zip(rows, items, strict=True)])
                 if within is not None:
                     within(s, [r.id for r in rows])
                 return [MediaRecord.from_row(r) for r in rows]
@@ -152,12 +148,16 @@ class SqlCatalogStore:
         if not external_ids:
             return {}
         with self.session() as s:
-            return dict(s.execute(select(Media.external_id, Media.id).where(
-                Media.tenant == tenant, Media.external_id.in_(external_ids))).all())
+            rows = s.execute(select(Media.external_id, Media.id).where(
+                Media.tenant == tenant, Media.external_id.in_(external_ids))).all()
+            return {external_id: media_id for external_id, media_id in rows if external_id}
 
-    def get_fingerprint(self, tenant: str, media_id: str) -> tuple[MediaRecord, bytes]:
+    def get_fingerprint(self, tenant: str, media_id: str) -> tuple[MediaRecord, FeedRow]:
         row = self._row(tenant, media_id)
-        return MediaRecord.from_row(row), row.fingerprint
+        with self.session() as s:
+            chunks = _chunks(s, [row.seq])
+        return MediaRecord.from_row(row), _stored(row.seq, row.tenant, row.fingerprint_version,
+                                                  row.fingerprint, row.duration, chunks)
 
     def records(self, seqs: list[int]) -> dict[int, MediaRecord]:
         if not seqs:
@@ -166,23 +166,28 @@ class SqlCatalogStore:
             rows = s.execute(_RECORDS_BY_SEQ, {"seqs": seqs})
             return {r.seq: MediaRecord.from_row(r) for r in rows}
 
-    def fingerprints_of(self, tenant: str, seqs: list[int]) -> dict[int, bytes]:
-        """The tenant's stored fingerprints of rows `seqs`; rows gone are absent."""
+    def fingerprints_of(self, tenant: str | None, seqs: list[int],
+                        windows: Mapping[int, Window] | None = None) -> dict[int, FeedRow]:
+        """The stored fingerprints of rows `seqs` (the tenant's only, if given); rows gone
+        are absent. A row with a window gets only the chunks overlapping it."""
         if not seqs:
             return {}
         with self.engine.connect() as c:  # Core, not a Session: half the overhead
             rows = c.execute(_FINGERPRINTS_BY_SEQ, {"seqs": seqs}).all()
-        return {seq: blob for seq, owner, blob in rows if owner == tenant}
+            chunks = _chunks(c, [r.seq for r in rows if r.has_chunks], windows or {})
+        return {r.seq: _stored(r.seq, r.tenant, r.fingerprint_version, r.fingerprint,
+                               r.duration, chunks)
+                for r in rows if tenant in (None, r.tenant)}
 
     def list(self, tenant: str, media_type: str | None, after_seq: int, limit: int
-             ) -> list[MediaRecord]:
+             ) -> builtins.list[MediaRecord]:
         where = [Media.tenant == tenant, Media.seq > after_seq]
         if media_type:
             where.append(Media.media_type == media_type)
         return self._records(*where, order_by=Media.seq, limit=limit)
 
     def _records(self, *where: ColumnElement[bool], order_by: Any = None,
-                 limit: int | None = None) -> list[MediaRecord]:
+                 limit: int | None = None) -> builtins.list[MediaRecord]:
         """Records matching `where`, reading only their columns: never the fingerprint, a
         10 KB blob per image (reading it made a search's five results cost 2 ms)."""
         q = select(*_RECORD_COLUMNS).where(*where)
@@ -203,39 +208,51 @@ class SqlCatalogStore:
             s.execute(delete(Media).where(Media.seq == row.seq))
             return record
 
-    def fingerprints_since(self, media_type: str, after_seq: int, batch: int = 5000,
-                           tenant: str | None = None) -> Iterator[tuple[int, str, bytes]]:
-        """(seq, tenant, fingerprint) in seq order, fetched in batches to bound memory."""
+    def rows_since(self, media_type: str, after_seq: int, batch: int = 5000,
+                   tenant: str | None = None) -> Iterator[FeedRow]:
+        """Stored fingerprints in seq order, fetched in batches to bound memory (Core, not
+        a Session: the ORM's row handling was a fifth of a start-up's build)."""
         while True:
-            q = (select(Media.seq, Media.tenant, Media.fingerprint)
+            q = (select(*_FINGERPRINT_COLUMNS)
                  .where(Media.media_type == media_type, Media.seq > after_seq))
             if tenant is not None:
                 q = q.where(Media.tenant == tenant)
-            with self.session() as s:
-                rows = s.execute(q.order_by(Media.seq).limit(batch)).all()
+            with self.engine.connect() as c:
+                rows = c.execute(q.order_by(Media.seq).limit(batch)).all()
+                chunks = _chunks(c, [seq for seq, *_, has_chunks in rows if has_chunks])
             if not rows:
                 return
-            yield from ((seq, tenant, fp) for seq, tenant, fp in rows)
+            yield from (_stored(seq, owner, version, blob, duration, chunks)
+                        for seq, owner, version, blob, duration, _ in rows)
             after_seq = rows[-1][0]
 
-    def deletions_since(self, media_type: str, after_seq: int) -> list[tuple[int, int, str]]:
-        """(deletion seq, media seq, tenant) logged after `after_seq`."""
-        with self.session() as s:
-            rows = s.execute(select(Deletion.seq, Deletion.media_seq, Deletion.tenant)
-                             .where(Deletion.media_type == media_type, Deletion.seq > after_seq)
-                             .order_by(Deletion.seq)).all()
-            return [tuple(r) for r in rows]
+    def rows_of(self, seqs: Sequence[int]) -> builtins.list[FeedRow]:
+        return list(self.fingerprints_of(None, list(seqs)).values())
 
-    def changed_since(self, media_type: str, after_seq: int, after_deletion: int) -> bool:
-        """Whether any row was added or deleted past these sequence numbers: two key look-ups,
-        cheap enough to run before every search that is due a sync."""
-        added = (select(Media.seq).where(Media.seq > after_seq, Media.media_type == media_type)
-                 .order_by(Media.seq).limit(1))
-        deleted = (select(Deletion.seq)
-                   .where(Deletion.seq > after_deletion, Deletion.media_type == media_type)
-                   .order_by(Deletion.seq).limit(1))
-        with self.session() as s:
-            return s.scalar(added) is not None or s.scalar(deleted) is not None
+    def seqs_since(self, media_type: str, after_seq: int) -> builtins.list[int]:
+        """Seqs above `after_seq`, from the (media_type, seq) index alone."""
+        with self.engine.connect() as c:
+            return list(c.execute(_SEQS_SINCE, {"type": media_type, "after": after_seq})
+                        .scalars())
+
+    def deletions_since(self, media_type: str, after_seq: int) -> builtins.list[tuple[int, int]]:
+        """(deletion seq, media seq) logged after `after_seq`."""
+        with self.engine.connect() as c:
+            rows = c.execute(_DELETIONS_SINCE, {"type": media_type, "after": after_seq}).all()
+        return [(d, m) for d, m in rows]
+
+    def last_deletion(self, media_type: str) -> int:
+        with self.engine.connect() as c:
+            return int(c.execute(select(func.max(Deletion.seq))
+                                 .where(Deletion.media_type == media_type)).scalar() or 0)
+
+    def prune_deletions(self, older_than: timedelta) -> int:
+        """Forget deletions logged longer ago than `older_than`: a process that has not
+        polled for that long rebuilds its indexes instead of replaying them."""
+        with self.session.begin() as s:
+            gone = s.execute(delete(Deletion).where(
+                Deletion.deleted_at < datetime.now(UTC) - older_than))
+            return int(getattr(gone, "rowcount", 0) or 0)
 
     def count(self, tenant: str | None = None) -> int:
         q = select(func.count()).select_from(Media)
@@ -259,11 +276,60 @@ _RECORD_COLUMNS = (Media.id, Media.seq, Media.tenant, Media.media_type, Media.na
 _RECORDS_BY_SEQ = select(*_RECORD_COLUMNS).where(Media.seq.in_(bindparam("seqs", expanding=True)))
 """Built once: every search reads its results' records, and building costs more than running."""
 
-_FINGERPRINTS_BY_SEQ = select(Media.seq, Media.tenant, Media.fingerprint).where(
+_SEQS_SINCE = (select(Media.seq)
+               .where(Media.media_type == bindparam("type"), Media.seq > bindparam("after"))
+               .order_by(Media.seq))
+_DELETIONS_SINCE = (select(Deletion.seq, Deletion.media_seq)
+                    .where(Deletion.media_type == bindparam("type"),
+                           Deletion.seq > bindparam("after"))
+                    .order_by(Deletion.seq))
+_FINGERPRINT_COLUMNS = (Media.seq, Media.tenant, Media.fingerprint_version, Media.fingerprint,
+                        Media.duration, Media.duration.is_not(None).label("has_chunks"))
+"""Only time-based rows (with a duration) can have chunks: still media skip the chunk read."""
+
+_FINGERPRINTS_BY_SEQ = select(*_FINGERPRINT_COLUMNS).where(
     Media.seq.in_(bindparam("seqs", expanding=True)))
 """Built once: every search reads its candidates' fingerprints back to verify them. By seq
 alone: with the tenant in the WHERE, SQLite walked the tenant's index (8 ms at 100k items)
 instead of the primary key (0.01 ms)."""
+
+
+def _stored(seq: int, tenant: str, version: int, blob: bytes, duration: float | None,
+            chunks: dict[int, list[Chunk]]) -> FeedRow:
+    return FeedRow(seq, tenant, version,
+                     Encoded(blob, chunks=tuple(chunks.get(seq, ())), duration=duration))
+
+
+def _add_codes_and_chunks(s: Session, written: builtins.list[tuple[int, Encoded]]) -> None:
+    codes = [{"media_seq": seq, "position": i, "code": code}
+             for seq, e in written for i, code in enumerate(e.codes)]
+    chunks = [{"media_seq": seq, "chunk": c.number, "t_start": c.t_start, "t_end": c.t_end,
+               "blob": c.blob} for seq, e in written for c in e.chunks]
+    if codes:
+        s.execute(insert(MediaCode), codes)
+    if chunks:
+        s.execute(insert(FingerprintChunk), chunks)
+
+
+def _chunks(conn: Session | Connection, seqs: builtins.list[int],
+            windows: Mapping[int, Window] | None = None) -> dict[int, list[Chunk]]:
+    """Chunks of rows `seqs` in order: whole, or for a row with a window only those
+    overlapping it."""
+    if not seqs:
+        return {}
+    windows = windows or {}
+    whole = [seq for seq in seqs if seq not in windows]
+    wanted: list[ColumnElement[bool]] = [FingerprintChunk.media_seq.in_(whole)] if whole else []
+    wanted += [and_(FingerprintChunk.media_seq == seq, FingerprintChunk.t_end >= t0,
+                    FingerprintChunk.t_start <= t1)
+               for seq, (t0, t1) in windows.items() if seq in seqs]
+    q = (select(FingerprintChunk.media_seq, FingerprintChunk.chunk, FingerprintChunk.t_start,
+                FingerprintChunk.t_end, FingerprintChunk.blob)
+         .where(or_(*wanted)).order_by(FingerprintChunk.media_seq, FingerprintChunk.chunk))
+    found: dict[int, list[Chunk]] = {}
+    for seq, number, t0, t1, blob in conn.execute(q):
+        found.setdefault(seq, []).append(Chunk(number, t0, t1, blob))
+    return found
 
 
 def as_utc(moment: datetime | None) -> datetime | None:
@@ -281,7 +347,7 @@ def _engine(url: str) -> Engine:
                                pool_size=1, max_overflow=0, pool_timeout=120)
 
         @event.listens_for(engine, "connect")
-        def _pragmas(conn, _record) -> None:  # WAL: readers never block the writer
+        def _pragmas(conn: Any, _record: Any) -> None:  # WAL: readers never block the writer
             cur = conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")

@@ -105,7 +105,7 @@ def _argsort_band(v: np.ndarray, width: int) -> npt.NDArray[np.intp]:
 
 def _popcount_min(codes: _U64, queries: _U64) -> _U8:
     """Distance to the nearest of several queries (an image and its mirror count as one)."""
-    d = np.bitwise_count(codes ^ queries[0])
+    d: _U8 = np.bitwise_count(codes ^ queries[0])
     for q in queries[1:]:
         np.minimum(d, np.bitwise_count(codes ^ q), out=d)
     return d
@@ -375,7 +375,7 @@ class HammingIndex:
                 seg = self._offs[self._tbase[b] : self._tbase[b] + (1 << w) + 1]
                 seg[0] = 0
                 np.cumsum(np.bincount(v, minlength=1 << w), out=seg[1:], dtype=odtype)
-                seg += b * n
+                np.add(seg, b * n, out=seg, casting="unsafe")
             else:
                 self._vals.append(v[order])
 

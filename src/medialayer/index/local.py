@@ -20,6 +20,7 @@ the small delta is probed with `searchsorted`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -183,7 +184,13 @@ class _Tables:
 
     @property
     def size(self) -> int:
-        return self.slots.shape[1]
+        return int(self.slots.shape[1])
+
+    def sorted_keys(self) -> np.ndarray:
+        """The keys of a level that keeps them (all but a main level with `starts`)."""
+        if self.keys is None:
+            raise ValueError("this level keeps each key's start, not the keys")
+        return self.keys
 
     def merged(self, other: _Tables) -> _Tables:
         """Both sets in one sorted set: a linear merge per table. `other` has its keys."""
@@ -191,36 +198,36 @@ class _Tables:
             return self
         if self.size == 0:
             return other
-        assert other.keys is not None
+        other_keys = other.sorted_keys()
         if self.starts is None:
-            assert self.keys is not None
+            own_keys = self.sorted_keys()
             keys, slots = [], []
             for t in range(TABLES):
-                at = np.searchsorted(self.keys[t], other.keys[t], side="right")
-                keys.append(np.insert(self.keys[t], at, other.keys[t]))
+                at = np.searchsorted(own_keys[t], other_keys[t], side="right")
+                keys.append(np.insert(own_keys[t], at, other_keys[t]))
                 slots.append(np.insert(self.slots[t], at, other.slots[t]))
             return _Tables(np.stack(keys), np.stack(slots))
         starts, slots = self.starts.copy(), []
         for t in range(TABLES):
             # after the entries of its key: where a right-sided binary search would put it
-            slots.append(np.insert(self.slots[t], self.starts[t][other.keys[t] + 1],
+            slots.append(np.insert(self.slots[t], self.starts[t][other_keys[t] + 1],
                                    other.slots[t]))
-            starts[t, 1:] += np.cumsum(_key_counts(other.keys[t]))
+            starts[t, 1:] += np.cumsum(_key_counts(other_keys[t]))
         return _Tables(None, np.stack(slots), starts)
 
     def alive(self, live: np.ndarray, remap: np.ndarray) -> _Tables:
         """Only live slots' entries, renumbered by `remap` (order is kept, so still sorted)."""
         keys, slots = [], []
-        starts = None if self.starts is None else np.empty_like(self.starts)
+        old_starts = self.starts
+        starts = None if old_starts is None else np.empty_like(old_starts)
         for t in range(TABLES):
             items = self.slots[t] >> DESCRIPTOR_INDEX_BITS
             keep = live[items]
-            if starts is not None:  # a key's entries now begin after the kept ones before it
-                kept_before = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])
-                starts[t] = kept_before[self.starts[t]]
+            if starts is not None and old_starts is not None:  # a key's entries now begin
+                kept_before = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])  # after
+                starts[t] = kept_before[old_starts[t]]  # the kept ones before it
             else:
-                assert self.keys is not None
-                keys.append(self.keys[t][keep])
+                keys.append(self.sorted_keys()[t][keep])
             slots.append((remap[items[keep]].astype(np.uint32) << DESCRIPTOR_INDEX_BITS)
                          | (self.slots[t][keep] & (MAX_DESCRIPTORS - 1)))
         return _Tables(np.stack(keys) if keys else None, np.stack(slots), starts)
@@ -236,10 +243,11 @@ class _Tables:
         else:
             lo, hi = np.empty(len(keys), np.int64), np.empty(len(keys), np.int64)
             bounds = np.searchsorted(tables, np.arange(TABLES + 1))
+            own_keys = self.sorted_keys()
             for t in range(TABLES):
-                mine = slice(bounds[t], bounds[t + 1])
-                lo[mine] = np.searchsorted(self.keys[t], keys[mine], side="left")
-                hi[mine] = np.searchsorted(self.keys[t], keys[mine], side="right")
+                mine = slice(int(bounds[t]), int(bounds[t + 1]))
+                lo[mine] = np.searchsorted(own_keys[t], keys[mine], side="left")
+                hi[mine] = np.searchsorted(own_keys[t], keys[mine], side="right")
         counts = hi - lo
         total = int(counts.sum())
         if total == 0:
@@ -300,7 +308,9 @@ class LocalFeatureIndex:
         return self._main.nbytes() + self._delta.nbytes() + pending + self._live.nbytes
 
     def vote(self, descriptors: np.ndarray, top: int = 5, min_votes: int = 3,
-             exclude: int | None = None, chance: float = CHANCE) -> list[Vote]:
+             exclude: int | None = None, chance: float = CHANCE,
+             allowed: Callable[[np.ndarray], np.ndarray] | None = None,
+             population: int | None = None) -> list[Vote]:
         """The items sharing keys with the most query descriptors, best first.
 
         A query descriptor votes once per item however many of its tables collide, and query
@@ -310,6 +320,9 @@ class LocalFeatureIndex:
         verification is spent on candidates and not on the luckiest of 100k strangers.
         Collisions are first counted per item, an upper bound on its votes, so only the few
         items that can pass need the exact, de-duplicated count.
+
+        `allowed(keys)` filters items (a tenant's), `population` their number: the chance
+        floor is that of the allowed items, not of the whole index.
         """
         if not self._slot_of or len(descriptors) == 0:
             return []
@@ -324,8 +337,12 @@ class LocalFeatureIndex:
         bound[~self._live[: len(bound)]] = 0
         if exclude is not None and exclude in self._slot_of:
             bound[self._slot_of[exclude]] = 0
-        floor = max(min_votes, chance_votes(self._chance_rate(len(probes)), len(self._slot_of),
-                                            chance))
+        floor = max(min_votes, chance_votes(self._chance_rate(len(probes)),
+                                            population or len(self._slot_of), chance))
+        if allowed is not None:
+            able = np.flatnonzero(bound >= floor)
+            keys = np.array([self._key_of_slot[i] for i in able], np.int64)
+            bound[able[~allowed(keys)]] = 0
         hopeful = (bound >= floor)[items]
         if not hopeful.any():
             return []

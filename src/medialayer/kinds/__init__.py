@@ -1,21 +1,95 @@
-"""Media kinds by name. The service looks a kind up here and knows nothing else about it."""
+"""The registered media kinds, by name. The service looks a kind up here and knows nothing else.
+
+Kinds register through the `medialayer.kinds` entry-point group (a kind is one installable
+package); `register` adds one in-process (tests, notebooks). Entry points are loaded on first
+use, so importing this package loads no decoder.
+"""
 
 from __future__ import annotations
 
-from medialayer.errors import InvalidInput
-from medialayer.kinds.base import FingerprintLoader, KindIndex, Match, MediaKind, Segment
-from medialayer.kinds.image_search import ImageKind
+import threading
+from importlib.metadata import entry_points
+from typing import Any
 
-KINDS: dict[str, MediaKind] = {"image": ImageKind()}
+from medialayer.errors import InvalidInput, UnsupportedMedia
+from medialayer.kinds.base import MediaKind
+
+ENTRY_POINT_GROUP = "medialayer.kinds"
+AnyKind = MediaKind[Any, Any]
+
+_kinds: dict[str, AnyKind] = {}
+_in_process: dict[str, AnyKind] = {}
+_loaded = False
+_lock = threading.Lock()
 
 
-def get_kind(media_type: str) -> MediaKind:
+def register(kind: AnyKind) -> None:
+    """Add (or replace) a kind in this process (and in the fingerprinting pools it starts)."""
+    with _lock:
+        _kinds[kind.name] = kind
+        _in_process[kind.name] = kind
+
+
+def registered_in_process() -> list[AnyKind]:
+    """Kinds added by `register`, which a worker process must register again (entry points it
+    finds itself)."""
+    with _lock:
+        return list(_in_process.values())
+
+
+def register_all(found: list[AnyKind]) -> None:
+    """A worker process's initializer: `register` each of `found`."""
+    for kind in found:
+        register(kind)
+
+
+def unregister(name: str) -> None:
+    with _lock:
+        _kinds.pop(name, None)
+        _in_process.pop(name, None)
+
+
+def kinds() -> dict[str, AnyKind]:
+    """Every registered kind by name, the entry points loaded on first call."""
+    global _loaded
+    if not _loaded:
+        with _lock:
+            if not _loaded:
+                for ep in entry_points(group=ENTRY_POINT_GROUP):
+                    _kinds.setdefault(ep.name, _instance(ep.load()))
+                _loaded = True
+    return dict(_kinds)
+
+
+def _instance(loaded: Any) -> AnyKind:
+    """An entry point may name a kind class or a kind object."""
+    return loaded() if isinstance(loaded, type) else loaded  # type: ignore[no-any-return]
+
+
+def get_kind(media_type: str) -> AnyKind:
     try:
-        return KINDS[media_type]
+        return kinds()[media_type]
     except KeyError:
         raise InvalidInput(
-            f"unsupported media_type {media_type!r}; supported: {', '.join(sorted(KINDS))}"
+            f"unsupported media_type {media_type!r}; supported: {', '.join(sorted(kinds()))}"
         ) from None
 
 
-__all__ = ["KINDS", "FingerprintLoader", "KindIndex", "Match", "MediaKind", "Segment", "get_kind"]
+def sniff_kind(head: bytes) -> AnyKind:
+    """The kind whose sniffing recognises a file starting with `head`."""
+    for kind in kinds().values():
+        if kind.sniff(head):
+            return kind
+    from medialayer.sniff import sniff
+
+    raise UnsupportedMedia(f"not a supported media file (detected: {sniff(head) or 'unknown'}; "
+                           f"supported kinds: {', '.join(sorted(kinds()))})")
+
+
+def suffixes() -> frozenset[str]:
+    """File name suffixes of every kind: what folder walks pick up."""
+    return frozenset().union(*(k.suffixes for k in kinds().values()))
+
+
+__all__ = ["ENTRY_POINT_GROUP", "AnyKind", "get_kind", "kinds", "register",
+           "register_all", "registered_in_process", "sniff_kind", "suffixes", "unregister"]

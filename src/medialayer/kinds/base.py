@@ -1,56 +1,256 @@
-"""The media-kind protocol: adding a kind (image, video, audio) is adding one module."""
+"""The media-kind protocol: a kind (image, video, audio, ...) is one package behind these types.
+
+In the spirit of python-threatexchange's ContentType x SignalType x SignalTypeIndex, a kind says
+what it accepts (sniffing, suffixes, limits), turns a file into fingerprints (a query-side one and
+a stored one: a query may carry views that are never stored), encodes the stored one for the
+catalog, builds a candidate index over stored fingerprints, verifies a candidate, and owns the
+calibration of its scores. The service, the API, the jobs and the CLI only ever speak to these
+types, so a new kind changes nothing outside its own package (see docs/kinds.md).
+
+This module imports nothing heavy: the API, the catalog and the index layer import it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import BinaryIO, Literal, NamedTuple, Protocol, TypeVar
+
+from medialayer.errors import InvalidInput, MediaTooLarge
+
+Confidence = Literal["low", "medium", "high"]
+CONFIDENCE_ORDER: tuple[Confidence, ...] = ("low", "medium", "high")
+
+MediaInput = Path | BinaryIO
+"""What a kind decodes: a file path or a readable binary stream, never the whole file as bytes
+(video and audio are read as they are decoded; the service spools uploads to a file)."""
+
+NO_KEY = -1
+"""The key of a match that is not (yet) tied to a catalog row: `verify` knows no keys."""
+
+Q = TypeVar("Q")
+"""A kind's query-side fingerprint."""
+S = TypeVar("S")
+"""A kind's stored fingerprint."""
+S_co = TypeVar("S_co", covariant=True)
+Q_contra = TypeVar("Q_contra", contravariant=True)
+S_contra = TypeVar("S_contra", contravariant=True)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one item of a kind may cost before it is refused (413): bytes read, pixels decoded,
+    seconds of media, seconds of decoding. None means the kind has no such dimension."""
+
+    max_bytes: int
+    max_pixels: int | None = None
+    max_duration: float | None = None
+    max_decode_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Scores at or above which a match is labelled high / medium; set per kind by its own
+    calibration run on its evaluation corpus. `high` means safe to act on automatically."""
+
+    high: float
+    medium: float
+
+    def label(self, score: float) -> Confidence:
+        if score >= self.high:
+            return "high"
+        if score >= self.medium:
+            return "medium"
+        return "low"
+
+
+def at_least(label: str, minimum: str) -> bool:
+    """Whether confidence `label` is `minimum` or better."""
+    return CONFIDENCE_ORDER.index(label) >= CONFIDENCE_ORDER.index(minimum)
 
 
 @dataclass(frozen=True)
 class Segment:
-    """Aligned time ranges in seconds: where the query and the reference agree."""
+    """Aligned time ranges in seconds where the query and the reference agree, and how well."""
 
     query_start: float
     query_end: float
     reference_start: float
     reference_end: float
+    score: float
 
 
 @dataclass(frozen=True)
 class Match:
-    """A scored candidate: `key` is the catalog row's integer key."""
+    """A verified candidate: `key` is the catalog row's integer key (NO_KEY from `verify`).
+
+    `explanation` says why it matched (the tier, inliers, regions, ...), in JSON-able values.
+    """
 
     key: int
     score: float
-    segments: list[Segment] = field(default_factory=list)
+    segments: tuple[Segment, ...] = ()
+    explanation: Mapping[str, object] | None = None
+
+    def keyed(self, key: int) -> Match:
+        return replace(self, key=key)
 
 
-FingerprintLoader = Callable[[list[int]], dict[int, Any]]
-"""Decoded stored fingerprints by key (keys gone from the catalog are absent): an index reads
-its candidates back from the catalog instead of holding every item's whole fingerprint."""
+class Candidate(NamedTuple):
+    """What a candidate index proposes: a key, the reference time offset it votes for (seconds
+    to add to a query time to get the reference time; 0 for still media) and the vote count."""
+
+    key: int
+    offset: float
+    votes: int
 
 
-class KindIndex(Protocol):
-    """In-memory search structure of one kind for one tenant, rebuilt from the catalog."""
+@dataclass(frozen=True)
+class Chunk:
+    """A time slice of a stored fingerprint, kept as its own catalog row so verification reads
+    only the slices near a voted offset."""
 
-    def add(self, key: int, fingerprint: Any) -> None: ...
-    def remove(self, key: int) -> bool: ...
-    def search(self, query: Any, top_k: int, min_score: float,
+    number: int
+    t_start: float
+    t_end: float
+    blob: bytes
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A stored fingerprint as the catalog keeps it.
+
+    `blob` is whatever a kind needs whole (may be empty); `chunks` its time slices (time-based
+    kinds); `codes` the searchable integer codes (signed 64-bit) the catalog keeps in their own
+    columns; `duration` the media's length in seconds (None for still media).
+    """
+
+    blob: bytes
+    codes: tuple[int, ...] = ()
+    chunks: tuple[Chunk, ...] = ()
+    duration: float | None = None
+
+
+Window = tuple[float, float]
+"""A reference time range (seconds) whose chunks a verification needs."""
+
+
+class Loader(Protocol[S_co]):
+    """Reads stored fingerprints back from the catalog by key; keys gone are absent.
+
+    With `windows`, a time-based kind's keys are read with only the chunks that overlap their
+    window (keys without a window are read whole).
+    """
+
+    def __call__(self, keys: Sequence[int], /,
+                 windows: Mapping[int, Window] | None = None) -> Mapping[int, S_co]: ...
+
+
+class CandidateIndex(Protocol[Q_contra, S_contra]):
+    """The in-memory search structure of one kind in one process, over every tenant.
+
+    Built from the catalog at start (`upsert_many`), kept in step by the index registry. The
+    tenant is a filter: candidates of other tenants are never proposed. Not thread-safe: the
+    registry serialises writers with readers; `ready()` says whether `search` would write.
+    """
+
+    def upsert(self, key: int, tenant: str, stored: S_contra) -> None: ...
+    def upsert_many(self, items: Sequence[tuple[int, str, S_contra]]) -> None: ...
+    def delete(self, key: int) -> bool: ...
+    def candidates(self, query: Q_contra, tenant: str, exclude: int | None = None
+                   ) -> Iterable[Candidate]: ...
+    def search(self, query: Q_contra, tenant: str, top_k: int, min_score: float = 0.0,
                exclude: int | None = None) -> list[Match]: ...
     def prepare(self) -> None: ...
     def ready(self) -> bool: ...
+    def __contains__(self, key: int) -> bool: ...
     def __len__(self) -> int: ...
     def nbytes(self) -> int: ...
 
 
-class MediaKind(Protocol):
-    """Decode, fingerprint and compare one kind of media; the service stays generic."""
+class MediaKind(Protocol[Q, S]):
+    """One kind of media: what it accepts, how it is fingerprinted, indexed and verified."""
 
     name: str
+    """The `media_type` in URLs, CSV rows and the catalog."""
+    version: int
+    """The stored fingerprint's format version; rows of another version are refused."""
+    suffixes: frozenset[str]
+    """File name suffixes (lower case, with the dot) that folder walks pick up."""
+    limits: Limits
+    calibration: Calibration
 
-    def fingerprint(self, data: bytes, query: bool = False) -> Any: ...
-    def encode(self, fingerprint: Any) -> bytes: ...
-    def decode(self, blob: bytes) -> Any: ...
-    def compare(self, query: Any, reference: Any) -> Match: ...
-    def new_index(self, load: FingerprintLoader) -> KindIndex: ...
+    def sniff(self, head: bytes) -> bool:
+        """Whether a file starting with `head` (its first 64 bytes) is this kind's."""
+        ...
+
+    def query(self, source: MediaInput) -> Q:
+        """Decode and fingerprint a file to search with (every view worth trying)."""
+        ...
+
+    def stored(self, source: MediaInput) -> S:
+        """Decode and fingerprint a file to keep in the catalog."""
+        ...
+
+    def stored_of(self, query: Q) -> S:
+        """The stored fingerprint of a query (search with index=true decodes once)."""
+        ...
+
+    def query_of(self, stored: S) -> Q:
+        """A stored fingerprint as a query (clusters, compare against a catalog item)."""
+        ...
+
+    def encode(self, stored: S) -> Encoded: ...
+    def decode(self, encoded: Encoded) -> S: ...
+
+    def verify(self, query: Q, stored: S) -> Match:
+        """Score one candidate (key NO_KEY), with aligned segments for time-based kinds."""
+        ...
+
+    def new_index(self, load: Loader[S], bands: int | None = None) -> CandidateIndex[Q, S]:
+        """An empty index; `load` reads candidates' stored fingerprints back for verification;
+        `bands` tunes a code index's bands (None: the kind's default)."""
+        ...
+
+    def thumbnail(self, path: Path, side: int) -> bytes | None:
+        """A small JPEG picture of the file for reports, or None if the kind has none."""
+        ...
+
+
+def rank(index: CandidateIndex[Q, S], verify: Callable[[Q, S], Match], load: Loader[S], query: Q,
+         tenant: str, top_k: int, min_score: float = 0.0, exclude: int | None = None,
+         window: Callable[[Q, Candidate], Window] | None = None) -> list[Match]:
+    """The usual `search`: candidates, their stored fingerprints, verification, best first.
+
+    A kind whose verification is costly keeps `candidates` short. With `window`, each candidate
+    is read with only the chunks of the reference time range `window(query, candidate)` (for
+    example the query's length placed at the voted offset).
+    """
+    best: dict[int, Candidate] = {}
+    for c in index.candidates(query, tenant, exclude):
+        if c.key != exclude and (c.key not in best or c.votes > best[c.key].votes):
+            best[c.key] = c
+    windows = None
+    if window is not None:
+        windows = {k: window(query, c) for k, c in best.items()}
+    stored = load(list(best), windows)
+    matches = [verify(query, s).keyed(k) for k, s in stored.items()]
+    kept = [m for m in matches if m.score > 0 and m.score >= min_score]
+    kept.sort(key=lambda m: (-m.score, m.key))
+    return kept[:top_k]
+
+
+def read_all(source: MediaInput, max_bytes: int) -> bytes:
+    """A whole (small) file's bytes, for kinds whose decoder wants them; over `max_bytes` is
+    refused without reading the rest."""
+    if isinstance(source, Path):
+        try:
+            with source.open("rb") as f:
+                return read_all(f, max_bytes)
+        except OSError as e:
+            raise InvalidInput(f"cannot read {source}: {e.strerror}") from e
+    data = source.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise MediaTooLarge(f"the file is over the cap of {max_bytes} bytes")
+    return data

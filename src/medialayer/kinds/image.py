@@ -33,9 +33,9 @@ try:  # HEIC/AVIF phone photos; optional so a minimal install still decodes ever
     import pillow_heif
 
     pillow_heif.register_heif_opener()
-    pillow_heif.register_avif_opener()
+    getattr(pillow_heif, "register_avif_opener")()  # noqa: B009 - absent from its stubs
 except Exception:  # pragma: no cover - depends on the wheel available for the platform
-    pillow_heif = None
+    pass
 
 cv2.setNumThreads(1)
 
@@ -137,7 +137,7 @@ def work_gray(im: Image.Image, side: int = WORK_SIDE) -> np.ndarray:
     scale = side / max(g.size)
     if scale < 1:
         g = g.resize((max(1, round(g.width * scale)), max(1, round(g.height * scale))),
-                     Image.BOX, reducing_gap=2.0)
+                     Image.Resampling.BOX, reducing_gap=2.0)
     return np.asarray(g)
 
 
@@ -219,8 +219,8 @@ def photo_region(gray: np.ndarray, tol: int = 12) -> tuple[int, int, int, int] |
     bg = int(np.median(frame))
     if np.mean(np.abs(frame - bg) <= tol) < 0.5:
         return None
-    mask = (np.abs(small.astype(np.int16) - bg) > tol).astype(np.uint8)
-    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+    mask = cv2.morphologyEx((np.abs(small.astype(np.int16) - bg) > tol).astype(np.uint8),
+                            cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
     n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if n <= 1:
         return None
@@ -235,8 +235,19 @@ def photo_region(gray: np.ndarray, tol: int = 12) -> tuple[int, int, int, int] |
             int(x / scale), min(w, int((x + bx) / scale)))
 
 
-_ORB = cv2.ORB_create(nfeatures=ORB_FEATURES, scaleFactor=1.3, nlevels=6, edgeThreshold=ORB_EDGE,
-                      patchSize=31, fastThreshold=10)
+_ORB = threading.local()
+"""One ORB detector per thread: OpenCV algorithm objects are not safe to share between
+threads, and the service fingerprints on several request threads at once."""
+
+
+def _orb() -> cv2.ORB:
+    orb: cv2.ORB | None = getattr(_ORB, "detector", None)
+    if orb is None:
+        orb = cv2.ORB_create(  # type: ignore[attr-defined]
+            nfeatures=ORB_FEATURES, scaleFactor=1.3, nlevels=6, edgeThreshold=ORB_EDGE,
+            patchSize=31, fastThreshold=10)
+        _ORB.detector = orb
+    return orb
 
 
 def orb_features(gray: np.ndarray) -> Features:
@@ -249,7 +260,7 @@ def orb_features(gray: np.ndarray) -> Features:
     small = shrink(gray, WORK_SIDE)
     if min(small.shape) <= 2 * ORB_EDGE:
         return Features.empty()
-    keypoints, descriptors = _ORB.detectAndCompute(small, None)
+    keypoints, descriptors = _orb().detectAndCompute(small, None)
     if descriptors is None or not keypoints:
         return Features.empty()
     points = np.array([k.pt for k in keypoints], dtype=np.float32)

@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Any
+import io
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from medialayer.calibration import confidence, image_score
+from medialayer.calibration import IMAGE, image_score
 from medialayer.index.hamming import HammingIndex
 from medialayer.index.local import MAX_DESCRIPTORS, LocalFeatureIndex, Vote, grown
+from medialayer.index.tenants import TenantMap
 from medialayer.kinds import image
-from medialayer.kinds.base import FingerprintLoader, Match
+from medialayer.kinds.base import (
+    NO_KEY,
+    Candidate,
+    Encoded,
+    Limits,
+    Loader,
+    Match,
+    MediaInput,
+    read_all,
+)
 from medialayer.kinds.image import ImageFingerprint
+from medialayer.sniff import IMAGE_FORMATS, sniff
 
+DEFAULT_BANDS = 4
+"""Bands of the global-code Hamming index: about 64 / log2(items), see docs/benchmarks-index.md."""
 CODE_RADIUS = 8
 """Global-code candidates are taken up to this distance; beyond it the tier scores 0."""
 VOTED_CANDIDATES = 5
@@ -43,7 +59,8 @@ class _Positions:
         self._rows[row, len(kept):] = 0
 
     def get(self, key: int) -> np.ndarray:
-        return self._rows[self._row_of[key]]
+        rows: np.ndarray = self._rows[self._row_of[key]]
+        return rows
 
     def drop(self, key: int) -> None:
         row = self._row_of.pop(key, None)
@@ -62,7 +79,8 @@ class _Positions:
 
 
 class ImageIndex:
-    """Hamming index of global codes plus descriptor voting; verification ranks the union.
+    """Hamming index of global codes plus descriptor voting over every tenant's images;
+    verification ranks the union of what either proposes within the query's tenant.
 
     Besides the indexes, memory holds each item's keypoint positions as float16 (1 KB per
     item): the agreement check runs on every voted item, so it must not wait for the catalog.
@@ -70,17 +88,22 @@ class ImageIndex:
     the few candidates that pass it.
     """
 
-    def __init__(self, load: FingerprintLoader) -> None:
-        self.codes = HammingIndex(bits=64, bands=4)
+    def __init__(self, load: Loader[ImageFingerprint], bands: int = DEFAULT_BANDS) -> None:
+        self.codes = HammingIndex(bits=64, bands=bands)
         self.local = LocalFeatureIndex()
+        self.tenants = TenantMap()
         self._load = load
         self._positions = _Positions()
 
     def __len__(self) -> int:
-        return len(self.codes)
+        return len(self.tenants)
+
+    def __contains__(self, key: int) -> bool:
+        return key in self.tenants
 
     def nbytes(self) -> int:
-        return self.codes.nbytes() + self.local.nbytes() + self._positions.nbytes()
+        return (self.codes.nbytes() + self.local.nbytes() + self._positions.nbytes()
+                + self.tenants.nbytes())
 
     def prepare(self) -> None:
         """Finish pending index work now (at start-up, or before shared-lock searches)."""
@@ -90,17 +113,45 @@ class ImageIndex:
         """Whether a search would change nothing, so concurrent searches are safe."""
         return self.local.ready()
 
-    def add(self, key: int, fingerprint: ImageFingerprint) -> None:
-        self.codes.add(key, fingerprint.code)
-        self.local.add(key, fingerprint.features.descriptors)
-        self._positions.put(key, fingerprint.features.points)
+    def upsert(self, key: int, tenant: str, stored: ImageFingerprint) -> None:
+        self.upsert_many([(key, tenant, stored)])
 
-    def remove(self, key: int) -> bool:
+    def upsert_many(self, items: Sequence[tuple[int, str, ImageFingerprint]]) -> None:
+        """Add or replace items; the codes go into the Hamming index in one vectorised call."""
+        for key, _, _ in items:
+            if key in self.tenants:
+                self.delete(key)
+        keys = np.fromiter((key for key, _, _ in items), np.int64, len(items))
+        self.codes.add_many(keys, np.fromiter((fp.code for _, _, fp in items), np.uint64,
+                                              len(items)))
+        by_tenant: dict[str, list[int]] = {}
+        for key, tenant, fp in items:
+            if len(fp.features):  # a global-only item has no keypoints to vote or agree with
+                self.local.add(key, fp.features.descriptors)
+                self._positions.put(key, fp.features.points)
+            by_tenant.setdefault(tenant, []).append(key)
+        for tenant, added in by_tenant.items():
+            self.tenants.set_many(np.array(added, np.int64), tenant)
+
+    def delete(self, key: int) -> bool:
         self.local.remove(key)
         self._positions.drop(key)
-        return self.codes.remove(key)
+        self.codes.remove(key)
+        return self.tenants.drop(key)
 
-    def search(self, query: ImageFingerprint, top_k: int, min_score: float = 0.0,
+    def candidates(self, query: ImageFingerprint, tenant: str, exclude: int | None = None
+                   ) -> Iterator[Candidate]:
+        """Keys whose global code is near (votes: bits to spare within the radius) or whose
+        keypoints agree with the main view's (votes: descriptor votes)."""
+        distances = self._distances(query.codes, tenant, exclude)
+        for key, distance in distances.items():
+            yield Candidate(key, 0.0, CODE_RADIUS + 1 - distance)
+        view = query.views[0]
+        for vote in self._votes(view, tenant, VOTED_CANDIDATES, exclude):
+            if vote.key not in distances and self._agrees(view, vote):
+                yield Candidate(vote.key, 0.0, vote.votes)
+
+    def search(self, query: ImageFingerprint, tenant: str, top_k: int, min_score: float = 0.0,
                exclude: int | None = None) -> list[Match]:
         """Rank by the main view first; the query's other views only if it settles nothing.
 
@@ -110,12 +161,12 @@ class ImageIndex:
         """
         scores: dict[int, float] = {}
         references: dict[int, image.Features] = {}
-        self._score_views(query, query.codes, range(len(query.views)), top_k, exclude, scores,
-                          references)
-        settled = confidence("image", max(scores.values(), default=0.0)) == "high"
+        self._score_views(query, tenant, query.codes, range(len(query.views)), top_k, exclude,
+                          scores, references)
+        settled = IMAGE.label(max(scores.values(), default=0.0)) == "high"
         if query.more is not None and not settled:
             full = query.expanded()
-            self._score_views(full, full.codes[len(query.codes):],
+            self._score_views(full, tenant, full.codes[len(query.codes):],
                               range(len(query.views), len(full.views)), top_k, exclude, scores,
                               references)
         matches = [Match(key, score) for key, score in scores.items()
@@ -123,20 +174,35 @@ class ImageIndex:
         matches.sort(key=lambda m: (-m.score, m.key))
         return matches[:top_k]
 
-    def _score_views(self, query: ImageFingerprint, codes: list[int], views: range, top_k: int,
-                     exclude: int | None, scores: dict[int, float],
+    def _score_views(self, query: ImageFingerprint, tenant: str, codes: list[int],
+                     views: range, top_k: int, exclude: int | None, scores: dict[int, float],
                      references: dict[int, image.Features]) -> None:
         """Score the candidates that `codes` and `views` of the query find, keeping each best."""
-        distances = dict(self.codes.radius_many(codes, CODE_RADIUS)) if codes else {}
-        distances.pop(exclude, None)
-        candidates = self._candidates(query, distances, views, top_k, exclude)
+        distances = self._distances(codes, tenant, exclude)
+        candidates = self._candidates(query, tenant, distances, views, top_k, exclude)
         self._read_references([key for key in candidates if distances.get(key) != 0], references)
         for key, voted_by in candidates.items():
             score = self._score(query, distances.get(key), references.get(key), voted_by)
             scores[key] = max(score, scores.get(key, 0.0))
 
-    def _candidates(self, query: ImageFingerprint, distances: dict[int, int], views: range,
-                    top_k: int, exclude: int | None) -> dict[int, set[int]]:
+    def _distances(self, codes: list[int], tenant: str, exclude: int | None
+                   ) -> dict[int, int]:
+        """The tenant's keys whose global code is within CODE_RADIUS of one of `codes`."""
+        found = self.codes.radius_many(codes, CODE_RADIUS) if codes else []
+        keys = np.fromiter((key for key, _ in found), np.int64, len(found))
+        mine = self.tenants.mask(keys, tenant)
+        distances = {key: d for (key, d), ok in zip(found, mine, strict=True) if ok}
+        distances.pop(exclude, None)  # type: ignore[arg-type]
+        return distances
+
+    def _votes(self, view: image.Features, tenant: str, top: int, exclude: int | None
+               ) -> list[Vote]:
+        return self.local.vote(view.descriptors, top=top, exclude=exclude,
+                               allowed=lambda keys: self.tenants.mask(keys, tenant),
+                               population=self.tenants.count(tenant))
+
+    def _candidates(self, query: ImageFingerprint, tenant: str, distances: dict[int, int],
+                    views: range, top_k: int, exclude: int | None) -> dict[int, set[int]]:
         """Candidate keys, each with the query views worth verifying it with.
 
         A key voted for by a view is checked with that view; a key found by its global code
@@ -146,7 +212,7 @@ class ImageIndex:
         top = max(top_k, VOTED_CANDIDATES)
         for i in views:
             view = query.views[i]
-            for vote in self.local.vote(view.descriptors, top=top, exclude=exclude):
+            for vote in self._votes(view, tenant, top, exclude):
                 if self._agrees(view, vote):
                     candidates.setdefault(vote.key, set()).add(i)
         return candidates
@@ -178,23 +244,56 @@ class ImageIndex:
 
 
 class ImageKind:
-    """Photos: the MediaKind for `image`."""
+    """Photos: the MediaKind for `image` (query and stored fingerprints are one type; a query
+    computes its costlier views only when asked, see `ImageFingerprint.expanded`)."""
 
     name = "image"
+    version = 1
+    suffixes = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff",
+                          ".heic", ".heif", ".avif"})
+    limits = Limits(max_bytes=50 * 1024 * 1024, max_pixels=image.MAX_PIXELS)
+    calibration = IMAGE
 
-    def fingerprint(self, data: bytes, query: bool = False) -> ImageFingerprint:
-        return image.fingerprint_bytes(data, query=query)
+    def sniff(self, head: bytes) -> bool:
+        return sniff(head) in IMAGE_FORMATS
 
-    def encode(self, fingerprint: ImageFingerprint) -> bytes:
-        return image.encode(fingerprint)
+    def query(self, source: MediaInput) -> ImageFingerprint:
+        return image.fingerprint_bytes(read_all(source, self.limits.max_bytes), query=True)
 
-    def decode(self, blob: bytes) -> ImageFingerprint:
-        return image.decode(blob)
+    def stored(self, source: MediaInput) -> ImageFingerprint:
+        return image.fingerprint_bytes(read_all(source, self.limits.max_bytes))
 
-    def compare(self, query: Any, reference: Any) -> Match:
-        distance = image.best_distance(query, reference.code)
-        inliers = 0 if distance == 0 else image.best_inliers(query, reference)
-        return Match(-1, image_score(distance if distance <= CODE_RADIUS else None, inliers))
+    def stored_of(self, query: ImageFingerprint) -> ImageFingerprint:
+        return ImageFingerprint(query.code, query.features, query.query_codes[:1])
 
-    def new_index(self, load: FingerprintLoader) -> ImageIndex:
-        return ImageIndex(load)
+    def query_of(self, stored: ImageFingerprint) -> ImageFingerprint:
+        return stored
+
+    def encode(self, stored: ImageFingerprint) -> Encoded:
+        blob = image.encode(stored)
+        return Encoded(blob, codes=tuple(_signed(c) for c in stored.codes[:2]))
+
+    def decode(self, encoded: Encoded) -> ImageFingerprint:
+        return image.decode(encoded.blob)
+
+    def verify(self, query: ImageFingerprint, stored: ImageFingerprint) -> Match:
+        distance = image.best_distance(query, stored.code)
+        inliers = 0 if distance == 0 else image.best_inliers(query, stored)
+        score = image_score(distance if distance <= CODE_RADIUS else None, inliers)
+        return Match(NO_KEY, score, explanation={"code_distance": distance, "inliers": inliers})
+
+    def new_index(self, load: Loader[ImageFingerprint], bands: int | None = None
+                  ) -> ImageIndex:
+        return ImageIndex(load, bands or DEFAULT_BANDS)
+
+    def thumbnail(self, path: Path, side: int) -> bytes | None:
+        im = image.open_image(read_all(path, self.limits.max_bytes), draft_side=side)
+        im.thumbnail((side, side), Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=80)
+        return buf.getvalue()
+
+
+def _signed(code: int) -> int:
+    """A 64-bit code as the signed integer a database column holds."""
+    return code - (1 << 64) if code >= 1 << 63 else code

@@ -1,0 +1,228 @@
+"""Start-up: time and peak memory from opening a catalog to a ready index, and tenant cost.
+
+    .venv/bin/python bench/startup.py [--items 1000000] [--keypoint-items 20000]
+        [--postgres postgresql://postgres@127.0.0.1:5432/test] [--tenant-items 100000]
+
+1. Global tier: `--items` synthetic image rows (random 64-bit codes, no keypoints) are written
+   to a fresh SQLite catalog (and a fresh schema of `--postgres`, if given); a new process opens
+   the catalog and builds the index as `medialayer serve` does (`MediaLayer.warm_up`). Printed:
+   items, seconds, items per second, the process's peak RSS (VmHWM) and RSS added.
+2. Keypoint tier, separately: `--keypoint-items` rows with 256 random ORB-sized descriptors.
+3. Tenants: the same number of items (`--tenant-items`, with keypoints) indexed as 1 tenant, and
+   as tenants of 100 items each, in a fresh process each: the index's bytes and the RSS added.
+
+Every measurement runs in a child process of its own, so peaks do not mix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+DESCRIPTORS = 256
+BATCH = 20_000
+
+
+def cpu_seconds() -> float:
+    """This process's user + system CPU time: on a shared, loaded machine a steadier measure of
+    the work than wall time."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def status_mb(field_name: str) -> float:
+    for line in Path(f"/proc/{os.getpid()}/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def blob(code: int, mirror: int, points: np.ndarray, descriptors: np.ndarray) -> bytes:
+    from medialayer.kinds.image import Features, ImageFingerprint, encode
+
+    return encode(ImageFingerprint(code, Features(points, descriptors), (mirror,)))
+
+
+def populate(url: str, items: int, keypoints: bool, tenants: int = 1) -> None:
+    """Write `items` synthetic image rows (and their codes) straight into the catalog."""
+    from medialayer.catalog.models import Media, MediaCode
+    from medialayer.catalog.store import SqlCatalogStore
+
+    store = SqlCatalogStore(url)  # creates the schema
+    rng = np.random.default_rng(7)
+    now = datetime.now(UTC)
+    empty_points, empty_desc = np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8)
+    with store.engine.begin() as conn:
+        for start in range(0, items, BATCH):
+            n = min(BATCH, items - start)
+            codes = rng.integers(0, 2**63, size=(n, 2), dtype=np.int64)
+            rows, code_rows = [], []
+            for i in range(n):
+                seq = start + i + 1
+                if keypoints:
+                    points = rng.uniform(0, 480, (DESCRIPTORS, 2)).astype(np.float32)
+                    desc = rng.integers(0, 256, (DESCRIPTORS, 32), dtype=np.uint8)
+                else:
+                    points, desc = empty_points, empty_desc
+                rows.append({"seq": seq, "id": str(uuid.UUID(int=seq)),
+                             "tenant": f"t{seq % tenants}", "media_type": "image",
+                             "metadata": {}, "created_at": now, "fingerprint_version": 1,
+                             "fingerprint": blob(int(codes[i, 0]), int(codes[i, 1]), points,
+                                                 desc)})
+                code_rows += [{"media_seq": seq, "position": p, "code": int(codes[i, p])}
+                              for p in (0, 1)]
+            conn.execute(sa.insert(Media.__table__), rows)
+            conn.execute(sa.insert(MediaCode.__table__), code_rows)
+    store.engine.dispose()
+
+
+def measure_start(url: str) -> dict[str, Any]:
+    """In this (fresh) process: open the catalog and build every index, as `serve` does."""
+    from medialayer.service import MediaLayer
+
+    before = status_mb("VmRSS")
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    ml = MediaLayer(Path(tempfile.gettempdir()), database_url=url)
+    ml.warm_up()
+    seconds, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    items, nbytes = ml.index_sizes().get("image", (0, 0))
+    ml.close()
+    return {"items": items, "seconds": seconds, "cpu": cpu, "peak_mb": status_mb("VmHWM"),
+            "added_mb": status_mb("VmRSS") - before, "index_mb": nbytes / 2**20}
+
+
+def measure_codes(url: str) -> dict[str, Any]:
+    """In this (fresh) process: the global tier alone, loaded columnar from the catalog's code
+    column (media_codes) into the Hamming index and the tenant map: what a two-phase start
+    (global tier first, keypoints after) would cost before the global tier answers."""
+    from medialayer.index.hamming import HammingIndex
+    from medialayer.index.tenants import TenantMap
+
+    before = status_mb("VmRSS")
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    codes, tenants = HammingIndex(bits=64, bands=4), TenantMap()
+    query = sa.text("select c.media_seq, c.code, m.tenant from media_codes c join media m "
+                    "on m.seq = c.media_seq where c.position = 0 and m.media_type = 'image' "
+                    "order by c.media_seq")
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True, yield_per=BATCH).execute(query)
+        for part in result.partitions(BATCH):
+            seqs = np.fromiter((r[0] for r in part), np.int64, len(part))
+            values = np.fromiter((r[1] for r in part), np.int64, len(part)).view(np.uint64)
+            codes.add_many(seqs, values)
+            names = np.array([r[2] for r in part])
+            for name in np.unique(names):
+                tenants.set_many(seqs[names == name], str(name))
+    seconds, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    engine.dispose()
+    return {"items": len(codes), "seconds": seconds, "cpu": cpu, "peak_mb": status_mb("VmHWM"),
+            "added_mb": status_mb("VmRSS") - before,
+            "index_mb": (codes.nbytes() + tenants.nbytes()) / 2**20}
+
+
+def measure_tenants(items: int, per_tenant: int) -> dict[str, Any]:
+    """In this (fresh) process: `items` items with keypoints in tenants of `per_tenant`."""
+    from medialayer.kinds.image import Features, ImageFingerprint
+    from medialayer.kinds.image_search import ImageIndex
+
+    rng = np.random.default_rng(11)
+    before = status_mb("VmRSS")
+    index = ImageIndex(lambda keys, windows=None: {})
+    for start in range(0, items, BATCH):
+        n = min(BATCH, items - start)
+        index.upsert_many([
+            (start + i + 1, f"t{(start + i) // per_tenant}", ImageFingerprint(
+                int(rng.integers(0, 2**63)),
+                Features(rng.uniform(0, 480, (DESCRIPTORS, 2)).astype(np.float32),
+                         rng.integers(0, 256, (DESCRIPTORS, 32), dtype=np.uint8))))
+            for i in range(n)])
+    index.prepare()
+    return {"items": len(index), "tenants": -(-items // per_tenant),
+            "index_mb": index.nbytes() / 2**20, "added_mb": status_mb("VmRSS") - before,
+            "peak_mb": status_mb("VmHWM")}
+
+
+def child(*args: str) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True,
+                         text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def fresh_postgres(url: str) -> str:
+    schema = f"ml_startup_{uuid.uuid4().hex[:10]}"
+    with sa.create_engine(url).begin() as conn:
+        conn.execute(sa.text(f'create schema "{schema}"'))
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}options=-csearch_path%3D{schema}"
+
+
+def drop_postgres(url: str, scoped: str) -> None:
+    schema = scoped.rsplit("%3D", 1)[1]
+    with sa.create_engine(url).begin() as conn:
+        conn.execute(sa.text(f'drop schema "{schema}" cascade'))
+
+
+def catalogs(args: argparse.Namespace, tmp: Path, name: str) -> list[tuple[str, str]]:
+    found = [("SQLite", f"sqlite:///{tmp / name}.db")]
+    if args.postgres:
+        found.append(("PostgreSQL", fresh_postgres(args.postgres)))
+    return found
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1].startswith("--child-"):
+        result = {"--child-start": lambda: measure_start(sys.argv[2]),
+                  "--child-codes": lambda: measure_codes(sys.argv[2]),
+                  "--child-tenants": lambda: measure_tenants(int(sys.argv[2]),
+                                                             int(sys.argv[3]))}[sys.argv[1]]()
+        print(json.dumps(result))
+        return
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--items", type=int, default=1_000_000)
+    ap.add_argument("--keypoint-items", type=int, default=20_000)
+    ap.add_argument("--tenant-items", type=int, default=100_000)
+    ap.add_argument("--postgres", help="a PostgreSQL URL (a fresh schema is made and dropped)")
+    args = ap.parse_args()
+    print("| tier | database | items | start to ready | items/s | CPU | items per CPU-s "
+          "| peak RSS | RSS added | index |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    with tempfile.TemporaryDirectory() as tmp:
+        for tier, items, keypoints in (("global", args.items, False),
+                                       ("keypoint", args.keypoint_items, True)):
+            for db, url in catalogs(args, Path(tmp), tier):
+                populate(url, items, keypoints)
+                runs = [(tier, "--child-start")]
+                if not keypoints:
+                    runs.append(("global, codes column only", "--child-codes"))
+                for what, how in runs:
+                    r = child(how, url)
+                    print(f"| {what} | {db} | {r['items']:,} | {r['seconds']:.2f} s "
+                          f"| {r['items'] / r['seconds']:,.0f} | {r['cpu']:.2f} s "
+                          f"| {r['items'] / r['cpu']:,.0f} | {r['peak_mb']:,.0f} MB "
+                          f"| {r['added_mb']:,.0f} MB | {r['index_mb']:,.1f} MB |", flush=True)
+                if db == "PostgreSQL":
+                    drop_postgres(args.postgres, url)
+    print("\n| tenants x items | index | RSS added | peak RSS |")
+    print("| --- | --- | --- | --- |")
+    for per_tenant in (args.tenant_items, 100):
+        r = child("--child-tenants", str(args.tenant_items), str(per_tenant))
+        print(f"| {r['tenants']:,} x {per_tenant:,} | {r['index_mb']:,.1f} MB "
+              f"| {r['added_mb']:,.0f} MB | {r['peak_mb']:,.0f} MB |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

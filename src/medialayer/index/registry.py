@@ -1,0 +1,262 @@
+"""Every kind's in-memory index in this process: building, keeping in step, locks and replay.
+
+The catalog is the source of truth and tells what changed through a `ChangeFeed` (which it
+implements; this package never imports it). Keeping in step with other processes must not skip
+a row whose sequence number is taken before, and committed after, a higher one (overlapping
+writers on PostgreSQL): a poll re-reads the seqs of a trailing window (every seq above the
+highest one seen `trail` seconds ago) and fetches the rows the index lacks. Deletions are
+idempotent, so their trailing window is simply applied again.
+
+Searches share a read lock; writes to an index take the exclusive one, but what costs time
+(reading and decoding rows) is done before taking it.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol
+
+from medialayer.kinds.base import CandidateIndex, Encoded, Loader, Match, MediaKind
+from medialayer.locks import ReadWriteLock
+
+log = logging.getLogger("medialayer.index")
+
+AnyKind = MediaKind[Any, Any]
+SYNC_INTERVAL = 0.5
+"""Seconds between catalog polls for rows written by other processes."""
+TRAIL_SECONDS = 60.0
+"""How long a seq may stay uncommitted behind higher ones and still be picked up: longer than
+any catalog write transaction."""
+START_TRAIL_ROWS = 20_000
+"""Until `trail` seconds have passed since the build, polls re-read the seqs of this many rows
+below the build's highest: a row still uncommitted when the build read past it is among them
+unless more rows than this committed meanwhile."""
+BATCH = 5000
+DELETIONS_KEPT = timedelta(days=1)
+"""How long the catalog keeps its deletions log; an index that has not polled for half of it
+is rebuilt rather than replayed."""
+
+
+@dataclass(frozen=True)
+class FeedRow:
+    """A catalog row as the feed hands it over."""
+
+    seq: int
+    tenant: str
+    version: int
+    encoded: Encoded
+
+
+class ChangeFeed(Protocol):
+    """What the registry needs from the catalog."""
+
+    def rows_since(self, media_type: str, after_seq: int) -> Iterator[FeedRow]:
+        """Rows of `media_type` above `after_seq`, in seq order (in batches)."""
+        ...
+
+    def rows_of(self, seqs: Sequence[int]) -> list[FeedRow]: ...
+
+    def seqs_since(self, media_type: str, after_seq: int) -> list[int]:
+        """The seqs of `media_type` above `after_seq`, visible now (cheap: no fingerprints)."""
+        ...
+
+    def deletions_since(self, media_type: str, after_seq: int) -> list[tuple[int, int]]:
+        """(deletion seq, media seq) logged above `after_seq`, in deletion order."""
+        ...
+
+    def last_deletion(self, media_type: str) -> int: ...
+
+
+class _Trail:
+    """The highest seq seen at each poll, so a poll can start below what was seen `trail`
+    seconds ago."""
+
+    def __init__(self, trail: float, clock: Callable[[], float]) -> None:
+        self._trail = trail
+        self._clock = clock
+        self._marks: collections.deque[tuple[float, int]] = collections.deque()
+        self.top = 0
+
+    def start(self, seq: int) -> None:
+        """Begin with `seq` as the floor: what came before needs no second look."""
+        self.top = max(self.top, seq)
+        self._marks.append((self._clock() - self._trail, seq))
+
+    def saw(self, seq: int) -> None:
+        self.top = max(self.top, seq)
+        self._marks.append((self._clock(), self.top))
+
+    def floor(self) -> int:
+        """The highest seq seen at least `trail` seconds ago (0 before that)."""
+        now = self._clock()
+        floor = 0
+        while self._marks and now - self._marks[0][0] >= self._trail:
+            floor = self._marks.popleft()[1]
+        if floor:
+            self._marks.appendleft((now - self._trail, floor))
+        return floor
+
+
+class KindIndex:
+    """One kind's index with its lock and its place in the change feed."""
+
+    def __init__(self, kind: AnyKind, index: CandidateIndex[Any, Any], trail: float,
+                 clock: Callable[[], float]) -> None:
+        self.kind = kind
+        self.index = index
+        self.lock = ReadWriteLock()
+        self.rows = _Trail(trail, clock)
+        self.deletions = _Trail(trail, clock)
+        self.polled_at = 0.0
+        self.stale: set[int] = set()
+        """Seqs of rows of another fingerprint version: never indexed, never fetched again."""
+
+
+class IndexRegistry:
+    """Builds each kind's index on first use (in bulk) and keeps it in step with the feed."""
+
+    def __init__(self, feed: ChangeFeed, kind_of: Callable[[str], AnyKind],
+                 loader_of: Callable[[AnyKind], Loader[Any]], bands: int | None = None,
+                 trail: float = TRAIL_SECONDS, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
+        self._feed = feed
+        self._kind_of = kind_of
+        self._loader_of = loader_of
+        self._bands = bands
+        self._trail = trail
+        self._clock = clock
+        self._indexes: dict[str, KindIndex] = {}
+        self._lock = threading.Lock()
+
+    def get(self, media_type: str) -> KindIndex:
+        """The kind's index, built from the whole catalog on first use."""
+        with self._lock:
+            found = self._indexes.get(media_type)
+            if found is None:
+                found = self._build(self._kind_of(media_type))
+                self._indexes[media_type] = found
+            return found
+
+    def search(self, media_type: str, query: Any, tenant: str, top_k: int,
+               min_score: float = 0.0, exclude: int | None = None) -> list[Match]:
+        """Search under the shared lock, so searches run in parallel on every core.
+
+        Pending index work (catching up with the feed, sorting new entries) is a write; it is
+        done under the exclusive lock first, and the search retries until the index is ready
+        to be read as it is.
+        """
+        entry = self.get(media_type)
+        self.poll(entry)
+        while True:
+            with entry.lock.read():
+                if entry.index.ready():
+                    return entry.index.search(query, tenant, top_k, min_score, exclude)
+            with entry.lock.write():
+                entry.index.prepare()
+
+    def added(self, media_type: str, items: Sequence[tuple[int, str, Any]]) -> None:
+        """Rows this process wrote: indexed now, not when the feed brings them."""
+        entry = self.get(media_type)
+        with entry.lock.write():
+            entry.index.upsert_many(items)
+            entry.rows.saw(max((seq for seq, _, _ in items), default=0))
+
+    def deleted(self, media_type: str, seq: int) -> None:
+        entry = self.get(media_type)
+        with entry.lock.write():
+            entry.index.delete(seq)
+
+    def poll(self, entry: KindIndex, force: bool = False) -> None:
+        """Catch up with the feed if a poll is due (or `force`)."""
+        now = self._clock()
+        if not force and now - entry.polled_at <= SYNC_INTERVAL:
+            return
+        if entry.polled_at and now - entry.polled_at > DELETIONS_KEPT.total_seconds() / 2:
+            self._rebuild(entry)
+            return
+        entry.polled_at = now  # one poll per interval, not one per thread
+        name = entry.kind.name
+        missing = [seq for seq in self._feed.seqs_since(name, entry.rows.floor())
+                   if seq not in entry.index and seq not in entry.stale]
+        items = self._decoded(entry, self._feed.rows_of(missing)) if missing else []
+        deletions = self._feed.deletions_since(name, entry.deletions.floor())
+        if not items and not any(seq in entry.index for _, seq in deletions):
+            self._saw(entry, missing, deletions)
+            return
+        with entry.lock.write():
+            entry.index.upsert_many(items)
+            for _, seq in deletions:
+                entry.index.delete(seq)
+        self._saw(entry, missing, deletions)
+
+    def sync(self, media_type: str) -> None:
+        self.poll(self.get(media_type), force=True)
+
+    def prepare(self, media_type: str) -> None:
+        entry = self.get(media_type)
+        with entry.lock.write():
+            entry.index.prepare()
+
+    def sizes(self) -> dict[str, tuple[int, int]]:
+        """Per media type: (items, bytes) of the indexes built so far."""
+        with self._lock:
+            entries = dict(self._indexes)
+        sizes = {}
+        for name, entry in entries.items():
+            with entry.lock.read():
+                sizes[name] = (len(entry.index), entry.index.nbytes())
+        return sizes
+
+    def _build(self, kind: AnyKind) -> KindIndex:
+        """A new index of every row of the kind, loaded in batches (vectorised adds)."""
+        entry = KindIndex(kind, kind.new_index(self._loader_of(kind), self._bands),
+                          self._trail, self._clock)
+        entry.deletions.start(self._feed.last_deletion(kind.name))  # before: rows are gone
+        batch: list[FeedRow] = []
+        for row in self._feed.rows_since(kind.name, 0):
+            batch.append(row)
+            if len(batch) == BATCH:
+                entry.index.upsert_many(self._decoded(entry, batch))
+                batch = []
+        entry.index.upsert_many(self._decoded(entry, batch))
+        top = entry.rows.top
+        entry.rows = _Trail(self._trail, self._clock)
+        entry.rows.start(max(0, top - START_TRAIL_ROWS))
+        entry.rows.saw(top)
+        entry.polled_at = self._clock()
+        return entry
+
+    def _rebuild(self, entry: KindIndex) -> None:
+        """Build the index afresh, off the lock, and swap it in."""
+        fresh = self._build(entry.kind)
+        with entry.lock.write():
+            entry.index, entry.rows, entry.deletions = fresh.index, fresh.rows, fresh.deletions
+            entry.stale, entry.polled_at = fresh.stale, fresh.polled_at
+
+    def _decoded(self, entry: KindIndex, rows: Iterable[FeedRow]) -> list[tuple[int, str, Any]]:
+        kind = entry.kind
+        items = []
+        stale = 0
+        for row in rows:
+            entry.rows.top = max(entry.rows.top, row.seq)
+            if row.version == kind.version:
+                items.append((row.seq, row.tenant, kind.decode(row.encoded)))
+            else:
+                entry.stale.add(row.seq)
+                stale += 1
+        if stale:
+            log.warning("%d %s rows have another fingerprint version than this build's (%d) "
+                        "and are not searched: index them again from their sources", stale,
+                        kind.name, kind.version)
+        return items
+
+    @staticmethod
+    def _saw(entry: KindIndex, seqs: list[int], deletions: list[tuple[int, int]]) -> None:
+        entry.rows.saw(max(seqs, default=0))
+        entry.deletions.saw(max((d for d, _ in deletions), default=0))

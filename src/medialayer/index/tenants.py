@@ -1,0 +1,64 @@
+"""Which tenant each key belongs to, so one index per kind serves every tenant as a filter.
+
+One index per tenant cost each tenant the index's fixed tables (tens of MB for the keypoint
+tier) in every process; here a tenant costs a dict entry and every key 4 bytes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+_NONE = 0  # tenant ids start at 1, so a zeroed array means "no key here"
+
+
+class TenantMap:
+    """Tenant of every key (int64 >= 0), as a small integer in one array indexed by key."""
+
+    def __init__(self) -> None:
+        self._id_of: dict[str, int] = {}
+        self._counts: list[int] = [0]
+        self._of = np.zeros(0, np.int32)
+
+    def __len__(self) -> int:
+        return sum(self._counts[1:])
+
+    def __contains__(self, key: int) -> bool:
+        return 0 <= key < len(self._of) and int(self._of[key]) != _NONE
+
+    def count(self, tenant: str) -> int:
+        tid = self._id_of.get(tenant)
+        return 0 if tid is None else self._counts[tid]
+
+    def set_many(self, keys: npt.NDArray[np.int64], tenant: str) -> None:
+        """Give `keys` (distinct, not yet mapped) to `tenant`."""
+        if keys.size == 0:
+            return
+        tid = self._id_of.setdefault(tenant, len(self._counts))
+        if tid == len(self._counts):
+            self._counts.append(0)
+        top = int(keys.max())
+        if top >= len(self._of):
+            grown = np.zeros(max(top + 1, len(self._of) + len(self._of) // 2), np.int32)
+            grown[: len(self._of)] = self._of
+            self._of = grown
+        self._of[keys] = tid
+        self._counts[tid] += int(keys.size)
+
+    def drop(self, key: int) -> bool:
+        if key not in self:
+            return False
+        self._counts[int(self._of[key])] -= 1
+        self._of[key] = _NONE
+        return True
+
+    def mask(self, keys: npt.NDArray[np.int64], tenant: str) -> npt.NDArray[np.bool_]:
+        """Which of `keys` belong to `tenant`."""
+        tid = self._id_of.get(tenant, -1)
+        inside = (keys >= 0) & (keys < len(self._of))
+        found = np.zeros(keys.shape, bool)
+        found[inside] = self._of[keys[inside]] == tid
+        return found
+
+    def nbytes(self) -> int:
+        return int(self._of.nbytes)
