@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from medialayer.errors import InvalidInput
+from medialayer.kinds.audio.kind import AudioKind
 from medialayer.kinds.base import FingerprintLoader, KindIndex, Match, MediaKind, Segment
 from medialayer.kinds.image_search import ImageKind
 
-KINDS: dict[str, MediaKind] = {"image": ImageKind()}
+KINDS: dict[str, MediaKind] = {"image": ImageKind(), "audio": AudioKind()}
 
 
 def get_kind(media_type: str) -> MediaKind:
