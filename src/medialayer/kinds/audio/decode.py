@@ -8,6 +8,8 @@ video costs the memory of its soundtrack at the working rate, never of the file.
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -18,6 +20,7 @@ from typing import BinaryIO
 import av
 import av.error
 import numpy as np
+from scipy import signal
 
 from medialayer.errors import MediaTooLarge, UnsupportedMedia
 
@@ -114,25 +117,112 @@ def _check_claimed_duration(container: av.container.InputContainer,
 
 def _read_samples(container: av.container.InputContainer, stream: av.audio.stream.AudioStream,
                   limits: Limits, deadline: float) -> np.ndarray:
-    """Resample frame by frame; stop at the sample cap (an error) or the deadline (an error)."""
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-    cap = int(limits.max_seconds * SAMPLE_RATE)
+    """Mono blocks at the source rate, resampled block by block; stop at the sample cap or
+    the deadline (both errors)."""
+    rate = stream.codec_context.sample_rate or stream.rate
+    if not rate:
+        raise UnsupportedMedia("the audio stream has no sample rate")
+    resampler = _Resampler(rate)
+    cap = int(limits.max_seconds * rate)
     parts: list[np.ndarray] = []
-    total = 0
+    decoded = 0
     for frame in _frames(container, stream):
-        for out in resampler.resample(frame):
-            part = out.to_ndarray().reshape(-1)
-            parts.append(part)
-            total += len(part)
-        if total > cap:
+        mono = _mono(frame)
+        decoded += len(mono)
+        if decoded > cap:
             raise MediaTooLarge(f"audio runs past the {limits.max_seconds:.0f} s cap")
         if time.monotonic() > deadline:
             raise MediaTooLarge(
                 f"decoding took over the {limits.max_decode_seconds:.0f} s budget")
-    for out in resampler.resample(None):
-        parts.append(out.to_ndarray().reshape(-1))
+        parts.extend(resampler.push(mono))
+    parts.extend(resampler.flush())
     samples = np.concatenate(parts) if parts else np.zeros(0, np.float32)
-    return np.clip(samples.astype(np.float32, copy=False), -1.0, 1.0)
+    return np.clip(samples, -1.0, 1.0)
+
+
+_SCALE = {"s16": 1 / 32768, "s16p": 1 / 32768, "s32": 1 / 2**31, "s32p": 1 / 2**31,
+          "u8": 1 / 128, "u8p": 1 / 128}
+
+
+def _mono(frame: av.AudioFrame) -> np.ndarray:
+    """The frame's channels averaged, as float32 in [-1, 1]."""
+    data = frame.to_ndarray()
+    channels = frame.layout.nb_channels
+    if not frame.format.is_planar:
+        data = data.reshape(-1, channels).T
+    mono = data.mean(axis=0, dtype=np.float32) if channels > 1 else data[0].astype(np.float32)
+    name = frame.format.name
+    if name.startswith("u8"):
+        mono -= 128
+    return mono * np.float32(_SCALE.get(name, 1.0))
+
+
+class _Resampler:
+    """Polyphase resampling to SAMPLE_RATE in blocks, so the source-rate audio is never held
+    whole. Blocks start at multiples of the rate ratio's denominator and overlap by a margin
+    wider than the filter, so the joined output equals resampling the whole signal."""
+
+    def __init__(self, rate: int) -> None:
+        g = math.gcd(rate, SAMPLE_RATE)
+        self.up, self.down = SAMPLE_RATE // g, rate // g
+        units = max(1, math.ceil(_FILTER_REACH * rate / self.down))
+        self.margin = units * self.down  # source samples, a whole number of ratio periods
+        self.block = max(1, round(_BLOCK_SECONDS * rate / self.down)) * self.down
+        self.taps = _taps(self.up, self.down)
+        self.pending = np.zeros(0, np.float32)
+        self.arrived: list[np.ndarray] = []  # frames not joined to `pending` yet
+        self.arrived_count = 0
+        self.history = np.zeros(0, np.float32)  # the margin before `pending`
+
+    def push(self, mono: np.ndarray) -> list[np.ndarray]:
+        self.arrived.append(mono)
+        self.arrived_count += len(mono)
+        out = []
+        if len(self.pending) + self.arrived_count >= self.block + self.margin:
+            self._join()
+            while len(self.pending) >= self.block + self.margin:
+                out.append(self._emit(self.block))
+        return out
+
+    def flush(self) -> list[np.ndarray]:
+        self._join()
+        if not len(self.pending):
+            return []
+        length = len(self.pending)
+        self.pending = np.concatenate([self.pending, np.zeros(self.margin, np.float32)])
+        full = self._emit(length)
+        return [full[: math.ceil(length * self.up / self.down)]]
+
+    def _join(self) -> None:
+        self.pending = np.concatenate([self.pending, *self.arrived])
+        self.arrived, self.arrived_count = [], 0
+
+    def _emit(self, length: int) -> np.ndarray:
+        """Resample `length` pending samples with the margins around them, keep the middle."""
+        if self.up == self.down:
+            chunk, self.pending = self.pending[:length], self.pending[length:]
+            return chunk
+        window = np.concatenate([self.history, self.pending[: length + self.margin]])
+        resampled = signal.resample_poly(window, self.up, self.down, window=self.taps)
+        start = len(self.history) * self.up // self.down
+        body = resampled[start : start + length * self.up // self.down]
+        self.history = self.pending[max(0, length - self.margin) : length]
+        self.pending = self.pending[length:]
+        return body
+
+
+@functools.cache
+def _taps(up: int, down: int) -> np.ndarray:
+    """resample_poly's own anti-aliasing filter, designed once per rate pair."""
+    if up == down:
+        return np.ones(1)
+    reach = 10 * max(up, down)
+    return signal.firwin(2 * reach + 1, 1 / max(up, down), window=("kaiser", 5.0))
+
+
+_FILTER_REACH = 0.01
+"""Seconds each side that the anti-aliasing filter reaches; the block margins cover it."""
+_BLOCK_SECONDS = 10.0
 
 
 def _frames(container: av.container.InputContainer,

@@ -14,12 +14,13 @@ from medialayer.kinds.audio.match import AudioMatch
 class AudioIndex:
     """Landmark postings of a catalog's audio; a search aligns the query with each candidate.
 
-    Items keep only their postings here (12 bytes per landmark); nothing else of a fingerprint
-    is needed to align and score a match.
+    Items keep only their postings here (12 bytes per landmark) and their duration; nothing
+    else of a fingerprint is needed to align and score a match.
     """
 
     def __init__(self) -> None:
         self.postings = PostingsIndex()
+        self._seconds: dict[int, float] = {}
 
     def __len__(self) -> int:
         return len(self.postings)
@@ -30,8 +31,10 @@ class AudioIndex:
     def add(self, key: int, fingerprint: AudioFingerprint, tenant: int = 0) -> None:
         landmarks = reference_landmarks(fingerprint.peaks)
         self.postings.add(key, landmarks.hashes, np.rint(landmarks.times), tenant)
+        self._seconds[key] = fingerprint.seconds
 
     def remove(self, key: int) -> bool:
+        self._seconds.pop(key, None)
         return self.postings.remove(key)
 
     def prepare(self) -> None:
@@ -42,5 +45,5 @@ class AudioIndex:
 
     def search(self, query: AudioFingerprint, top_k: int, min_score: float = 0.0,
                exclude: int | None = None, tenant: int | None = None) -> list[AudioMatch]:
-        found = match.search(self.postings, query.peaks, top_k, tenant, exclude)
+        found = match.search(self.postings, query.peaks, self._seconds, top_k, tenant, exclude)
         return [m for m in found if m.score >= min_score]

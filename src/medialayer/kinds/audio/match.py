@@ -10,6 +10,7 @@ votes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -58,7 +59,7 @@ class AudioMatch:
     speed: float  # query time x speed = reference time
     pitch: float  # query frequency x pitch = reference frequency
     offset: float  # seconds: reference time at query time 0
-    covered: float  # share of the query's duration inside segments
+    covered: float  # share of the query's duration spanned by segments
     segments: list[AudioSegment] = field(default_factory=list)
 
 
@@ -72,15 +73,16 @@ class _Votes:
     offsets: np.ndarray  # frames
 
 
-def search(index: PostingsIndex, query: Peaks, top_k: int, tenant: int | None = None,
-           exclude: int | None = None) -> list[AudioMatch]:
-    """The `top_k` best-aligned catalog items for the query's peaks, best first."""
+def search(index: PostingsIndex, query: Peaks, lengths: Mapping[int, float], top_k: int,
+           tenant: int | None = None, exclude: int | None = None) -> list[AudioMatch]:
+    """The `top_k` best-aligned catalog items for the query's peaks, best first; `lengths`
+    gives each item's duration in seconds."""
     landmarks = query_landmarks(query, SCALES)
     hits = index.lookup(landmarks.hashes, tenant)
     query_times = landmarks.times[hits.query]
     votes = _Votes(hits, landmarks.scales[hits.query], query_times, hits.times - query_times)
     best = _best_bins(votes, exclude)
-    matches = [_align(key, scale, bin_, grid, votes, query)
+    matches = [_align(key, scale, bin_, grid, votes, query.seconds, lengths.get(key, 0.0))
                for key, scale, bin_, grid in best[: max(CANDIDATES, top_k)]]
     found = [m for m in matches if m.score > 0]
     found.sort(key=lambda m: (-m.score, m.key))
@@ -92,7 +94,7 @@ def compare(query: Peaks, reference: Peaks) -> AudioMatch | None:
     index = PostingsIndex()
     landmarks = reference_landmarks(reference)
     index.add(0, landmarks.hashes, np.rint(landmarks.times))
-    found = search(index, query, top_k=1)
+    found = search(index, query, {0: reference.seconds}, top_k=1)
     return found[0] if found else None
 
 
@@ -133,9 +135,9 @@ def _decode(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     return rest >> _SCALE_BITS, rest & ((1 << _SCALE_BITS) - 1), bins, grid
 
 
-def _align(key: int, scale: int, bin_: int, grid: int, votes: _Votes,
-           query: Peaks) -> AudioMatch:
-    """The item's hits in its best bin become segments; their count becomes the score."""
+def _align(key: int, scale: int, bin_: int, grid: int, votes: _Votes, query_seconds: float,
+           reference_seconds: float) -> AudioMatch:
+    """The item's hits in its best bin become segments; their count and span, the score."""
     centre = (bin_ - 0.5 * grid + 0.5) * OFFSET_BIN
     mine = ((votes.hits.keys == key) & (votes.scales == scale)
             & (np.abs(votes.offsets - centre) <= OFFSET_BIN / 2 + 0.5))
@@ -143,16 +145,18 @@ def _align(key: int, scale: int, bin_: int, grid: int, votes: _Votes,
     offsets = votes.offsets[mine]
     times = np.sort(votes.query_times[mine] / factor.time) * FRAME_SECONDS
     offset = float(np.median(offsets)) * FRAME_SECONDS
-    count = int(mine.sum())
-    segments = _segments(times, factor, offset)
-    covered = sum(s.query_end - s.query_start for s in segments) / max(query.seconds, 1e-9)
-    return AudioMatch(key, calibration.score(count, query.seconds), count, factor.time,
-                      factor.freq, offset, min(1.0, covered), segments)
+    shorter = max(min(query_seconds, reference_seconds or query_seconds), 1e-9)
+    segments = _segments(times, factor, offset, shorter)
+    spanned = sum(s.query_end - s.query_start for s in segments)
+    return AudioMatch(key, calibration.score(len(times), spanned / shorter), len(times),
+                      factor.time, factor.freq, offset,
+                      min(1.0, spanned / max(query_seconds, 1e-9)), segments)
 
 
-def _segments(times: np.ndarray, scale: Scale, offset: float) -> list[AudioSegment]:
+def _segments(times: np.ndarray, scale: Scale, offset: float,
+              shorter: float) -> list[AudioSegment]:
     """Runs of aligned hits (query seconds) with no gap over SEGMENT_GAP, mapped onto the
-    reference along the fitted line."""
+    reference along the fitted line; each scored on its own."""
     if len(times) == 0:
         return []
     breaks = np.nonzero(np.diff(times) > SEGMENT_GAP)[0] + 1
@@ -162,5 +166,5 @@ def _segments(times: np.ndarray, scale: Scale, offset: float) -> list[AudioSegme
         segments.append(AudioSegment(
             round(start, 3), round(end, 3), round(offset + scale.time * start, 3),
             round(offset + scale.time * end, 3),
-            calibration.score(len(run), end - start)))
+            calibration.score(len(run), (end - start) / shorter)))
     return segments
