@@ -43,15 +43,20 @@ def catalog_landmarks(corpus: Path) -> list[tuple[np.ndarray, np.ndarray, np.nda
 
 def synthetic_segment(real: list[tuple[np.ndarray, np.ndarray, np.ndarray]], hours: float,
                       rng: np.random.Generator) -> Segment:
+    """Drawn in chunks into one preallocated array, sorted in place: the peak memory is the
+    index's own plus one chunk."""
     hashes = np.concatenate([h for _, h, _ in real]).astype(np.int64)
     seconds = sum(len(s) for s, _, _ in real) / 8000
     n = int(len(hashes) / seconds * hours * 3600)
     fields = [hashes >> (DF_BITS + DT_BITS), (hashes >> DT_BITS) & ((1 << DF_BITS) - 1),
               hashes & ((1 << DT_BITS) - 1)]
-    drawn = [rng.choice(f, n) for f in fields]
-    synthetic = ((drawn[0] << (DF_BITS + DT_BITS)) | (drawn[1] << DT_BITS) | drawn[2])
-    del drawn
-    synthetic = np.sort(synthetic.astype(np.uint32))
+    synthetic = np.empty(n, np.uint32)
+    chunk = 1 << 23
+    for at in range(0, n, chunk):
+        m = min(chunk, n - at)
+        f1, df, dt = (rng.choice(f, m) for f in fields)
+        synthetic[at: at + m] = (f1 << (DF_BITS + DT_BITS)) | (df << DT_BITS) | dt
+    synthetic.sort()
     items = int(hours * 3600 / CLIP_SECONDS)
     keys = rng.integers(len(real), len(real) + items, n, dtype=np.int32)
     times = rng.integers(0, int(CLIP_SECONDS / FRAME_SECONDS), n, dtype=np.int32)

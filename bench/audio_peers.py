@@ -36,9 +36,11 @@ def _child_cpu() -> float:
 
 
 def fpcalc(path: Path) -> np.ndarray:
-    out = subprocess.run(["fpcalc", "-raw", "-length", "0", str(path)], check=True,
+    """The raw print; fpcalc 1.5 exits 3 after "Error decoding audio frame (End of file)" on
+    complete files, so its output decides, not its exit status."""
+    out = subprocess.run(["fpcalc", "-raw", "-length", "0", str(path)],
                          capture_output=True, text=True).stdout
-    line = next(x for x in out.splitlines() if x.startswith("FINGERPRINT="))
+    line = next((x for x in out.splitlines() if x.startswith("FINGERPRINT=")), "FINGERPRINT=")
     values = line.split("=", 1)[1]
     return np.array([int(v) for v in values.split(",") if v], np.int64).astype(np.uint32)
 

@@ -114,3 +114,14 @@ def test_a_deleted_item_is_no_longer_found(clips: list[np.ndarray]) -> None:
     assert [m.key for m in index.search(query, 1)] == [1]
     index.remove(1)
     assert index.search(query, 1) == []
+
+
+def test_a_bulk_loaded_index_finds_what_item_by_item_adds_find(clips: list[np.ndarray],
+                                                               index: AudioIndex) -> None:
+    bulk = AudioIndex()
+    bulk.add_many([(key, key % 2, fingerprint(x)) for key, x in enumerate(clips)])
+    query = fingerprint(excerpt(clips[5], 4.0, 5.0))
+    assert [m.key for m in bulk.search(query, 1)] == [m.key for m in index.search(query, 1)] \
+        == [5]
+    assert [m.key for m in bulk.search(query, 1, tenant=1)] == [5]
+    assert bulk.search(query, 1, tenant=0) == []  # key 5 is tenant 1's

@@ -96,3 +96,13 @@ def test_bulk_load_matches_item_by_item_adds() -> None:
         a, b = bulk.lookup(query, tenant), one_by_one.lookup(query, tenant)
         assert sorted(zip(a.query.tolist(), a.keys.tolist(), a.times.tolist(), strict=True)) \
             == sorted(zip(b.query.tolist(), b.keys.tolist(), b.times.tolist(), strict=True))
+
+
+def test_a_deleted_key_bulk_loaded_again_is_found_with_its_new_postings() -> None:
+    index = PostingsIndex()
+    index.add(1, *postings(1))
+    index.remove(1)
+    h, t = postings(11)
+    index.add_many(np.full(len(h), 1), h, t)
+    assert found(index, postings(1)[0]) == set()
+    assert found(index, h) == {1}

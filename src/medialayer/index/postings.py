@@ -85,7 +85,7 @@ class PostingsIndex:
         self._deleted: set[int] = set()
         self._deleted_array = np.zeros(0, np.int32)
         self._live: dict[int, int] = {}
-        self._tenant = np.zeros(0, np.int16)
+        self._tenant = np.zeros(0, np.int32)
 
     def __len__(self) -> int:
         return len(self._live)
@@ -116,8 +116,11 @@ class PostingsIndex:
                  tenants: np.ndarray | None = None) -> None:
         """Bulk load of keys not in the index yet (start-up): one merge for all of them.
         The arrays are per posting; `tenants` defaults to tenant 0."""
-        for key, count in zip(*np.unique(keys, return_counts=True), strict=True):
-            self._live[int(key)] = int(count)
+        distinct, counts = np.unique(keys, return_counts=True)
+        if self._deleted.intersection(distinct.tolist()):
+            self.install(self.merged())  # a deleted key's old postings go before it returns
+        for key, count in zip(distinct.tolist(), counts.tolist(), strict=True):
+            self._live[key] = count
         self._pending.append((hashes.astype(np.uint32), keys.astype(np.int32),
                               times.astype(np.int32)))
         self._pending_count += len(hashes)
@@ -188,7 +191,7 @@ class PostingsIndex:
 
     def _grow_tenants(self, key: int) -> None:
         if key >= len(self._tenant):
-            grown = np.zeros(max(1024, key + 1, len(self._tenant) * 3 // 2), np.int16)
+            grown = np.zeros(max(1024, key + 1, len(self._tenant) * 3 // 2), np.int32)
             grown[: len(self._tenant)] = self._tenant
             self._tenant = grown
 

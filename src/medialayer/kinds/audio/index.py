@@ -33,6 +33,22 @@ class AudioIndex:
         self.postings.add(key, landmarks.hashes, np.rint(landmarks.times), tenant)
         self._seconds[key] = fingerprint.seconds
 
+    def add_many(self, items: list[tuple[int, int, AudioFingerprint]]) -> None:
+        """(key, tenant, fingerprint) of many items in one merge (start-up, bulk loads)."""
+        for key, _, _ in items:
+            if key in self.postings:
+                self.remove(key)
+        landmarks = [reference_landmarks(f.peaks) for _, _, f in items]
+        counts = [len(lm.hashes) for lm in landmarks]
+        if not items:
+            return
+        self.postings.add_many(
+            np.repeat([key for key, _, _ in items], counts),
+            np.concatenate([lm.hashes for lm in landmarks]),
+            np.concatenate([np.rint(lm.times) for lm in landmarks]),
+            np.repeat([tenant for _, tenant, _ in items], counts))
+        self._seconds.update((key, f.seconds) for key, _, f in items)
+
     def remove(self, key: int) -> bool:
         self._seconds.pop(key, None)
         return self.postings.remove(key)
