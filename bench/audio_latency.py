@@ -23,7 +23,13 @@ from medialayer.index.postings import MergePlan, PostingsIndex, Segment
 from medialayer.kinds.audio import match
 from medialayer.kinds.audio.decode import decode_path
 from medialayer.kinds.audio.fingerprint import fingerprint_samples
-from medialayer.kinds.audio.landmarks import DF_BITS, DT_BITS, FRAME_SECONDS, reference_landmarks
+from medialayer.kinds.audio.landmarks import (
+    DF_BITS,
+    DT_BITS,
+    FRAME_SECONDS,
+    HASH_BITS,
+    reference_landmarks,
+)
 
 CLIP_SECONDS = 180.0
 """Length of the synthetic catalog items."""
@@ -60,7 +66,7 @@ def synthetic_segment(real: list[tuple[np.ndarray, np.ndarray, np.ndarray]], hou
     items = int(hours * 3600 / CLIP_SECONDS)
     keys = rng.integers(len(real), len(real) + items, n, dtype=np.int32)
     times = rng.integers(0, int(CLIP_SECONDS / FRAME_SECONDS), n, dtype=np.int32)
-    return Segment(synthetic, keys, times)
+    return Segment.of_sorted(synthetic, keys, times, HASH_BITS)
 
 
 def main() -> None:
@@ -77,6 +83,9 @@ def main() -> None:
     for key, (_, h, t) in enumerate(real):
         index.add(key, h, t)
     index.install(index.merged())
+    lengths = {key: len(samples) / 8000 for key, (samples, _, _) in enumerate(real)}
+    items = int(args.hours * 3600 / CLIP_SECONDS)
+    lengths.update((key, CLIP_SECONDS) for key in range(len(real), len(real) + items))
     built = time.perf_counter() - t0
     print(f"{args.hours:,.0f} h: {index.postings():,} postings, {index.nbytes() / 1e9:.2f} GB, "
           f"built in {built:.0f} s")
@@ -90,7 +99,7 @@ def main() -> None:
             query = query + rng.normal(0, 0.05, len(query)).astype(np.float32)
         peaks = fingerprint_samples(query).peaks
         t = time.perf_counter()
-        found = match.search(index, peaks, top_k=5)
+        found = match.search(index, peaks, lengths, top_k=5)
         times.append(time.perf_counter() - t)
         right += bool(found) and found[0].key == key
     times.sort()

@@ -19,29 +19,58 @@ MAX_PENDING = 1 << 18
 over every buffered posting per query."""
 
 
+DIRECTORY_MIN = 1 << 20
+"""Postings from which a segment keeps a directory: the start of every hash value's range, so a
+lookup is two array reads instead of a binary search through a large array (at 100M postings
+the binary searches alone cost more than the whole rest of a search)."""
+
+
 @dataclass(frozen=True)
 class Segment:
-    """Postings sorted by hash."""
+    """Postings sorted by hash, with a directory of hash ranges when large."""
 
     hashes: np.ndarray  # uint32
     keys: np.ndarray  # int32
     times: np.ndarray  # int32, frames
+    directory: np.ndarray | None = None  # int64 start of each hash value, then the end
 
     @classmethod
     def empty(cls) -> Segment:
         return cls(np.zeros(0, np.uint32), np.zeros(0, np.int32), np.zeros(0, np.int32))
 
     @classmethod
-    def build(cls, hashes: np.ndarray, keys: np.ndarray, times: np.ndarray) -> Segment:
+    def build(cls, hashes: np.ndarray, keys: np.ndarray, times: np.ndarray,
+              hash_bits: int = 32) -> Segment:
         order = np.argsort(hashes, kind="stable")
-        return cls(hashes[order].astype(np.uint32), keys[order].astype(np.int32),
-                   times[order].astype(np.int32))
+        return cls.of_sorted(hashes[order].astype(np.uint32), keys[order].astype(np.int32),
+                             times[order].astype(np.int32), hash_bits)
+
+    @classmethod
+    def of_sorted(cls, hashes: np.ndarray, keys: np.ndarray, times: np.ndarray,
+                  hash_bits: int) -> Segment:
+        """A segment of arrays already sorted by hash; hashes below 2**hash_bits."""
+        directory = None
+        if len(hashes) >= DIRECTORY_MIN and hash_bits <= 24:
+            counts = np.bincount(hashes, minlength=1 << hash_bits)
+            directory = np.concatenate([[0], np.cumsum(counts)])
+        return cls(hashes, keys, times, directory)
 
     def __len__(self) -> int:
         return len(self.hashes)
 
     def nbytes(self) -> int:
-        return self.hashes.nbytes + self.keys.nbytes + self.times.nbytes
+        directory = 0 if self.directory is None else self.directory.nbytes
+        return self.hashes.nbytes + self.keys.nbytes + self.times.nbytes + directory
+
+    def ranges(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """[lo, hi) of each hash's postings."""
+        if self.directory is not None:
+            wide = hashes.astype(np.int64)
+            return self.directory[wide], self.directory[wide + 1]
+        distinct, inverse = np.unique(hashes, return_inverse=True)
+        lo = np.searchsorted(self.hashes, distinct, side="left")[inverse]
+        hi = np.searchsorted(self.hashes, distinct, side="right")[inverse]
+        return lo, hi
 
 
 @dataclass(frozen=True)
@@ -77,7 +106,8 @@ class MergePlan:
 class PostingsIndex:
     """Landmark postings of many items; keys are catalog integers, tenants small codes."""
 
-    def __init__(self) -> None:
+    def __init__(self, hash_bits: int = 32) -> None:
+        self.hash_bits = hash_bits
         self._main = Segment.empty()
         self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._pending_count = 0
@@ -160,7 +190,8 @@ class PostingsIndex:
         if dropped:
             keep = ~np.isin(keys, np.fromiter(dropped, np.int32, len(dropped)))
             hashes, keys, times = hashes[keep], keys[keep], times[keep]
-        return MergePlan(Segment.build(hashes, keys, times), len(pending), dropped)
+        return MergePlan(Segment.build(hashes, keys, times, self.hash_bits), len(pending),
+                         dropped)
 
     def install(self, plan: MergePlan) -> None:
         """Swap in a merged segment; buffered items that arrived after the snapshot stay."""
@@ -171,13 +202,15 @@ class PostingsIndex:
         self._deleted -= plan.dropped
         self._deleted_array = np.fromiter(self._deleted, np.int32, len(self._deleted))
 
-    def lookup(self, hashes: np.ndarray, tenant: int | None = None) -> Hits:
-        """Every live posting whose hash is in `hashes` (optionally of one tenant only)."""
+    def lookup(self, hashes: np.ndarray, tenant: int | None = None,
+               max_postings: int = 1 << 62) -> Hits:
+        """Every live posting whose hash is in `hashes` (optionally of one tenant only); hashes
+        with over `max_postings` postings in a segment are left out."""
         if self._pending and self._buffer is None:
             self.prepare()
-        parts = [_lookup(self._main, hashes)]
+        parts = [_lookup(self._main, hashes, max_postings)]
         if self._buffer is not None:
-            parts.append(_lookup(self._buffer, hashes))
+            parts.append(_lookup(self._buffer, hashes, max_postings))
         hits = Hits.join(parts)
         if len(self._deleted_array):
             hits = hits.where(~np.isin(hits.keys, self._deleted_array))
@@ -202,13 +235,12 @@ def _concat(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
             np.concatenate([p[2] for p in parts]))
 
 
-def _lookup(segment: Segment, hashes: np.ndarray) -> Hits:
-    """Ranges of equal hashes found by binary search (once per distinct hash, in order),
-    expanded into flat posting indices."""
-    distinct, inverse = np.unique(hashes, return_inverse=True)
-    lo = np.searchsorted(segment.hashes, distinct, side="left")[inverse]
-    hi = np.searchsorted(segment.hashes, distinct, side="right")[inverse]
+def _lookup(segment: Segment, hashes: np.ndarray, max_postings: int) -> Hits:
+    """Each hash's range of postings, expanded into flat posting indices; a hash with more
+    than `max_postings` postings is skipped (it is in too many items to tell any apart)."""
+    lo, hi = segment.ranges(hashes)
     counts = hi - lo
+    counts[counts > max_postings] = 0
     query = np.repeat(np.arange(len(hashes)), counts)
     starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
     idx = starts + np.arange(int(counts.sum()))

@@ -7,7 +7,7 @@ import numpy as np
 from medialayer.index.postings import PostingsIndex
 from medialayer.kinds.audio import match
 from medialayer.kinds.audio.fingerprint import AudioFingerprint
-from medialayer.kinds.audio.landmarks import reference_landmarks
+from medialayer.kinds.audio.landmarks import HASH_BITS, reference_landmarks
 from medialayer.kinds.audio.match import AudioMatch
 
 
@@ -19,7 +19,7 @@ class AudioIndex:
     """
 
     def __init__(self) -> None:
-        self.postings = PostingsIndex()
+        self.postings = PostingsIndex(HASH_BITS)
         self._seconds: dict[int, float] = {}
 
     def __len__(self) -> int:

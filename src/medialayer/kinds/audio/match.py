@@ -19,6 +19,7 @@ from medialayer.index.postings import Hits, PostingsIndex
 from medialayer.kinds.audio import calibration
 from medialayer.kinds.audio.landmarks import (
     FRAME_SECONDS,
+    HASH_BITS,
     Peaks,
     Scale,
     query_landmarks,
@@ -34,6 +35,9 @@ OFFSET_BIN = 4
 seconds, narrow enough that chance hits rarely pile up in one."""
 CANDIDATES = 20
 """Items per query whose alignment is worked out (the best by raw votes)."""
+COMMON_HASH = 4000
+"""Postings above which a hash is ignored: it sits in so many places that its hits only add
+noise and time (a large catalog's most common hashes, from steady tones and silence edges)."""
 SEGMENT_GAP = 3.0
 """Seconds without an aligned hit that end a segment."""
 
@@ -78,7 +82,7 @@ def search(index: PostingsIndex, query: Peaks, lengths: Mapping[int, float], top
     """The `top_k` best-aligned catalog items for the query's peaks, best first; `lengths`
     gives each item's duration in seconds."""
     landmarks = query_landmarks(query, SCALES)
-    hits = index.lookup(landmarks.hashes, tenant)
+    hits = index.lookup(landmarks.hashes, tenant, COMMON_HASH)
     query_times = landmarks.times[hits.query]
     votes = _Votes(hits, landmarks.scales[hits.query], query_times, hits.times - query_times)
     best = _best_bins(votes, exclude)
@@ -91,7 +95,7 @@ def search(index: PostingsIndex, query: Peaks, lengths: Mapping[int, float], top
 
 def compare(query: Peaks, reference: Peaks) -> AudioMatch | None:
     """The best alignment of two fingerprints, or None if they share no aligned evidence."""
-    index = PostingsIndex()
+    index = PostingsIndex(HASH_BITS)
     landmarks = reference_landmarks(reference)
     index.add(0, landmarks.hashes, np.rint(landmarks.times))
     found = search(index, query, {0: reference.seconds}, top_k=1)
@@ -104,9 +108,9 @@ def _best_bins(votes: _Votes, exclude: int | None) -> list[tuple[int, int, int, 
         return []
     keys = votes.hits.keys.astype(np.int64)
     scales = votes.scales.astype(np.int64)
-    codes = [_code(keys, scales, np.floor(votes.offsets / OFFSET_BIN + 0.5 * grid)
-                   .astype(np.int64), grid) for grid in (0, 1)]
-    unique, counts = np.unique(np.concatenate(codes), return_counts=True)
+    codes = np.concatenate([_code(keys, scales, np.floor(votes.offsets / OFFSET_BIN + 0.5 * grid)
+                                  .astype(np.int64), grid) for grid in (0, 1)])
+    unique, counts = np.unique(_fullest(codes), return_counts=True)
     keys, scales, bins, grids = _decode(unique)
     order = np.lexsort((-counts, keys))  # per key, the fullest bin first
     first = np.ones(len(order), bool)
@@ -116,6 +120,31 @@ def _best_bins(votes: _Votes, exclude: int | None) -> list[tuple[int, int, int, 
     return [(int(keys[i]), int(scales[i]), int(bins[i]), int(grids[i])) for i in best
             if int(keys[i]) != exclude and counts[i] >= calibration.MIN_VOTES]
 
+
+def _fullest(codes: np.ndarray) -> np.ndarray:
+    """The codes of the fullest bins (and of few others), found without sorting them all.
+
+    A large catalog gives a query up to millions of hits; counting them in a hashed histogram
+    is linear, and only the hits of its fullest cells are then counted exactly. A collision can
+    only add hits to a cell, so no full bin is lost.
+    """
+    if len(codes) <= SORTED_VOTES:
+        return codes
+    cells = ((codes.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+             >> np.uint64(64 - CELL_BITS)).astype(np.int64)
+    counts = np.bincount(cells, minlength=1 << CELL_BITS)
+    top = np.argpartition(counts, -FULL_CELLS)[-FULL_CELLS:]
+    keep = np.zeros(1 << CELL_BITS, bool)
+    keep[top[counts[top] >= calibration.MIN_VOTES]] = True
+    return codes[keep[cells]]
+
+
+SORTED_VOTES = 1 << 17
+"""Hits up to which all bins are counted exactly (one sort)."""
+CELL_BITS = 20
+FULL_CELLS = 512
+"""Cells of the hashed histogram whose hits are counted exactly: many more than CANDIDATES,
+as one item fills a cell in each grid and at neighbouring scales."""
 
 _BIN_BITS = 24
 _SCALE_BITS = 5
