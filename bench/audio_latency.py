@@ -78,11 +78,11 @@ def main() -> None:
     rng = np.random.default_rng(7)
     real = catalog_landmarks(args.corpus)
     t0 = time.perf_counter()
-    index = PostingsIndex()
+    index = PostingsIndex(HASH_BITS)
     index.install(MergePlan(synthetic_segment(real, args.hours, rng), 0, frozenset()))
     for key, (_, h, t) in enumerate(real):
-        index.add(key, h, t)
-    index.install(index.merged())
+        index.add(key, h, t)  # into the append buffer, searched beside the main segment
+    index.prepare()
     lengths = {key: len(samples) / 8000 for key, (samples, _, _) in enumerate(real)}
     items = int(args.hours * 3600 / CLIP_SECONDS)
     lengths.update((key, CLIP_SECONDS) for key in range(len(real), len(real) + items))

@@ -35,7 +35,7 @@ OFFSET_BIN = 4
 seconds, narrow enough that chance hits rarely pile up in one."""
 CANDIDATES = 20
 """Items per query whose alignment is worked out (the best by raw votes)."""
-COMMON_HASH = 4000
+COMMON_HASH = 256
 """Postings above which a hash is ignored: it sits in so many places that its hits only add
 noise and time (a large catalog's most common hashes, from steady tones and silence edges)."""
 SEGMENT_GAP = 3.0
@@ -133,9 +133,11 @@ def _fullest(codes: np.ndarray) -> np.ndarray:
     cells = ((codes.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
              >> np.uint64(64 - CELL_BITS)).astype(np.int64)
     counts = np.bincount(cells, minlength=1 << CELL_BITS)
-    top = np.argpartition(counts, -FULL_CELLS)[-FULL_CELLS:]
+    full = np.flatnonzero(counts >= calibration.MIN_VOTES)
+    if len(full) > FULL_CELLS:  # partition only these: most cells hold 0 or 1 hits
+        full = full[np.argpartition(counts[full], -FULL_CELLS)[-FULL_CELLS:]]
     keep = np.zeros(1 << CELL_BITS, bool)
-    keep[top[counts[top] >= calibration.MIN_VOTES]] = True
+    keep[full] = True
     return codes[keep[cells]]
 
 
