@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint bench-accuracy bench-speed bench-index clean
+.PHONY: serve test lint bench-accuracy bench-speed bench-index bench-audio-deps bench-audio \
+	bench-audio-latency clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -35,6 +36,16 @@ bench-speed: $(STAMP)
 
 bench-index: $(STAMP)
 	$(BIN)/python bench/index.py
+
+# Chromaprint's fpcalc, the audio peer (a Debian package; the tests never need it).
+bench-audio-deps:
+	command -v fpcalc >/dev/null || (apt-get update -q && apt-get install -y -q libchromaprint-tools)
+
+bench-audio: $(STAMP) bench-audio-deps
+	$(BIN)/python bench/audio_accuracy.py --corpus $${CORPUS:-eval-data/audio-dev} --out $${OUT:-eval-data/audio-results.csv} --peers
+
+bench-audio-latency: $(STAMP)
+	$(BIN)/python bench/audio_latency.py --corpus $${CORPUS:-eval-data/audio-dev} --hours $${HOURS:-1000}
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

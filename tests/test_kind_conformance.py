@@ -26,6 +26,7 @@ from medialayer.cli import app
 from medialayer.kinds import AnyKind, get_kind, kinds, register, unregister
 from medialayer.kinds.base import CONFIDENCE_ORDER, at_least
 
+import audio_synth
 import fakekind
 import synth
 
@@ -46,7 +47,15 @@ def _image_copy(data: bytes) -> bytes:
     return synth.jpeg(synth.crop_center(Image.open(io.BytesIO(data)), 0.8), quality=40)
 
 
+def _audio_copy(data: bytes) -> bytes:
+    """A 6-second excerpt, louder, under pink noise at 10 dB SNR."""
+    x = audio_synth.read_wav(data)[2 * audio_synth.RATE: 8 * audio_synth.RATE]
+    return audio_synth.wav_bytes(audio_synth.mix(1.5 * x, audio_synth.noise(6.0, 9, "pink"), 10.0))
+
+
 SAMPLES = {
+    "audio": Samples(lambda seed: audio_synth.wav_bytes(audio_synth.melody(12.0, seed)),
+                     _audio_copy, ".wav"),
     "image": Samples(lambda seed: synth.jpeg(synth.photo(seed, (640, 480))), _image_copy,
                      ".jpg"),
     "lines": Samples(lambda seed: fakekind.lines_file(fakekind.lines_of(seed)),
