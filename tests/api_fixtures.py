@@ -32,10 +32,10 @@ from medialayer.keys import create_key
 from medialayer.service import MediaLayer
 
 import synth
+from deadlines import DRIP_SECONDS, FETCH_TIMEOUT
 
 ORIGIN_NETWORK = "127.0.0.1/32"
 FETCH_MAX_BYTES = 2 * 1024 * 1024
-TOTAL_TIMEOUT = 1.5
 
 
 # -- synthetic media ------------------------------------------------------------------------
@@ -130,9 +130,9 @@ def _handler(files: dict[str, tuple[str, bytes]], origin: Origin) -> type[BaseHT
             self.end_headers()
 
         def _drip(self, every: float) -> None:
-            """A byte at a time, forever (well, 60 s): only a total deadline stops it."""
+            """A byte at a time, forever (well, DRIP_SECONDS): only a total deadline stops it."""
             self._send_head(200, {"Content-Type": "image/jpeg"})
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + DRIP_SECONDS
             while time.monotonic() < deadline:
                 self.wfile.write(b"\xff")
                 self.wfile.flush()
@@ -176,12 +176,12 @@ def origin(media: Media) -> Iterator[Origin]:
 
 def settings_for(data_dir: Path, allow: list[str] | None = None, **overrides: object
                  ) -> Settings:
-    """Test settings: small caps and deadlines so hostile cases end fast."""
+    """Test settings: small caps so hostile cases end fast, and deadlines no loaded machine hits."""
     values: dict[str, object] = {
         "data_dir": str(data_dir),
         "fetch_allow_networks": [ORIGIN_NETWORK] if allow is None else allow,
-        "fetch_max_bytes": FETCH_MAX_BYTES, "fetch_total_timeout": TOTAL_TIMEOUT,
-        "fetch_read_timeout": 1.0, "fetch_connect_timeout": 1.0,
+        "fetch_max_bytes": FETCH_MAX_BYTES, "fetch_total_timeout": FETCH_TIMEOUT,
+        "fetch_read_timeout": FETCH_TIMEOUT, "fetch_connect_timeout": FETCH_TIMEOUT,
         "upload_max_bytes": FETCH_MAX_BYTES, **overrides}
     return Settings(**values)
 

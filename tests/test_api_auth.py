@@ -13,7 +13,7 @@ from medialayer.api.auth import KeyCache, RateLimiter
 from medialayer.keys import create_key, revoke_key
 
 if TYPE_CHECKING:
-    from api_fixtures import Api, Media
+    from api_fixtures import Api, Media, Origin
 
 pytest_plugins = ["api_fixtures"]
 
@@ -152,3 +152,24 @@ def test_token_bucket_refills() -> None:
     assert limiter.acquire("k", 2) == 0.0
     assert limiter.acquire("other", 2) == 0.0
     assert limiter.acquire("k", 0) == 0.0  # 0 means unlimited
+
+
+def test_search_with_index_true_needs_the_index_scope(api: Api, media: Media,
+                                                      origin: Origin) -> None:
+    """index=true writes to the catalog: a search-only key gets 403 and adds nothing, by upload
+    and by URL; the same key may still search without writing."""
+    search_only = api.key(scopes=("search",))
+    upload = api.client.post("/v1/search/image/upload", headers=search_only,
+                             files={"file": ("q.jpg", media.original)}, data={"index": "true"})
+    by_url = api.client.post("/v1/search/image/url", headers=search_only,
+                             json={"url": origin.url("/photo.jpg"), "index": True})
+    for response in (upload, by_url):
+        assert status_and_code(response) == (403, "forbidden")
+        assert "index scope" in response.json()["error"]["message"]
+    assert api.ml.store.count() == 0
+    plain = api.client.post("/v1/search/image/upload", headers=search_only,
+                            files={"file": ("q.jpg", media.original)})
+    assert plain.status_code == 200 and plain.json()["query_media_id"] is None
+    both = api.client.post("/v1/search/image/upload", headers=api.key(),
+                           files={"file": ("q.jpg", media.original)}, data={"index": "true"})
+    assert both.status_code == 200 and both.json()["query_media_id"] is not None

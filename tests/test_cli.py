@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 
 from medialayer import MediaLayer
 from medialayer.cli import app
+from medialayer.csvfile import safe_cell
 
 import synth
 
@@ -36,6 +38,11 @@ def invoke(*args: str) -> object:
     return result
 
 
+def said(result: object) -> str:
+    """A command's output as one line: rich wraps and boxes usage errors to the terminal."""
+    return " ".join(result.output.replace("│", " ").split())
+
+
 def test_index_a_folder_then_search(photos: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     r = invoke("index", photos / "a.jpg", photos / "b.jpg", "--data-dir", data, "--json")
@@ -49,7 +56,7 @@ def test_index_a_folder_then_search(photos: Path, tmp_path: Path) -> None:
 def test_a_bad_file_is_reported_and_the_rest_indexed(photos: Path, tmp_path: Path) -> None:
     r = invoke("index", photos, "--data-dir", tmp_path / "d", "--json")
     out = json.loads(r.stdout)
-    assert r.exit_code == 0
+    assert r.exit_code == 1 and "1 of 7 files or rows failed" in r.stderr
     assert len(out["indexed"]) == 6
     assert [f["source"].endswith("broken.jpg") for f in out["failed"]] == [True]
 
@@ -64,7 +71,7 @@ def test_index_a_csv_of_paths_with_external_ids(photos: Path, tmp_path: Path) ->
                        "too,many,fields,in,this,line\n")
     data = tmp_path / "data"
     r = invoke("index", listing, "--data-dir", data, "--json")
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 1, r.output  # some rows failed
     out = json.loads(r.stdout)
     assert [m["row"] for m in out["indexed"]] == [1, 2]
     assert [f["row"] for f in out["failed"]] == [3, 4, 5]
@@ -118,3 +125,96 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
     assert invoke("keys", "revoke", key[:10], "--data-dir", data).exit_code == 0
     bad = invoke("keys", "create", "--scopes", "everything", "--data-dir", data)
     assert bad.exit_code == 1
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_quoted(tmp_path: Path, monkeypatch) -> None:
+    """File names and URLs come from whoever supplied the files: a CSV the CLI writes never
+    hands a spreadsheet a formula (OWASP CSV injection)."""
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    (folder / "=HYPERLINK(1).jpg").write_bytes(synth.jpeg(synth.photo(1)))
+    (folder / "@SUM(1).png").write_bytes(synth.png(synth.crop_center(synth.photo(1), 0.8)))
+    monkeypatch.chdir(folder)  # the pairs then name the files as found: relative to "."
+    assert invoke("dedupe", ".", "--csv", tmp_path / "pairs.csv").exit_code == 0
+    listing = tmp_path / "list.csv"
+    listing.write_text('url,external_id\n"=cmd|\' /C calc\'!A0",sku-1\n+1,sku-2\n')
+    invoke("index", listing, "--data-dir", tmp_path / "d", "--failed-csv", tmp_path / "bad.csv")
+    with open(tmp_path / "pairs.csv", newline="") as f:
+        pairs = list(csv.reader(f))
+    with open(tmp_path / "bad.csv", newline="") as f:
+        failed = list(csv.reader(f))
+    assert sorted(pairs[1][1:3]) == ["'=HYPERLINK(1).jpg", "'@SUM(1).png"]
+    assert [row[0] for row in failed[1:]] == ["'=cmd|' /C calc'!A0", "'+1"]
+    cells = [cell for row in pairs + failed for cell in row]
+    assert not any(cell.startswith(("=", "+", "-", "@", "\t", "\r")) for cell in cells)
+
+
+def test_safe_cell_quotes_every_formula_start_and_only_those() -> None:
+    for start in "=+-@\t\r":
+        assert safe_cell(f"{start}1") == f"'{start}1"
+    assert safe_cell("a=1") == "a=1" and safe_cell(-1) == -1 and safe_cell("'=1") == "'=1"
+
+
+def test_a_csv_indexed_again_finishes_every_row(photos: Path, tmp_path: Path,
+                                                monkeypatch) -> None:
+    """On the second run every row is known: whole claims are finished without fetching, and
+    the run must still go on claiming until no row is left, not stop after the first claim."""
+    monkeypatch.setenv("MEDIALAYER_BULK_CONCURRENCY", "2")
+    listing = tmp_path / "list.csv"
+    listing.write_text("path,external_id\n" + "".join(
+        f"{photos / name},sku-{i}\n" for i, name in enumerate(["a.jpg", "b.jpg", "c.jpg"] * 2)))
+    data = tmp_path / "data"
+    first = json.loads(invoke("index", listing, "--data-dir", data, "--json").stdout)
+    again = invoke("index", listing, "--data-dir", data, "--json")
+    assert again.exit_code == 0, again.output
+    rows = json.loads(again.stdout)["indexed"]
+    assert [m["row"] for m in rows] == [1, 2, 3, 4, 5, 6]
+    assert [m["media_id"] for m in rows] == [m["media_id"] for m in first["indexed"]]
+
+
+def test_a_folder_indexed_again_adds_nothing(photos: Path, tmp_path: Path) -> None:
+    """A file is catalogued under its absolute path as external id: a second run finds every
+    file already there, adds none and says so."""
+    data = tmp_path / "data"
+    first = json.loads(invoke("index", photos, "--data-dir", data, "--json").stdout)
+    again = json.loads(invoke("index", photos, "--data-dir", data, "--json").stdout)
+    assert [m["id"] for m in again["indexed"]] == [m["id"] for m in first["indexed"]]
+    assert all(m["already_indexed"] for m in again["indexed"])
+    assert first["indexed"][0]["external_id"] == str((photos / "a-copy.png").resolve())
+    ml = MediaLayer(data)
+    assert ml.store.count() == 6
+    ml.close()
+
+
+def test_a_folder_where_a_file_belongs_is_a_usage_error(photos: Path, tmp_path: Path) -> None:
+    invoke("index", photos / "a.jpg", "--data-dir", tmp_path / "d")
+    for args in (["search", photos, "--data-dir", tmp_path / "d"],
+                 ["compare", photos, photos / "a.jpg"]):
+        r = invoke(*args)
+        assert r.exit_code == 2 and "is a directory" in said(r), r.output
+        assert "Traceback" not in r.output
+
+
+def test_dedupe_refuses_a_missing_folder_and_an_unknown_confidence(photos: Path,
+                                                                  tmp_path: Path) -> None:
+    missing = invoke("dedupe", tmp_path / "nowhere")
+    assert missing.exit_code == 2 and "does not exist" in said(missing)
+    foo = invoke("dedupe", photos, "--min-confidence", "foo")
+    assert foo.exit_code == 2 and "'foo' is not one of low, medium, high" in said(foo)
+
+
+def test_commands_name_their_catalog_and_never_search_a_missing_one(
+        photos: Path, tmp_path: Path, monkeypatch) -> None:
+    """Run from another folder, search used to make an empty ./data and answer "no match"."""
+    monkeypatch.delenv("MEDIALAYER_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    r = invoke("search", photos / "a.jpg")
+    assert r.exit_code == 1 and f"no catalog at {tmp_path / 'data' / 'catalog.db'}" in r.stderr
+    assert not (tmp_path / "data").exists()
+    invoke("keys", "create", "--data-dir", tmp_path / "empty")  # a catalog without media
+    r = invoke("search", photos / "a.jpg", "--data-dir", tmp_path / "empty")
+    assert r.exit_code == 1 and "no media" in r.stderr
+    invoke("index", photos / "a.jpg")  # indexing may make the catalog
+    r = invoke("search", photos / "a-copy.png")
+    assert r.exit_code == 0 and f"catalog: {tmp_path / 'data' / 'catalog.db'}" in r.stderr
+    assert "a.jpg" in r.stdout

@@ -111,12 +111,15 @@ def _worker(data_dir: Path) -> subprocess.Popen:
 
 def test_a_killed_worker_loses_and_doubles_nothing(tmp_path: Path, origin,
                                                     make_settings) -> None:
-    """kill -9 mid-job, restart: every row ends done exactly once or failed, never twice."""
+    """kill -9 mid-job, restart: every row ends done exactly once or failed, never twice.
+
+    The deadlines only catch a hang: a loaded machine may be slow, never wrong."""
+    total, kill_after, hang = 800, 200, 900
     data = tmp_path / "data"
     ml = MediaLayer(data)
     rows = [f"{origin.url('/photo.jpg')}?n={i},row {i},{f'e{i}' if i % 2 else ''}"
-            for i in range(2000)]
-    rows[1000] = f"{origin.url('/page.html')},html,"
+            for i in range(total)]
+    rows[total // 2] = f"{origin.url('/page.html')},html,"
     job_id = submit_csv(ml, "url,name,external_id\n" + "\n".join(rows), "default",
                         make_settings())
 
@@ -124,29 +127,29 @@ def test_a_killed_worker_loses_and_doubles_nothing(tmp_path: Path, origin,
         return Counter(state for _, state, _ in job_rows.row_outcomes(ml.store, job_id))
 
     worker = _worker(data)
-    deadline = time.monotonic() + 120
-    while counts()["done"] < 300 and time.monotonic() < deadline:
+    deadline = time.monotonic() + hang
+    while counts()["done"] < kill_after and time.monotonic() < deadline:
         time.sleep(0.2)
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait()
     killed_at = counts()
-    assert 300 <= killed_at["done"] < 2000 - 1, killed_at
+    assert kill_after <= killed_at["done"] < total - 1, killed_at
 
     worker = _worker(data)
     try:
-        while counts()["pending"] + counts()["claimed"] and time.monotonic() < deadline + 120:
+        while counts()["pending"] + counts()["claimed"] and time.monotonic() < deadline + hang:
             time.sleep(0.5)
     finally:
         worker.terminate()
         worker.wait(timeout=30)
     outcomes = job_rows.row_outcomes(ml.store, job_id)
-    assert Counter(s for _, s, _ in outcomes) == {"done": 1999, "failed": 1}
+    assert Counter(s for _, s, _ in outcomes) == {"done": total - 1, "failed": 1}
     media_ids = [m for _, s, m in outcomes if s == "done"]
-    assert len(set(media_ids)) == 1999  # one media per done row, none shared, none lost
+    assert len(set(media_ids)) == total - 1  # one media per done row, none shared, none lost
     with ml.store.session() as s:
-        assert s.scalar(select(func.count()).select_from(Media)) == 1999
+        assert s.scalar(select(func.count()).select_from(Media)) == total - 1
         sources = s.scalars(select(Media.source)).all()
-    assert len(set(sources)) == 1999  # no row indexed twice
+    assert len(set(sources)) == total - 1  # no row indexed twice
     ml.close()
 
 

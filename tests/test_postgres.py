@@ -9,47 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
-import uuid
 
 import pytest
-import sqlalchemy as sa
+from pg_fixtures import needs_postgres
 
 from medialayer import Conflict, MediaLayer
 
 import synth
 
-URL = os.environ.get("MEDIALAYER_TEST_POSTGRES_URL",
-                     "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-def _reachable() -> str | None:
-    try:
-        with sa.create_engine(URL).connect() as conn:
-            conn.execute(sa.text("select 1"))
-        return None
-    except Exception as e:  # any connection failure means: no server here
-        return f"PostgreSQL not reachable at {URL}: {e.__class__.__name__}"
-
-
-_WHY_NOT = _reachable()
-if _WHY_NOT and os.environ.get("MEDIALAYER_REQUIRE_POSTGRES") == "1":
-    raise RuntimeError(_WHY_NOT)
-pytestmark = pytest.mark.skipif(_WHY_NOT is not None, reason=_WHY_NOT or "")
-
-
-@pytest.fixture
-def pg_url() -> str:
-    """A database URL whose connections live in a fresh schema, dropped afterwards."""
-    schema = f"ml_test_{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(URL)
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'create schema "{schema}"'))
-    sep = "&" if "?" in URL else "?"
-    yield f"{URL}{sep}options=-csearch_path%3D{schema}"
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'drop schema "{schema}" cascade'))
-    engine.dispose()
+pytest_plugins = ["pg_fixtures"]
+pytestmark = needs_postgres
 
 
 def test_round_trip_search_and_delete_on_postgres(pg_url: str, tmp_path) -> None:
@@ -140,4 +109,26 @@ def test_bulk_rows_on_postgres_are_written_in_batches_exactly_once(pg_url: str, 
     with pytest.raises(job_rows.ClaimLost), ml.store.session.begin() as s:
         job_rows.complete_rows(s, [(claim, media[0]), (stolen, media[1])])
     assert job_rows.row_outcomes(ml.store, other)[0][1] == "claimed"
+    ml.close()
+
+
+def test_nul_bytes_are_refused_on_postgres_as_on_sqlite(pg_url: str, tmp_path) -> None:
+    """PostgreSQL refuses NUL in text (a 500 once it got there) where SQLite stored it: both
+    now answer 422 on every route, and the library refuses it before any SQL."""
+    from fastapi.testclient import TestClient
+
+    from medialayer.api import create_app
+    from medialayer.config import Settings
+    from medialayer.errors import InvalidInput
+    from medialayer.keys import create_key
+
+    from nul_cases import assert_nul_refused
+
+    ml = MediaLayer(tmp_path, database_url=pg_url)
+    _info, key = create_key(ml.store, "acme", ["index", "search"])
+    settings = Settings(data_dir=str(tmp_path), database_url=pg_url, run_jobs=False)
+    with TestClient(create_app(settings, ml), raise_server_exceptions=False) as client:
+        assert assert_nul_refused(client, {"X-API-Key": key}, synth.jpeg(synth.photo(5))) >= 30
+    with pytest.raises(InvalidInput, match="NUL"):
+        ml.index(synth.jpeg(synth.photo(6)), external_id="sku\x00")
     ml.close()

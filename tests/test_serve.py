@@ -12,8 +12,15 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
+import pytest
+
+if TYPE_CHECKING:
+    from api_fixtures import Origin
+
+pytest_plugins = ["api_fixtures"]
 
 
 def free_port() -> int:
@@ -163,3 +170,58 @@ def connection_owners(pids: list[int], port: int) -> Counter[int]:
         if local_port == port and state == "01" and inode in owner_of:
             owners[owner_of[inode]] += 1
     return owners
+
+
+def descendants(pid: int) -> set[int]:
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children(todo.pop()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    """Those of `pids` still running (a zombie has ended: it only waits to be reaped)."""
+    running = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            running.add(pid)
+    return running
+
+
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["one", "two-workers"])
+def test_kill_9_of_serve_leaves_no_process_behind(tmp_path: Path, origin: Origin,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  workers: list[str]) -> None:
+    """The HTTP workers, forkservers, fingerprinting pools and resource trackers of a `serve`
+    killed with SIGKILL all end, though nothing could tell them to."""
+    monkeypatch.setenv("MEDIALAYER_FETCH_ALLOW_NETWORKS", '["127.0.0.1/32"]')
+    server, lines = start_serve(tmp_path / "data", *workers)
+    try:
+        key = re.search(r"(ml_\S+)", next(x for x in lines if "First API key" in x)).group(1)
+        base = re.search(r"(http://\S+?)/docs", "".join(lines)).group(1)
+        listing = "url\n" + "".join(f"{origin.url('/photo.jpg')}?n={i}\n" for i in range(2))
+        job = httpx.post(f"{base}/v1/media/bulk", headers={"X-API-Key": key}, timeout=60,
+                         files={"file": ("l.csv", listing)}).json()["job_id"]
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and httpx.get(
+                f"{base}/v1/jobs/{job}", headers={"X-API-Key": key}, timeout=60
+        ).json()["state"] != "done":
+            time.sleep(0.2)
+        family = descendants(server.pid)
+        names = {Path(f"/proc/{pid}/cmdline").read_bytes() for pid in alive(family)}
+        assert any(b"forkserver" in name for name in names), names  # the pool is running
+    finally:
+        server.kill()
+        server.wait()
+    deadline = time.monotonic() + 30
+    while alive(family) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert alive(family) == set()

@@ -8,13 +8,17 @@ import os
 import signal
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from sqlalchemy.engine import make_url
 
+from medialayer.calibration import CONFIDENCE_ORDER
+from medialayer.catalog.store import MediaRecord
+from medialayer.csvfile import write_csv
 from medialayer.errors import MediaLayerError
 from medialayer.results import SearchResult
 from medialayer.service import MediaLayer
@@ -34,10 +38,30 @@ DataDir = Annotated[Path | None, typer.Option("--data-dir", envvar="MEDIALAYER_D
 Tenant = Annotated[str, typer.Option(help="Tenant whose catalog is used.")]
 MediaType = Annotated[str, typer.Option("--media-type", "-t", help="image, video or audio.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+MediaFile = Annotated[Path, typer.Argument(exists=True, dir_okay=False,
+                                           help="A media file (not a folder).")]
 
 
-def _open(data_dir: Path | None, tenant: str = "default") -> MediaLayer:
-    return MediaLayer(data_dir, tenant=tenant)
+def _open(data_dir: Path | None, tenant: str = "default", *, create: bool = False) -> MediaLayer:
+    """The catalog a command works on, named on stderr: a command run from another folder
+    must not quietly answer from an empty catalog it has just made. Only commands that add
+    (`create`) may make one; the others stop with a clear message instead."""
+    database_url = os.environ.get("MEDIALAYER_DATABASE_URL") or None
+    folder = (data_dir or Path("data")).resolve()
+    if database_url:
+        where = make_url(database_url).render_as_string(hide_password=True)
+    else:
+        where = str(folder / "catalog.db")
+        if not create and not (folder / "catalog.db").is_file():
+            _fail(f"no catalog at {where}: index something first, or name the catalog with "
+                  "--data-dir or MEDIALAYER_DATA_DIR")
+    err.print(f"catalog: {where}", soft_wrap=True)
+    return MediaLayer(folder, database_url=database_url, tenant=tenant)
+
+
+def _fail(message: str) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    raise typer.Exit(1)
 
 
 def _progress() -> Progress:
@@ -59,13 +83,16 @@ def _files(paths: list[Path]) -> list[Path]:
 @app.command()
 def index(paths: Annotated[list[Path], typer.Argument(help="Files, folders, or .csv lists.")],
           data_dir: DataDir = None, tenant: Tenant = "default", media_type: MediaType = "image",
+          failed_csv: Annotated[Path | None, typer.Option(
+              "--failed-csv", help="Write the failed files and rows here (source, row, error).")]
+          = None,
           as_json: AsJson = False) -> None:
     """Fingerprint files, folders, or CSV lists (url or path, media_type, name, external_id).
 
     A CSV becomes a bulk job in the catalog, worked by the same code as POST /v1/media/bulk:
     resumable, idempotent by external_id. A bad file or row is reported and the rest indexed.
     """
-    ml = _open(data_dir, tenant)
+    ml = _open(data_dir, tenant, create=True)
     done: list[dict] = []
     failed: list[dict] = []
     files = _files([p for p in paths if p.suffix.lower() != ".csv"])
@@ -74,26 +101,43 @@ def index(paths: Annotated[list[Path], typer.Argument(help="Files, folders, or .
     for listing in (p for p in paths if p.suffix.lower() == ".csv"):
         _index_csv(ml, listing, tenant, done, failed)
     ml.close()
+    if failed_csv:
+        write_csv(failed_csv, ["source", "row", "error"],
+                  ([f.get("source"), f.get("row", ""), f["error"]] for f in failed))
+    known = sum(1 for d in done if d.get("already_indexed"))
     if as_json:
         console.print_json(json.dumps({"indexed": done, "failed": failed}))
     else:
-        console.print(f"indexed {len(done)}, failed {len(failed)}")
-        for f in failed:
-            err.print(f"[red]{f.get('source')}[/red]: {f['error']}")
-    if failed and not done:
-        raise typer.Exit(1)
+        console.print(f"indexed {len(done)} ({known} already in the catalog), "
+                      f"failed {len(failed)}")
+    for f in failed:
+        err.print(f"[red]{f.get('source')}[/red]: {f['error']}")
+    if failed:
+        _fail(f"{len(failed)} of {len(done) + len(failed)} files or rows failed")
 
 
 def _index_files(ml: MediaLayer, files: list[Path], media_type: str, done: list[dict],
                  failed: list[dict]) -> None:
+    """Index files under their absolute path as external id: indexing a folder again adds
+    only the files not catalogued yet, as a CSV's external ids do."""
     with _progress() as bar:
         task = bar.add_task("indexing", total=len(files))
         for f in files:
             try:
-                done.append(ml.index(f, media_type).as_dict())
+                record, known = _index_file(ml, f, media_type)
+                done.append(record.as_dict() | {"already_indexed": known})
             except MediaLayerError as e:
                 failed.append({"source": str(f), "error": str(e)})
             bar.advance(task)
+
+
+def _index_file(ml: MediaLayer, file: Path, media_type: str) -> tuple[MediaRecord, bool]:
+    """The file's catalog record, and whether it was there already (under its path)."""
+    identity = str(file.resolve())
+    known = ml.store.get_by_external_id(ml.tenant, identity)
+    if known is not None:
+        return known, True
+    return ml.index(file, media_type, external_id=identity, if_exists="return"), False
 
 
 def _index_csv(ml: MediaLayer, listing: Path, tenant: str, done: list[dict],
@@ -129,13 +173,16 @@ def _index_csv(ml: MediaLayer, listing: Path, tenant: str, done: list[dict],
 
 
 @app.command()
-def search(file: Path, data_dir: DataDir = None, tenant: Tenant = "default",
+def search(file: MediaFile, data_dir: DataDir = None, tenant: Tenant = "default",
            media_type: MediaType = "image",
            top_k: Annotated[int, typer.Option("--top-k", "-k")] = 5,
            min_score: Annotated[float, typer.Option("--min-score")] = 0.0,
            as_json: AsJson = False) -> None:
     """What in the catalog is this file? Ranked matches with score and confidence."""
     ml = _open(data_dir, tenant)
+    if not ml.store.count(tenant):
+        ml.close()
+        _fail(f"the catalog has no media of tenant {tenant!r}: index something first")
     result = _run(lambda: ml.search(file, media_type, top_k=top_k, min_score=min_score))
     ml.close()
     if as_json:
@@ -153,7 +200,8 @@ def _print_results(result: SearchResult) -> None:
 
 
 @app.command()
-def compare(a: Path, b: Path, media_type: MediaType = "image", as_json: AsJson = False) -> None:
+def compare(a: MediaFile, b: MediaFile, media_type: MediaType = "image",
+            as_json: AsJson = False) -> None:
     """Score two files against each other."""
     with tempfile.TemporaryDirectory() as tmp:
         ml = MediaLayer(tmp)
@@ -166,10 +214,13 @@ def compare(a: Path, b: Path, media_type: MediaType = "image", as_json: AsJson =
 
 
 @app.command()
-def dedupe(folder: Path,
+def dedupe(folder: Annotated[Path, typer.Argument(exists=True, file_okay=False,
+                                                   help="The folder to look through.")],
            html: Annotated[Path | None, typer.Option(help="Write an HTML report here.")] = None,
            csv_out: Annotated[Path | None, typer.Option("--csv", help="Write pairs here.")] = None,
-           min_confidence: Annotated[str, typer.Option("--min-confidence")] = "medium",
+           min_confidence: Annotated[str, typer.Option(
+               "--min-confidence", callback=lambda v: _one_of(v, CONFIDENCE_ORDER),
+               help="low, medium or high.")] = "medium",
            data_dir: Annotated[Path | None, typer.Option(
                "--data-dir", help="Keep the catalog here (default: a temporary one).")] = None,
            as_json: AsJson = False) -> None:
@@ -183,7 +234,7 @@ def dedupe(folder: Path,
             task = bar.add_task("fingerprinting", total=len(files))
             for f in files:
                 try:
-                    ml.index(f)
+                    _index_file(ml, f, "image")
                 except MediaLayerError as e:
                     err.print(f"[yellow]skipped[/yellow] {f}: {e}")
                 bar.advance(task)
@@ -212,7 +263,7 @@ def keys_create(tenant: Annotated[str, typer.Option()] = "default",
     """Create a key; it is printed once and stored only as a hash."""
     from medialayer.keys import create_key
 
-    ml = _open(data_dir)
+    ml = _open(data_dir, create=True)
     info, plaintext = _run(lambda: create_key(ml.store, tenant, _split(scopes), name, rate_limit))
     ml.close()
     console.print(f"id {info.id}  tenant {info.tenant}  scopes {','.join(info.scopes)}")
@@ -246,6 +297,12 @@ def keys_revoke(key_id: str, data_dir: DataDir = None) -> None:
     console.print(f"revoked {info.id} ({info.prefix}…)")
 
 
+def _one_of(value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
 def _split(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
 
@@ -255,8 +312,7 @@ def _run(call):
     try:
         return call()
     except MediaLayerError as e:
-        err.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from None
+        _fail(str(e))
 
 
 @app.command()

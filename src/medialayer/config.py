@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     key_cache_seconds: float = 5.0
     """How long a process trusts a key it has looked up: a key revoked from another process
     (the CLI) is refused within this time; 0 looks every request up."""
+    heavy_decodes: int = 1
+    """Images decoding to more than 32 MiB that one process decodes at once; the others wait,
+    so several large images arriving together cannot multiply the memory peak."""
     cpu_threads: int = 2
     """Requests per process fingerprinting or searching at once; the rest queue. More threads
     than cores only fight over the GIL: at 16 concurrent searches, 2 threads serve more."""

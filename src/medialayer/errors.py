@@ -1,5 +1,15 @@
 """Error types shared by every layer; the API maps each one to one HTTP status."""
 
+import re
+
+_OBJECT_REPR = re.compile(r"<[^<>]*\bat 0x[0-9a-fA-F]+>")
+
+
+def describe(error: BaseException) -> str:
+    """An exception's message for a client, without Python object reprs: decoders name their
+    input as `<_io.BytesIO object at 0x7f...>`, a heap address that helps only an attacker."""
+    return _OBJECT_REPR.sub("the data", str(error)) or type(error).__name__
+
 
 class MediaLayerError(Exception):
     """Base class: every error a caller can act on."""

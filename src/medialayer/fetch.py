@@ -29,16 +29,38 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 SCHEMES = ("http", "https")
 USER_AGENT = "MediaLayer (+media fetcher)"
 _IPV4_COMPAT = ipaddress.ip_network("::/96")
-_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_GLOBAL_UNICAST = ipaddress.ip_network("2000::/3")
 _CHECKS: tuple[tuple[str, str], ...] = (
     ("is_unspecified", "unspecified"),
     ("is_loopback", "loopback"),
     ("is_link_local", "link-local"),
     ("is_multicast", "multicast"),
-    ("is_private", "private"),
-    ("is_reserved", "reserved"),
 )
 """Address properties that refuse a fetch, most specific first so the reason reads well."""
+_BROAD_CHECKS: tuple[tuple[str, str], ...] = (("is_private", "private"),
+                                              ("is_reserved", "reserved"))
+"""Checked after the named ranges below, whose reasons say more."""
+_SPECIAL: tuple[tuple[IPNetwork, str], ...] = tuple(
+    (ipaddress.ip_network(cidr), reason) for cidr, reason in (
+        ("100.64.0.0/10", "shared address space (carrier-grade NAT)"),
+        ("192.0.0.0/24", "an IETF protocol assignment"),
+        ("192.0.2.0/24", "documentation"),
+        ("198.51.100.0/24", "documentation"),
+        ("203.0.113.0/24", "documentation"),
+        ("192.88.99.0/24", "6to4 relay anycast (deprecated)"),
+        ("198.18.0.0/15", "benchmarking"),
+        ("fc00::/7", "private"),
+        ("fec0::/10", "site-local (deprecated)"),
+        ("64:ff9b:1::/48", "local-use NAT64"),
+        ("100::/64", "discard-only"),
+        ("2001::/23", "an IETF protocol assignment (Teredo, benchmarking, ORCHID)"),
+        ("2001:db8::/32", "documentation"),
+        ("3fff::/20", "documentation"),
+        ("5f00::/16", "segment routing"),
+    ))
+"""The IANA special-purpose registries' ranges that no media server lives in, for those that
+Python's address properties miss or that depend on its version (site-local among them)."""
 
 
 async def fetch(url: str, settings: Settings) -> bytes:
@@ -60,20 +82,32 @@ def refusal(ip: IPAddress, allowed: Iterable[IPNetwork] = ()) -> str | None:
     """Why `ip` must not be fetched from ("private", "loopback", ...), or None if it may.
 
     IPv6 forms that carry an IPv4 address (mapped, compatible, 6to4, NAT64) reach that IPv4
-    address, so it is vetted too; Python's own properties miss most of these forms.
+    address, so it is vetted too; Python's own properties miss most of these forms. A mapped
+    or NAT64 address is a way to reach its IPv4 address and nothing else, so that address's
+    verdict is the whole verdict; IPv6 outside global unicast (2000::/3) is refused.
     """
     inner = _embedded_ipv4(ip)
     candidates = [ip] if inner is None else [inner, ip]
     if any(a in net for a in candidates for net in allowed if a.version == net.version):
         return None
-    for address in candidates:
-        if reason := _classify(address):
-            return reason if address is ip else f"{reason} (IPv4 {address})"
-    return None
+    if inner is not None:
+        if reason := _classify(inner):
+            return f"{reason} (IPv4 {inner})"
+        if ip.ipv4_mapped or ip in _NAT64:
+            return None
+    return _classify(ip)
 
 
 def _classify(ip: IPAddress) -> str | None:
     for attribute, reason in _CHECKS:
+        if getattr(ip, attribute):
+            return reason
+    for network, reason in _SPECIAL:
+        if ip.version == network.version and ip in network:
+            return reason
+    if ip.version == 6 and ip not in _GLOBAL_UNICAST:
+        return "outside global unicast (2000::/3)"
+    for attribute, reason in _BROAD_CHECKS:
         if getattr(ip, attribute):
             return reason
     return None if ip.is_global else "not globally routable"
@@ -86,7 +120,7 @@ def _embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
         return ip.ipv4_mapped
     if ip.sixtofour:
         return ip.sixtofour
-    if (ip in _IPV4_COMPAT and int(ip) > 1) or any(ip in net for net in _NAT64):  # not :: or ::1
+    if (ip in _IPV4_COMPAT and int(ip) > 1) or ip in _NAT64:  # not :: or ::1
         return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return None
 

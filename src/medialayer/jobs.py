@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import csv
 import logging
-import multiprocessing
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from medialayer.catalog import jobs as job_rows
 from medialayer.catalog.jobs import Claim, ClaimLost
@@ -24,9 +25,13 @@ from medialayer.config import Settings
 from medialayer.errors import Conflict, InvalidInput, MediaLayerError
 from medialayer.fetch import fetch
 from medialayer.kinds import KINDS, get_kind
+from medialayer.lifeline import die_with_parent, pool_context
 from medialayer.service import MAX_FILE_BYTES, MediaLayer
 
 log = logging.getLogger("medialayer.jobs")
+DATABASE_GONE = (OperationalError, InterfaceError)
+"""The catalog database could not be reached or dropped the connection: a row that meets this
+is not failed but left claimed, to be worked again once the database is back."""
 COLUMNS = ("url", "path", "media_type", "name", "external_id")
 MAX_FIELD = 4096
 
@@ -98,8 +103,8 @@ class JobRunner:
         self.settings = settings
         self._own_pool = pool is None
         self.pool = pool or ProcessPoolExecutor(max_workers=settings.bulk_pool_size(),
-                                                mp_context=multiprocessing.get_context(
-                                                    "forkserver"))
+                                                mp_context=pool_context(),
+                                                initializer=die_with_parent)
 
     def close(self) -> None:
         if self._own_pool:
@@ -140,11 +145,18 @@ class JobRunner:
 
     async def _claim(self, n: int, job_id: str | None) -> list[Claim]:
         """Claimed rows still to work; rows whose external id is already in the catalog are
-        finished here (one look-up for all of them), not fetched again."""
+        finished here (one look-up for all of them), not fetched again.
+
+        A claim whose rows were all finished that way is followed by another: an empty answer
+        must mean that nothing is left to claim, or `run_until_idle` would stop with rows
+        pending (a CSV indexed a second time).
+        """
         try:
-            claims = await asyncio.to_thread(job_rows.claim_rows, self.ml.store, n,
-                                             self.settings.bulk_claim_timeout, job_id)
-            return await asyncio.to_thread(self._skip_known, claims)
+            while claims := await asyncio.to_thread(job_rows.claim_rows, self.ml.store, n,
+                                                    self.settings.bulk_claim_timeout, job_id):
+                if todo := await asyncio.to_thread(self._skip_known, claims):
+                    return todo
+            return []
         except Exception:  # a database hiccup must not kill the worker loop
             log.exception("claiming job rows failed")
             return []
@@ -231,6 +243,8 @@ class JobRunner:
             job_rows.finish_row(self.ml.store, claim, known.id if known else None)
         except ClaimLost:
             log.info("row %s of job %s went to another worker", claim.row_number, claim.job_id)
+        except DATABASE_GONE:
+            raise  # not the row's fault: it stays claimed and is worked again (see `_write`)
         except Exception as e:
             self._fail(claim, e)
 

@@ -7,13 +7,13 @@ inline thumbnail (data URI): the file can be mailed or archived without the imag
 from __future__ import annotations
 
 import base64
-import csv
 import io
 from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from PIL import Image
 
+from medialayer.csvfile import write_csv
 from medialayer.errors import MediaLayerError
 from medialayer.kinds.image import open_image
 from medialayer.results import Cluster
@@ -46,12 +46,9 @@ def write_html(clusters: list[Cluster], out: Path, title: str) -> None:
 
 
 def write_pairs_csv(clusters: list[Cluster], out: Path) -> None:
-    with open(out, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["cluster", "a", "b", "similarity_score"])
-        for i, c in enumerate(clusters, 1):
-            for a, b, s in c.pairs:
-                w.writerow([i, _source(c, a), _source(c, b), f"{s:.4f}"])
+    write_csv(out, ["cluster", "a", "b", "similarity_score"],
+              ([i, _source(c, a), _source(c, b), f"{s:.4f}"]
+               for i, c in enumerate(clusters, 1) for a, b, s in c.pairs))
 
 
 def _name(cluster: Cluster, media_id: str) -> str:

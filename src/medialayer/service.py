@@ -20,6 +20,7 @@ from medialayer.catalog import decisions
 from medialayer.catalog.store import MediaRecord, NewMedia, Within, WithinMany, open_store
 from medialayer.clusters import connected_groups
 from medialayer.errors import Conflict, InvalidInput, MediaTooLarge
+from medialayer.fields import problem
 from medialayer.kinds import KINDS, FingerprintLoader, KindIndex, Match, get_kind
 from medialayer.locks import ReadWriteLock
 from medialayer.results import Cluster, Comparison, MediaRef, SearchHit, SearchResult, Source
@@ -61,6 +62,7 @@ class MediaLayer:
               tenant: str | None = None, source_label: str | None = None,
               if_exists: str = "error") -> MediaRecord:
         """Fingerprint and add one item. With if_exists='return', a known external id is a no-op."""
+        _storable(name=name, external_id=external_id, metadata=metadata)
         tenant = tenant or self.tenant
         if external_id is not None and (known := self._known(tenant, external_id, if_exists)):
             return known
@@ -99,6 +101,7 @@ class MediaLayer:
         """Rank the catalog against a query; with index=True add it afterwards, atomically."""
         if not 1 <= top_k <= 100:
             raise InvalidInput("top_k must be between 1 and 100")
+        _storable(name=name, external_id=external_id, metadata=metadata)
         tenant = tenant or self.tenant
         kind = get_kind(media_type)
         data, label = self._read(source)
@@ -339,9 +342,19 @@ class MediaLayer:
             size = path.stat().st_size
         except OSError as e:
             raise InvalidInput(f"cannot read {path}: {e.strerror}") from e
+        if path.is_dir():
+            raise InvalidInput(f"{path} is a folder, not a media file")
         if size > MAX_FILE_BYTES:
             raise MediaTooLarge(f"{path} is {size} bytes, over {MAX_FILE_BYTES}")
         return path.read_bytes(), str(path)
+
+
+def _storable(**fields: Any) -> None:
+    """InvalidInput before any look-up if a field could not be stored (NUL, NaN): PostgreSQL
+    refuses NUL even in a query's parameters."""
+    for name, value in fields.items():
+        if reason := problem(value):
+            raise InvalidInput(f"{name} {reason}")
 
 
 def _name_of(source: Source) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http import HTTPStatus
@@ -17,6 +18,8 @@ import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -34,8 +37,10 @@ from medialayer.errors import (
     MediaTooLarge,
     NotFound,
     UnsupportedMedia,
+    describe,
 )
 from medialayer.jobs import JobRunner
+from medialayer.kinds.image import limit_heavy_decodes
 from medialayer.service import MediaLayer
 
 log = logging.getLogger("medialayer.api")
@@ -48,6 +53,8 @@ HTTP_CODES = {413: MediaTooLarge.code, 429: "rate_limited"}
 """Codes for HTTP errors where the status phrase is not the code clients already know."""
 JSON_MAX_BYTES = 1024 * 1024
 """Cap on non-multipart request bodies: JSON requests carry URLs and ids, never media."""
+RETRY_AFTER_SECONDS = 2
+"""What a 503 or 507 from the catalog database asks clients to wait before retrying."""
 MULTIPART_SLACK = 1024 * 1024
 """Room for form fields and part headers beside the files of a multipart request."""
 
@@ -58,6 +65,7 @@ def create_app(settings: Settings | None = None, ml: MediaLayer | None = None) -
     owned = ml is None
     service = ml or MediaLayer(settings.data_dir, database_url=settings.database_url)
     configure_logging(settings)
+    limit_heavy_decodes(settings.heavy_decodes)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -81,6 +89,8 @@ def create_app(settings: Settings | None = None, ml: MediaLayer | None = None) -
     app.add_exception_handler(MediaLayerError, _service_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    for database_error in (OperationalError, InterfaceError, PoolTimeout):
+        app.add_exception_handler(database_error, _database_error)
     app.add_exception_handler(Exception, _unexpected_error)
     app.add_middleware(BodyLimitMiddleware, files_max=2 * settings.upload_max_bytes)
     app.add_middleware(ops.ObserveMiddleware, metrics=app.state.metrics)
@@ -112,7 +122,7 @@ def error_response(status: int, code: str, message: str,
 
 async def _service_error(_request: Request, exc: MediaLayerError) -> JSONResponse:
     status = next((s for kind, s in STATUS.items() if isinstance(exc, kind)), 400)
-    return error_response(status, exc.code, str(exc))
+    return error_response(status, exc.code, describe(exc))
 
 
 async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
@@ -125,6 +135,29 @@ async def _validation_error(_request: Request, exc: RequestValidationError) -> J
     """422 in the common shape; the offending input is not echoed (it may be a whole file)."""
     problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
     return error_response(422, "validation_error", "; ".join(problems) or "invalid request")
+
+
+async def _database_error(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+    """The catalog database failed under the request: 507 when it is full (nothing was
+    written: the transaction rolled back), else 503 (it went away, or every connection is
+    busy). The client may retry; the engine reconnects on its own, no restart needed."""
+    log.warning("catalog database error on %s %s: %s", request.method, request.url.path,
+                exc.__class__.__name__, extra={"request_id": request.scope.get(
+                    ops.REQUEST_ID_SCOPE)})
+    if _disk_full(exc):
+        return error_response(507, "insufficient_storage",
+                              "the catalog database is full; nothing was written",
+                              headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+    return error_response(503, "service_unavailable",
+                          "the catalog database is unavailable; retry shortly",
+                          headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+def _disk_full(exc: SQLAlchemyError) -> bool:
+    """SQLite's SQLITE_FULL, PostgreSQL's disk_full (SQLSTATE 53100)."""
+    orig = getattr(exc, "orig", None)  # a pool timeout has no driver error
+    return (getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+            or getattr(orig, "sqlstate", None) == "53100")
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:

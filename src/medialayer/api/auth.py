@@ -126,6 +126,13 @@ def require(*scopes: str) -> Callable[..., Awaitable[KeyInfo]]:
     return dependency
 
 
+def require_scope_for(key: KeyInfo, scope: str, what: str) -> None:
+    """403 unless `key` has `scope`: for a parameter that widens what a route does (a search
+    with index=true writes, so it needs the index scope besides the route's search scope)."""
+    if not key.allows(scope):
+        raise HTTPException(403, f"{what} needs an API key with the {scope} scope")
+
+
 IndexKey = Annotated[KeyInfo, Depends(require("index"))]
 SearchKey = Annotated[KeyInfo, Depends(require("search"))]
 ReadKey = Annotated[KeyInfo, Depends(require("search", "index"))]

@@ -112,11 +112,13 @@ class ObserveMiddleware:
                         "key_id": scope.get(KEY_ID_SCOPE)})
 
 
+@router.head("/healthz", include_in_schema=False)  # load balancers probe with HEAD too
 @router.get("/healthz", summary="Liveness: the process answers")
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+@router.head("/readyz", include_in_schema=False)
 @router.get("/readyz", summary="Readiness: the catalog database answers",
             responses={503: {"model": ErrorOut}})
 def readyz(request: Request) -> dict[str, str]:

@@ -8,8 +8,16 @@ from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 
 from medialayer.api.auth import IndexKey, ReadKey
-from medialayer.api.deps import ML, AppSettings, read_upload
-from medialayer.api.schemas import FormFile, JobAccepted, JobErrors, JobOut, errors
+from medialayer.api.deps import ML, AppSettings, invalid_field, read_upload
+from medialayer.api.schemas import (
+    MAX_SQL_INT,
+    FormCsv,
+    JobAccepted,
+    JobErrors,
+    JobOut,
+    PathId,
+    errors,
+)
 from medialayer.catalog import jobs as job_rows
 from medialayer.jobs import submit_csv
 
@@ -18,26 +26,29 @@ router = APIRouter(prefix="/v1", tags=["jobs"])
 
 @router.post("/media/bulk", status_code=202, response_model=JobAccepted,
              responses=errors(400, 403, 413))
-async def bulk(key: IndexKey, ml: ML, settings: AppSettings, file: FormFile) -> dict[str, Any]:
+async def bulk(key: IndexKey, ml: ML, settings: AppSettings, file: FormCsv) -> dict[str, Any]:
     """Queue a CSV (columns url, media_type, name, external_id; others become metadata).
 
     Malformed lines fail alone and show in the job's errors; rows whose external_id is already
     in the catalog are done without a second copy.
     """
     text = await read_upload(file, settings)
+    if b"\x00" in text:  # no row of it could be stored on PostgreSQL: refused whole, as there
+        raise invalid_field(("body", "file"), "the CSV contains a NUL byte (\\x00)")
     job_id = await run_in_threadpool(submit_csv, ml, text, key.tenant, settings)
     return {"job_id": job_id}
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, responses=errors(403, 404))
-async def job(job_id: str, key: ReadKey, ml: ML) -> dict[str, Any]:
+async def job(job_id: PathId, key: ReadKey, ml: ML) -> dict[str, Any]:
     """Progress: total, done, failed, pending, state, rate and ETA."""
     return (await run_in_threadpool(job_rows.progress, ml.store, key.tenant, job_id)).as_dict()
 
 
 @router.get("/jobs/{job_id}/errors", response_model=JobErrors, responses=errors(403, 404))
-async def job_errors(job_id: str, key: ReadKey, ml: ML,
-                     after: Annotated[int, Query(ge=0, description="Row number cursor")] = 0,
+async def job_errors(job_id: PathId, key: ReadKey, ml: ML,
+                     after: Annotated[int, Query(ge=0, le=MAX_SQL_INT,
+                                                 description="Row number cursor")] = 0,
                      limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
     """Failed rows (row number, url, reason), in row order, a page at a time."""
     rows = await run_in_threadpool(job_rows.row_errors, ml.store, key.tenant, job_id, after,

@@ -15,6 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from medialayer.api.auth import IndexKey, ReadKey
 from medialayer.api.deps import ML, AppSettings, MediaType, cpu_bound, read_upload
 from medialayer.api.schemas import (
+    MAX_SQL_INT,
     FormExternalId,
     FormFile,
     FormMetadata,
@@ -22,6 +23,7 @@ from medialayer.api.schemas import (
     IndexUrl,
     MediaOut,
     MediaPage,
+    PathId,
     errors,
 )
 from medialayer.errors import InvalidInput
@@ -59,7 +61,7 @@ async def index_upload(request: Request, media_type: MediaType, key: IndexKey, m
 
 
 @router.get("/media/{media_id}", response_model=MediaOut, responses=errors(403, 404))
-async def get_media(media_id: str, key: ReadKey, ml: ML) -> dict[str, Any]:
+async def get_media(media_id: PathId, key: ReadKey, ml: ML) -> dict[str, Any]:
     return (await run_in_threadpool(ml.get, media_id, tenant=key.tenant)).as_dict()
 
 
@@ -80,7 +82,7 @@ async def list_media(key: ReadKey, ml: ML, media_type: str | None = None,
 
 @router.delete("/media/{media_id}", status_code=204, response_class=Response,
                responses=errors(403, 404))
-async def delete_media(media_id: str, key: IndexKey, ml: ML) -> Response:
+async def delete_media(media_id: PathId, key: IndexKey, ml: ML) -> Response:
     """Remove an item from the catalog and from every process's index."""
     await run_in_threadpool(ml.delete, media_id, tenant=key.tenant)
     return Response(status_code=204)
@@ -92,12 +94,15 @@ def _encode_cursor(seq: int) -> str:
 
 
 def _decode_cursor(cursor: str | None) -> int:
+    """The sequence number in a cursor; anything a server could not have made is a 400 (a
+    number past what the database holds would overflow the query)."""
     if not cursor:
         return 0
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if text.startswith(CURSOR_PREFIX) and (seq := int(text.removeprefix(CURSOR_PREFIX))) >= 0:
-            return seq
+        digits = text.removeprefix(CURSOR_PREFIX)
+        if text.startswith(CURSOR_PREFIX) and digits.isdigit() and int(digits) <= MAX_SQL_INT:
+            return int(digits)
     except ValueError:
         pass
     raise InvalidInput("invalid cursor; pass next_cursor from the previous page")

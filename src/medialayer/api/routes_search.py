@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request
 from fastapi.concurrency import run_in_threadpool
 
-from medialayer.api.auth import SearchKey
+from medialayer.api.auth import SearchKey, require_scope_for
 from medialayer.api.deps import ML, AppSettings, MediaType, cpu_bound, read_upload
 from medialayer.api.schemas import (
     ClustersOut,
@@ -38,6 +38,8 @@ router = APIRouter(prefix="/v1", tags=["search"])
 async def search_url(request: Request, body: SearchUrl, media_type: MediaType, key: SearchKey,
                      ml: ML, settings: AppSettings) -> dict[str, Any]:
     """Rank the catalog against the media at a URL; with index=true, add it afterwards."""
+    if body.index:
+        require_scope_for(key, "index", "index=true")
     data = await fetch(str(body.url), settings)
     result = await cpu_bound(
         request, ml.search, data, media_type, top_k=body.top_k, min_score=body.min_score,
@@ -55,6 +57,8 @@ async def search_upload(request: Request, media_type: MediaType, key: SearchKey,
                         external_id: FormExternalId = None,
                         metadata: FormMetadata = None) -> dict[str, Any]:
     """Rank the catalog against an uploaded file; with index=true, add it afterwards."""
+    if index:
+        require_scope_for(key, "index", "index=true")
     data = await read_upload(file, settings)
     result = await cpu_bound(
         request, ml.search, data, media_type, top_k=top_k, min_score=min_score, index=index,

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import File, Form, UploadFile
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, Json, model_validator
+from fastapi import File, Form, Path, UploadFile
+from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field, Json, model_validator
+
+from medialayer.fields import checked
 
 Url = AnyHttpUrl
 """Only http(s) URLs pass validation; where they may point is the fetcher's business."""
@@ -14,16 +16,27 @@ Confidence = Literal["low", "medium", "high"]
 Action = Literal["consolidate", "flag", "reject", "dismiss"]
 NAME_MAX = 1000
 EXTERNAL_ID_MAX = 512
-Name = Annotated[str | None, Field(max_length=NAME_MAX)]
-ExternalId = Annotated[str | None, Field(min_length=1, max_length=EXTERNAL_ID_MAX)]
-MediaId = Annotated[str, Field(max_length=64)]
+MAX_SQL_INT = 2**63 - 1
+"""The largest integer SQLite and PostgreSQL (bigint) hold: larger ones in a query overflow."""
+Storable = AfterValidator(checked)
+"""No NUL bytes in text, no NaN or Infinity in numbers, at any depth (medialayer.fields)."""
+Name = Annotated[str | None, Field(max_length=NAME_MAX), Storable]
+ExternalId = Annotated[str | None, Field(min_length=1, max_length=EXTERNAL_ID_MAX), Storable]
+MediaId = Annotated[str, Field(max_length=64), Storable]
+PathId = Annotated[str, Path(max_length=64), Storable]
+"""A media or job id in a route's path."""
+Metadata = Annotated[dict[str, Any] | None, Storable]
 
 # The same fields as multipart form fields, for the upload routes.
 FormFile = Annotated[UploadFile, File(description="The media file (its type is sniffed from "
                                                   "its bytes, never its name).")]
-FormName = Annotated[str | None, Form(max_length=NAME_MAX)]
-FormExternalId = Annotated[str | None, Form(min_length=1, max_length=EXTERNAL_ID_MAX)]
-FormMetadata = Annotated[Json[dict[str, Any]] | None,
+FormCsv = Annotated[UploadFile, File(description="The CSV listing, UTF-8: a header line naming "
+                                                 "the columns url, media_type, name, "
+                                                 "external_id (others become metadata), then "
+                                                 "one row per item.")]
+FormName = Annotated[str | None, Form(max_length=NAME_MAX), Storable]
+FormExternalId = Annotated[str | None, Form(min_length=1, max_length=EXTERNAL_ID_MAX), Storable]
+FormMetadata = Annotated[Json[dict[str, Any]] | None, Storable,
                          Form(description="A JSON object, sent as a string.")]
 FormTopK = Annotated[int, Form(ge=1, le=100)]
 FormMinScore = Annotated[float, Form(ge=0.0, le=1.0)]
@@ -39,7 +52,7 @@ class IndexUrl(Strict):
     url: Url
     name: Name = None
     external_id: ExternalId = None
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata = None
 
 
 class SearchUrl(Strict):
@@ -49,7 +62,7 @@ class SearchUrl(Strict):
     index: bool = Field(default=False, description="Add the query to the catalog afterwards.")
     name: Name = None
     external_id: ExternalId = None
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata = None
 
 
 class Operand(Strict):
@@ -72,10 +85,10 @@ class CompareRequest(Strict):
 
 
 class DecisionRequest(Strict):
-    media_id: str = Field(max_length=64)
+    media_id: MediaId
     other_media_id: MediaId | None = None
     action: Action
-    note: str | None = Field(default=None, max_length=4000)
+    note: Annotated[str | None, Field(default=None, max_length=4000), Storable] = None
 
 
 class MediaOut(BaseModel):

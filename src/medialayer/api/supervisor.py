@@ -20,6 +20,8 @@ import threading
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
+from medialayer.lifeline import children_die_with_me, die_with_parent
+
 log = logging.getLogger("medialayer.api.supervisor")
 APP = "medialayer.api.app:create_app"
 RESTART_PAUSE = 1.0
@@ -41,6 +43,8 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
 def _worker(host: str, port: int, log_level: str) -> None:
     import uvicorn
 
+    die_with_parent()  # a supervisor killed with SIGKILL takes its workers with it
+
     config = uvicorn.Config(APP, factory=True, host=host, port=port, log_level=log_level,
                             access_log=False)
     uvicorn.Server(config).run(sockets=[reuse_port_socket(host, port)])
@@ -56,6 +60,7 @@ def serve_workers(host: str, port: int, workers: int, log_level: str) -> None:
         return
     reuse_port_socket(host, port).close()  # a taken port fails here, before any worker starts
     context = multiprocessing.get_context("spawn")
+    children_die_with_me()
     stop = threading.Event()
 
     def start() -> BaseProcess:

@@ -19,7 +19,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from medialayer.catalog.models import Deletion, Media
-from medialayer.errors import Conflict, NotFound
+from medialayer.errors import Conflict, InvalidInput, NotFound
+from medialayer.fields import problem
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 Within = Callable[[Session, str], None]
@@ -65,6 +66,12 @@ class NewMedia:
     external_id: str | None = None
     source: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Refuse what one backend would store and the other not (NUL in text, NaN)."""
+        for name in ("name", "external_id", "source", "metadata"):
+            if reason := problem(getattr(self, name)):
+                raise InvalidInput(f"{name} {reason}")
 
 
 class CatalogStore(Protocol):

@@ -12,19 +12,21 @@ into a listing page.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import math
 import struct
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageMode, ImageOps
 
-from medialayer.errors import MediaTooLarge, UnsupportedMedia
+from medialayer.errors import MediaTooLarge, UnsupportedMedia, describe
 from medialayer.sniff import IMAGE_FORMATS, sniff
 
 try:  # HEIC/AVIF phone photos; optional so a minimal install still decodes everything else.
@@ -39,16 +41,33 @@ cv2.setNumThreads(1)
 
 MAX_PIXELS = 80_000_000
 """Images above this pixel count are refused before any pixel is decoded (decompression bombs)."""
+MAX_DECODED_BYTES = 256 * 1024 * 1024
+"""Images whose decoded pixels (at the size they decode to, bytes per pixel of their mode)
+would pass this are refused before decoding: the pixel cap alone let a 616 KB 16-bit RGBA PNG
+of 8900x8900 through (docs/security.md)."""
+HEAVY_DECODE_BYTES = 32 * 1024 * 1024
+"""Decodes above this many bytes hold one of the process's heavy-decode slots."""
+_heavy_slots = threading.BoundedSemaphore(1)
+
+
+def limit_heavy_decodes(slots: int) -> None:
+    """How many heavy decodes may run at once in this process (`Settings.heavy_decodes`):
+    requests decode in several threads, and a few large images at once multiply the peak."""
+    global _heavy_slots
+    _heavy_slots = threading.BoundedSemaphore(max(1, slots))
+
 WORK_SIDE = 480
 """Long side, in pixels, at which keypoints are computed: large enough for 70 % crops."""
 GLOBAL_SIDE = 128
 """Long side at which the global code is computed, after border trimming."""
 ORB_FEATURES = 256
 ORB_BYTES = 32
+ORB_EDGE = 15
+"""Pixels at each border where ORB places no keypoint (its patch would not fit)."""
 
 
 def open_image(data: bytes, max_pixels: int = MAX_PIXELS, draft_side: int = WORK_SIDE,
-               mode: str = "RGB") -> Image.Image:
+               mode: str = "RGB", max_decoded_bytes: int = MAX_DECODED_BYTES) -> Image.Image:
     """Decode bytes to an RGB (or "L") image, refusing anything that is not a well-formed image.
 
     JPEGs are decoded at reduced scale (draft mode), so a 4000-px photo costs what a 500-px one
@@ -62,16 +81,18 @@ def open_image(data: bytes, max_pixels: int = MAX_PIXELS, draft_side: int = WORK
             if im.format == "JPEG" and draft_side:  # the long side stays >= draft_side
                 scale = draft_side / max(im.size)
                 im.draft(mode, (math.ceil(im.width * scale), math.ceil(im.height * scale)))
-            im.seek(0)
-            im.load()
-            ImageOps.exif_transpose(im, in_place=True)
-            return _flatten(im, mode)
+            nbytes = _decoded_bytes(im, max_decoded_bytes)
+            with _heavy_slots if nbytes > HEAVY_DECODE_BYTES else contextlib.nullcontext():
+                im.seek(0)
+                im.load()
+                ImageOps.exif_transpose(im, in_place=True)
+                return _flatten(im, mode)
     except (MediaTooLarge, UnsupportedMedia):
         raise
     except Image.DecompressionBombError as e:
-        raise MediaTooLarge(str(e)) from e
+        raise MediaTooLarge(describe(e)) from e
     except Exception as e:  # Pillow raises many types for hostile input; all mean "undecodable".
-        raise UnsupportedMedia(f"cannot decode image: {e}") from e
+        raise UnsupportedMedia(f"cannot decode image: {describe(e)}") from e
 
 
 def _header(data: bytes, max_pixels: int) -> Image.Image:
@@ -84,10 +105,20 @@ def _header(data: bytes, max_pixels: int) -> Image.Image:
     except Image.DecompressionBombError as e:
         raise MediaTooLarge(str(e)) from e
     except Exception as e:
-        raise UnsupportedMedia(f"cannot decode image: {e}") from e
+        raise UnsupportedMedia(f"cannot decode image: {describe(e)}") from e
     if im.width * im.height > max_pixels:
         raise MediaTooLarge(f"image is {im.width}x{im.height} pixels, over the cap of {max_pixels}")
     return im
+
+
+def _decoded_bytes(im: Image.Image, cap: int) -> int:
+    """The bytes `im` will decode to (its size after any draft), or MediaTooLarge over `cap`."""
+    spec = ImageMode.getmode(im.mode)
+    nbytes = im.width * im.height * len(spec.bands) * int(spec.typestr[-1])
+    if nbytes > cap:
+        raise MediaTooLarge(f"image is {im.width}x{im.height} {im.mode} pixels: {nbytes} bytes "
+                            f"decoded, over the cap of {cap}")
+    return nbytes
 
 
 def _flatten(im: Image.Image, mode: str) -> Image.Image:
@@ -204,13 +235,20 @@ def photo_region(gray: np.ndarray, tol: int = 12) -> tuple[int, int, int, int] |
             int(x / scale), min(w, int((x + bx) / scale)))
 
 
-_ORB = cv2.ORB_create(nfeatures=ORB_FEATURES, scaleFactor=1.3, nlevels=6, edgeThreshold=15,
+_ORB = cv2.ORB_create(nfeatures=ORB_FEATURES, scaleFactor=1.3, nlevels=6, edgeThreshold=ORB_EDGE,
                       patchSize=31, fastThreshold=10)
 
 
 def orb_features(gray: np.ndarray) -> Features:
-    """ORB keypoints at WORK_SIDE: coordinates in pixels of that scale, 32-byte descriptors."""
+    """ORB keypoints at WORK_SIDE: coordinates in pixels of that scale, 32-byte descriptors.
+
+    An image (or a region) too thin to hold a keypoint away from its borders has none: ORB
+    could not place one anyway, and its pyramid asserts on sides that shrink to nothing, so a
+    1000x2 banner is matched by its global code alone.
+    """
     small = shrink(gray, WORK_SIDE)
+    if min(small.shape) <= 2 * ORB_EDGE:
+        return Features.empty()
     keypoints, descriptors = _ORB.detectAndCompute(small, None)
     if descriptors is None or not keypoints:
         return Features.empty()
@@ -317,19 +355,69 @@ def decode_gray(data: bytes, side: int, max_pixels: int = MAX_PIXELS) -> np.ndar
     """Grayscale pixels, long side at least `side` (less DECODE_SLACK) where the file has it
     and at most 2x that.
 
-    Complete JPEGs (ending in an EOI marker) take OpenCV's reduced-scale grayscale decode, about
-    10 % faster than Pillow's draft mode for the same pixels; OpenCV applies EXIF orientation
-    too. Anything else, including truncated JPEGs that OpenCV would half-decode, goes through
-    Pillow's stricter `open_image`.
+    JPEGs up to their end-of-image marker (bytes after it are ignored) take OpenCV's
+    reduced-scale grayscale decode, about 10 % faster than Pillow's draft mode for the same
+    pixels; OpenCV applies EXIF orientation too. Anything else, including JPEGs with no end
+    marker, goes through Pillow's stricter `open_image`.
     """
-    if sniff(data[:64]) == "jpeg" and data.rstrip(b"\0").endswith(b"\xff\xd9"):
-        w, h = _header(data, max_pixels).size
-        flag = next(f for scale, f in _REDUCED_GRAY
-                    if max(w, h) >= DECODE_SLACK * side * scale or scale == 1)
-        gray = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    body = _jpeg_body(data) if sniff(data[:64]) == "jpeg" else None
+    if body is not None:
+        w, h = _header(body, max_pixels).size
+        scale, flag = next((scale, f) for scale, f in _REDUCED_GRAY
+                           if max(w, h) >= DECODE_SLACK * side * scale or scale == 1)
+        gray = cv2.imdecode(np.frombuffer(body, np.uint8), flag)
         if gray is not None:
+            _refuse_cut_short(body, gray, scale)
             return shrink(gray, 2 * side)
     return work_gray(open_image(data, max_pixels, draft_side=side, mode="L"), 2 * side)
+
+
+def _jpeg_body(data: bytes) -> bytes | None:
+    """The JPEG up to and including the end-of-image marker after its first scan, or None.
+
+    Segments before the scan are skipped by their lengths (an EXIF thumbnail has an end
+    marker of its own); inside scans a 0xFF byte is always followed by 0x00 or a marker, so
+    the first FF D9 after the first scan is the image's end.
+    """
+    i = 2
+    while i + 4 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xDA:
+            end = data.find(b"\xff\xd9", i)
+            return None if end < 0 else data[: end + 2]
+        if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD8:
+            i += 1 if marker == 0xFF else 2
+            continue
+        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return None
+
+
+_NOT_A_MARKER = b"\x00" * 64
+"""Scan data that is not a marker: ends a complete scan's last block, extends a cut one."""
+
+
+def _refuse_cut_short(body: bytes, gray: np.ndarray, scale: int) -> None:
+    """UnsupportedMedia if a single-scan JPEG's data stops before its last block.
+
+    libjpeg (in OpenCV and Pillow alike) decodes the blocks after an early end marker as flat
+    copies of the last one, with a warning nobody sees. So when a corner of the picture is
+    flat (where the last block lands, whatever the orientation), the scan is decoded again by
+    Pillow with its end marker replaced by non-marker bytes: a complete scan ends all the same,
+    a cut one runs out of data, which Pillow reports. Progressive JPEGs need their end marker
+    to be decoded at all and are not checked (docs/api.md).
+    """
+    k = max(2, 8 // scale)  # one 8x8 block, or 2x2 blocks at 1/8 scale
+    corners = (gray[:k, :k], gray[:k, -k:], gray[-k:, :k], gray[-k:, -k:])
+    if body.count(b"\xff\xda") != 1 or not any(c.min() == c.max() for c in corners):
+        return
+    try:
+        im = Image.open(io.BytesIO(body[:-2] + _NOT_A_MARKER))
+        im.draft("L", (max(1, im.width // 8), max(1, im.height // 8)))
+        im.load()
+    except Exception as e:  # any failure here means the scan is not whole
+        raise UnsupportedMedia("truncated JPEG: its data ends before its last block (an "
+                               f"end-of-image marker follows a partial file): {describe(e)}"
+                               ) from e
 
 
 _HEADER = struct.Struct("<4sQQH")
