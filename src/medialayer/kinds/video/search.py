@@ -1,0 +1,86 @@
+"""Search a catalog of videos: frame codes propose candidates, alignment decides."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from medialayer.index.timed import TimedCodeIndex
+from medialayer.kinds.video import calibration
+from medialayer.kinds.video.frames import VideoFingerprint
+from medialayer.kinds.video.match import Span, align
+
+CODE_RADIUS = 10
+"""Frame codes within this many bits (of 64) vote for their video."""
+CANDIDATES = 8
+"""Most videos per query that are aligned and verified."""
+STORED_CODES = (0, 2)
+"""A catalog frame is found by its picture's code and its central window's (cropped copies)."""
+QUERY_CODES = (0, 1)
+"""A query frame looks up its picture's code and its mirror image's."""
+
+Loader = Callable[[list[int]], dict[int, VideoFingerprint]]
+
+
+@dataclass(frozen=True)
+class VideoMatch:
+    """A verified match: score and label, aligned spans, and how much of each video they cover."""
+
+    key: int
+    score: float
+    confidence: str
+    spans: list[Span]
+    query_share: float
+    reference_share: float
+    speed: float
+    offset: float
+    mirrored: bool
+
+
+def compare(query: VideoFingerprint, reference: VideoFingerprint, key: int = -1) -> VideoMatch:
+    """Align two videos and score the evidence (no index involved)."""
+    alignment = align(query, reference)
+    value = calibration.score(alignment)
+    if alignment is None:
+        return VideoMatch(key, 0.0, "low", [], 0.0, 0.0, 1.0, 0.0, False)
+    return VideoMatch(key, value, calibration.confidence(value), alignment.spans,
+                      round(alignment.query_share, 4), round(alignment.reference_share, 4),
+                      round(alignment.speed, 4), round(alignment.offset, 3), alignment.mirrored)
+
+
+class VideoIndex:
+    """One tenant's videos: frame codes in memory, whole fingerprints read back on demand."""
+
+    def __init__(self, load: Loader) -> None:
+        self.codes = TimedCodeIndex()
+        self._load = load
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def nbytes(self) -> int:
+        return self.codes.nbytes()
+
+    def prepare(self) -> None:
+        """Nothing is deferred: adds go straight into the code index."""
+
+    def ready(self) -> bool:
+        return True
+
+    def add(self, key: int, fingerprint: VideoFingerprint) -> None:
+        self.codes.add(key, fingerprint.times, fingerprint.codes[:, STORED_CODES])
+
+    def remove(self, key: int) -> bool:
+        return self.codes.remove(key)
+
+    def search(self, query: VideoFingerprint, top_k: int, min_score: float = 0.0,
+               exclude: int | None = None) -> list[VideoMatch]:
+        codes = [[int(c) for c in row] for row in query.codes[:, QUERY_CODES]]
+        candidates = self.codes.vote(query.times.tolist(), codes, CODE_RADIUS,
+                                     max(top_k, CANDIDATES), exclude)
+        references = self._load([c.key for c in candidates])
+        matches = [compare(query, references[c.key], c.key) for c in candidates
+                   if c.key in references]
+        matches = [m for m in matches if m.score > 0 and m.score >= min_score]
+        matches.sort(key=lambda m: (-m.score, m.key))
+        return matches[:top_k]
