@@ -8,6 +8,8 @@ roughly equal evidence; the labels then cut the scale where the dev corpus measu
 
 from __future__ import annotations
 
+from medialayer.kinds.video import calibration as video_calibration
+
 CONFIDENCE_ORDER = ("low", "medium", "high")
 
 IMAGE_CODE_BITS_TO_ZERO = 8
@@ -20,6 +22,7 @@ THRESHOLDS: dict[str, dict[str, float]] = {
     # (docs/benchmarks.md): high has 100 % precision and no negative on dev; medium is the
     # operating point where <= 1 % of negatives match anything.
     "image": {"high": 0.85, "medium": 0.65},
+    "video": {"high": video_calibration.HIGH, "medium": video_calibration.MEDIUM},
 }
 """Scores at or above which a match is labelled high / medium (per media type)."""
 

@@ -56,18 +56,28 @@ class TimedCodeIndex:
 
     def add(self, key: int, times: np.ndarray, codes: np.ndarray) -> None:
         """Index `codes` (n, k): every one of the k codes of frame i stands at times[i]."""
-        self.remove(key)
-        n, k = codes.shape
-        ids = np.arange(self._used, self._used + n * k, dtype=np.int64)
-        if self._used + ids.size > self._owner.size:
-            capacity = max(1024, 2 * (self._used + ids.size))
-            self._owner = grown(self._owner, self._used, capacity)
-            self._time = grown(self._time, self._used, capacity)
-        self._owner[ids] = key
-        self._time[ids] = np.repeat(np.asarray(times, np.float32), k)
-        self._used += ids.size
-        self._rows[key] = ids
-        self._codes.add_many(ids, codes.reshape(-1))
+        self.add_many([key], [times], [codes])
+
+    def add_many(self, keys: Sequence[int], times: Sequence[np.ndarray],
+                 codes: Sequence[np.ndarray]) -> None:
+        """Bulk `add` (a start-up load): one insert into the Hamming index for all of them."""
+        for key in keys:
+            self.remove(key)
+        sizes = [c.size for c in codes]
+        total = sum(sizes)
+        start = self._used
+        if start + total > self._owner.size:
+            capacity = max(1024, 2 * (start + total))
+            self._owner = grown(self._owner, start, capacity)
+            self._time = grown(self._time, start, capacity)
+        ids = np.arange(start, start + total, dtype=np.int64)
+        self._owner[ids] = np.repeat(np.asarray(keys, np.int64), sizes)
+        self._time[ids] = np.concatenate([np.repeat(np.asarray(t, np.float32), c.shape[1])
+                                          for t, c in zip(times, codes, strict=True)])
+        for key, first, size in zip(keys, np.cumsum([0, *sizes[:-1]]), sizes, strict=True):
+            self._rows[key] = ids[first : first + size]
+        self._used += total
+        self._codes.add_many(ids, np.concatenate([c.reshape(-1) for c in codes]))
 
     def remove(self, key: int) -> bool:
         ids = self._rows.pop(key, None)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from medialayer.errors import InvalidInput
 from medialayer.kinds.base import FingerprintLoader, KindIndex, Match, MediaKind, Segment
 from medialayer.kinds.image_search import ImageKind
+from medialayer.kinds.video.kind import VideoKind
 
-KINDS: dict[str, MediaKind] = {"image": ImageKind()}
+KINDS: dict[str, MediaKind] = {"image": ImageKind(), "video": VideoKind()}
 
 
 def get_kind(media_type: str) -> MediaKind:
