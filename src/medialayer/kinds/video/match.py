@@ -83,13 +83,17 @@ class Alignment:
 
 
 def normalized(thumbs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Zero-mean, unit-norm rows of slightly blurred thumbnails, and which rows carry detail."""
-    flat = _per_frame(thumbs.astype(np.float32),
-                      lambda c: cv2.GaussianBlur(c, (3, 3), 0.8)).reshape(len(thumbs), -1)
-    flat -= flat.mean(axis=1, keepdims=True)
-    std = np.sqrt((flat * flat).mean(axis=1))
-    flat /= np.maximum(std, 1e-6)[:, None] * np.sqrt(flat.shape[1])
+    """Zero-mean, unit-norm rows of thumbnails, and which rows carry detail."""
+    flat = thumbs.reshape(*thumbs.shape[:-2], -1).astype(np.float32)
+    flat -= flat.mean(axis=-1, keepdims=True)
+    std = np.sqrt((flat * flat).mean(axis=-1))
+    flat /= np.maximum(std, 1e-6)[..., None] * np.sqrt(flat.shape[-1])
     return flat, std >= FLAT
+
+
+def _blurred(thumbs: np.ndarray) -> np.ndarray:
+    """Slightly blurred: resampled windows and re-encoded frames then differ less in detail."""
+    return _per_frame(thumbs.astype(np.float32), lambda c: cv2.GaussianBlur(c, (3, 3), 0.8))
 
 
 def _per_frame(thumbs: np.ndarray, op: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
@@ -105,37 +109,38 @@ def _per_frame(thumbs: np.ndarray, op: Callable[[np.ndarray], np.ndarray]) -> np
 _CHANNELS = 512  # the most channels OpenCV's filters and warps take
 
 
-def _views(thumbs: np.ndarray) -> list[tuple[tuple[float, float, float], np.ndarray]]:
-    """The reference thumbnails resampled to each window a crop may show: for a scale below 1,
-    windows at the corners, edge middles and centre."""
-    views = []
-    for scale in WINDOWS:
-        spots = (0.0,) if scale == 1.0 else (0.0, 0.5, 1.0)
-        for fx, fy in itertools.product(spots, spots):
-            x0, y0 = fx * THUMB * (1 - scale), fy * THUMB * (1 - scale)
-            m = np.array([[scale, 0, x0], [0, scale, y0]], np.float32)
-            warped = _per_frame(thumbs, lambda c, m=m: cv2.warpAffine(
-                c, m, (THUMB, THUMB), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                borderMode=cv2.BORDER_REPLICATE))
-            views.append(((scale, fx, fy), warped))
-    return views
+def _views(thumbs: np.ndarray) -> tuple[list[tuple[float, float, float]], np.ndarray]:
+    """The reference thumbnails resampled to each window a crop may show (for a scale below 1,
+    windows at the corners, edge middles and centre): (views, frames, THUMB, THUMB)."""
+    windows = [(scale, fx, fy) for scale in WINDOWS
+               for fx, fy in itertools.product(*[(0.0,) if scale == 1.0 else (0.0, 0.5, 1.0)] * 2)]
+    warped = np.empty((len(windows), *thumbs.shape), np.float32)
+    for k, (scale, fx, fy) in enumerate(windows):
+        x0, y0 = fx * THUMB * (1 - scale), fy * THUMB * (1 - scale)
+        m = np.array([[scale, 0, x0], [0, scale, y0]], np.float32)
+        warped[k] = _per_frame(thumbs, lambda c, m=m: cv2.warpAffine(
+            c, m, (THUMB, THUMB), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REPLICATE))
+    return windows, warped
 
 
 def similarities(query: VideoFingerprint, reference: VideoFingerprint
                  ) -> list[tuple[float, bool, tuple[float, float, float], np.ndarray]]:
     """Correlations of every query frame with every reference frame under each view, the views
     whose strongest pairs are strongest first (with that strength)."""
-    q, q_ok = normalized(query.thumbs)
+    q, q_ok = normalized(_blurred(query.thumbs))
     q_mirror = q.reshape(-1, THUMB, THUMB)[:, :, ::-1].reshape(len(q), -1)
+    windows, warped = _views(_blurred(reference.thumbs))
+    r, r_ok = normalized(warped)  # (views, m, pixels)
     found = []
-    for window, warped in _views(reference.thumbs):
-        r, r_ok = normalized(warped)
-        for mirrored, side in ((False, q), (True, q_mirror)):
-            s = side @ r.T
-            s[~q_ok] = 0.0
-            s[:, ~r_ok] = 0.0
-            strongest = float(np.partition(s, -STRONGEST, axis=None)[-STRONGEST:].sum())
-            found.append((strongest, mirrored, window, s))
+    for mirrored, side in ((False, q), (True, q_mirror)):
+        s = np.einsum("np,vmp->vnm", side, r)
+        s[:, ~q_ok] = 0.0
+        s[~r_ok[:, None, :].repeat(len(q), axis=1)] = 0.0
+        flat = s.reshape(len(windows), -1)
+        strongest = np.partition(flat, -min(STRONGEST, flat.shape[1]), axis=1)[:, -STRONGEST:]
+        found += [(float(v), mirrored, w, s[k]) for k, (v, w)
+                  in enumerate(zip(strongest.sum(axis=1), windows, strict=True))]
     found.sort(key=lambda f: -f[0])
     return found
 
@@ -185,7 +190,9 @@ def _lines(tq: np.ndarray, tr: np.ndarray, s: np.ndarray) -> np.ndarray:
     b = (r[:, None] - slope * q[:, None])[ok]
     lines = np.concatenate([np.stack([np.ones_like(q), r - q], axis=1),
                             np.stack([a, b], axis=1)])
-    return np.unique(np.round(lines / LINE_STEP) * LINE_STEP, axis=0)
+    steps = np.round(lines / LINE_STEP).astype(np.int64)
+    _, first = np.unique(steps[:, 0] * (1 << 32) + steps[:, 1], return_index=True)
+    return steps[first] * LINE_STEP
 
 
 def _inside(duration: float, tr: np.ndarray, a: float | np.ndarray, b: float | np.ndarray
