@@ -12,6 +12,10 @@ bench/video_peers.py): vpdq (when installed; `make bench-video-peers`) and a per
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: see docs/benchmarks-video.md
+
 import argparse
 import csv
 import sys

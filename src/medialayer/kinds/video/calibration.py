@@ -10,22 +10,28 @@ from __future__ import annotations
 
 import numpy as np
 
-from medialayer.kinds.video.match import AGREE, Alignment
+from medialayer.kinds.video.match import Alignment
 
 HIGH = 0.8
 MEDIUM = 0.6
+FLOOR, FULL = 0.6, 0.95
+"""A reference frame's detail correlation counts from FLOOR (nothing) to FULL (one frame)."""
 FRAMES_AT_HALF = 1.0
-"""Agreeing-frame evidence (each frame 0-1 above AGREE) at which the score reaches 0.5."""
+"""Frames of evidence at which the score reaches 0.5."""
 
 
 def score(alignment: Alignment | None) -> float:
-    """Similarity in [0, 1]: 0 without an agreeing frame."""
-    if alignment is None or alignment.agreeing == 0:
+    """Similarity in [0, 1]: the aligned frames' evidence E, as E / (E + FRAMES_AT_HALF).
+
+    Each reference frame on the line adds how closely the query shows it; frames that
+    disagree add nothing rather than count against, since a watermark or caption can hide a
+    frame's detail. A look-alike rarely lines up one frame, never several.
+    """
+    if alignment is None:
         return 0.0
     values = alignment.agreement[~np.isnan(alignment.agreement)]
-    evidence = float(np.clip((values - AGREE) / (1 - AGREE), 0, 1).sum())
-    consistency = alignment.agreeing / max(1, alignment.compared)
-    return round(consistency * evidence / (evidence + FRAMES_AT_HALF), 4)
+    evidence = float(np.clip((values - FLOOR) / (FULL - FLOOR), 0, 1).sum())
+    return round(evidence / (evidence + FRAMES_AT_HALF), 4)
 
 
 def confidence(value: float) -> str:

@@ -30,8 +30,8 @@ NEAR = 0.4
 """Seconds within which a query frame is taken as the partner of a reference frame."""
 FAR = 1.5
 """... or, when none is that near (a sparsely sampled query), the nearest within this."""
-AGREE = 0.8
-"""Thumbnail correlation at which a reference frame counts as shown by the query."""
+AGREE = 0.75
+"""Detail correlation at which a reference frame counts as shown by the query."""
 GAP_COST = 0.15
 """Correlation a pair loses per second between its query frame and the line's time."""
 SPEED_COST = 0.2
@@ -44,8 +44,10 @@ PAIRS = 12
 """Strongest frame pairs lines are drawn through."""
 LINE_STEP = np.array([0.005, 0.05])
 """Lines closer than this in (a, b) are one."""
-FLAT = 3.0
-"""Thumbnails with a smaller pixel standard deviation (black, faded) carry no evidence."""
+BAND = (0.8, 4.0)
+"""Gaussian blurs (thumbnail pixels) whose difference is the detail frames are compared on."""
+FLAT = 0.5
+"""Frames whose detail has a smaller standard deviation (black, faded) carry no evidence."""
 
 
 @dataclass(frozen=True)
@@ -91,9 +93,13 @@ def normalized(thumbs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return flat, std >= FLAT
 
 
-def _blurred(thumbs: np.ndarray) -> np.ndarray:
-    """Slightly blurred: resampled windows and re-encoded frames then differ less in detail."""
-    return _per_frame(thumbs.astype(np.float32), lambda c: cv2.GaussianBlur(c, (3, 3), 0.8))
+def _band(thumbs: np.ndarray) -> np.ndarray:
+    """The band of detail that tells copies from look-alikes: without the finest pixels (which
+    re-encoding and resampling change) and without the smooth shading (which other parts of the
+    same wallpaper share). A difference of Gaussians."""
+    t = thumbs.astype(np.float32)
+    fine = _per_frame(t, lambda c: cv2.GaussianBlur(c, (0, 0), BAND[0]))
+    return fine - _per_frame(t, lambda c: cv2.GaussianBlur(c, (0, 0), BAND[1]))
 
 
 def _per_frame(thumbs: np.ndarray, op: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
@@ -124,34 +130,52 @@ def _views(thumbs: np.ndarray) -> tuple[list[tuple[float, float, float]], np.nda
     return windows, warped
 
 
-def similarities(query: VideoFingerprint, reference: VideoFingerprint
+@dataclass(frozen=True)
+class Prepared:
+    """A query's frames as compared: normalized detail, as shown and mirrored."""
+
+    detail: np.ndarray  # float32 (n, pixels)
+    mirror: np.ndarray
+    usable: np.ndarray  # bool (n,)
+
+
+def prepare(query: VideoFingerprint) -> Prepared:
+    """Done once per query, whatever the number of candidates it is aligned with."""
+    q, usable = normalized(_band(query.thumbs))
+    mirror = q.reshape(-1, THUMB, THUMB)[:, :, ::-1].reshape(len(q), -1)
+    return Prepared(q, np.ascontiguousarray(mirror), usable)
+
+
+def similarities(query: Prepared, reference: VideoFingerprint
                  ) -> list[tuple[float, bool, tuple[float, float, float], np.ndarray]]:
     """Correlations of every query frame with every reference frame under each view, the views
     whose strongest pairs are strongest first (with that strength)."""
-    q, q_ok = normalized(_blurred(query.thumbs))
-    q_mirror = q.reshape(-1, THUMB, THUMB)[:, :, ::-1].reshape(len(q), -1)
-    windows, warped = _views(_blurred(reference.thumbs))
+    windows, warped = _views(_band(reference.thumbs))
     r, r_ok = normalized(warped)  # (views, m, pixels)
+    views, m = r.shape[:2]
+    n = len(query.detail)
     found = []
-    for mirrored, side in ((False, q), (True, q_mirror)):
-        s = np.einsum("np,vmp->vnm", side, r)
-        s[:, ~q_ok] = 0.0
-        s[~r_ok[:, None, :].repeat(len(q), axis=1)] = 0.0
-        flat = s.reshape(len(windows), -1)
-        strongest = np.partition(flat, -min(STRONGEST, flat.shape[1]), axis=1)[:, -STRONGEST:]
+    for mirrored, side in ((False, query.detail), (True, query.mirror)):
+        s = (r.reshape(views * m, -1) @ side.T).reshape(views, m, n).transpose(0, 2, 1)
+        s = np.where(query.usable[None, :, None] & r_ok[:, None, :], s, 0.0)
+        flat = s.reshape(views, -1)
+        top = min(STRONGEST, flat.shape[1])
+        strongest = np.partition(flat, -top, axis=1)[:, -top:].sum(axis=1)
         found += [(float(v), mirrored, w, s[k]) for k, (v, w)
-                  in enumerate(zip(strongest.sum(axis=1), windows, strict=True))]
+                  in enumerate(zip(strongest, windows, strict=True))]
     found.sort(key=lambda f: -f[0])
     return found
 
 
-def align(query: VideoFingerprint, reference: VideoFingerprint) -> Alignment | None:
+def align(query: VideoFingerprint, reference: VideoFingerprint,
+          prepared: Prepared | None = None) -> Alignment | None:
     """The view and line with the most agreeing evidence, or None if the videos share no
-    frame."""
+    frame. `prepared` is `prepare(query)`, when the caller aligns the query more than once."""
     if len(query) == 0 or len(reference) == 0:
         return None
+    prepared = prepared or prepare(query)
     best: tuple[float, bool, tuple[float, float, float], float, float, np.ndarray] | None = None
-    for _, mirrored, window, s in similarities(query, reference)[:VIEWS_FITTED]:
+    for _, mirrored, window, s in similarities(prepared, reference)[:VIEWS_FITTED]:
         lines = _lines(query.times, reference.times, s)
         if not len(lines):
             continue

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from medialayer.index.timed import TimedCodeIndex
 from medialayer.kinds.video import calibration
 from medialayer.kinds.video.frames import VideoFingerprint
-from medialayer.kinds.video.match import Span, align
+from medialayer.kinds.video.match import Prepared, Span, align, prepare
 
-CODE_RADIUS = 10
+CODE_RADIUS = 8
 """Frame codes within this many bits (of 64) vote for their video."""
 CANDIDATES = 8
 """Most videos per query that are aligned and verified."""
@@ -37,9 +37,10 @@ class VideoMatch:
     mirrored: bool
 
 
-def compare(query: VideoFingerprint, reference: VideoFingerprint, key: int = -1) -> VideoMatch:
+def compare(query: VideoFingerprint, reference: VideoFingerprint, key: int = -1,
+            prepared: Prepared | None = None) -> VideoMatch:
     """Align two videos and score the evidence (no index involved)."""
-    alignment = align(query, reference)
+    alignment = align(query, reference, prepared)
     value = calibration.score(alignment)
     if alignment is None:
         return VideoMatch(key, 0.0, "low", [], 0.0, 0.0, 1.0, 0.0, False)
@@ -79,7 +80,8 @@ class VideoIndex:
         candidates = self.codes.vote(query.times.tolist(), codes, CODE_RADIUS,
                                      max(top_k, CANDIDATES), exclude)
         references = self._load([c.key for c in candidates])
-        matches = [compare(query, references[c.key], c.key) for c in candidates
+        prepared = prepare(query)
+        matches = [compare(query, references[c.key], c.key, prepared) for c in candidates
                    if c.key in references]
         matches = [m for m in matches if m.score > 0 and m.score >= min_score]
         matches.sort(key=lambda m: (-m.score, m.key))
