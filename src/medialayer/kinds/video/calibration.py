@@ -12,8 +12,8 @@ import numpy as np
 
 from medialayer.kinds.video.match import Alignment
 
-HIGH = 0.8
-MEDIUM = 0.6
+HIGH = 0.75
+MEDIUM = 0.5
 FLOOR, FULL = 0.6, 0.95
 """A reference frame's detail correlation counts from FLOOR (nothing) to FULL (one frame)."""
 FRAMES_AT_HALF = 1.0

@@ -210,8 +210,9 @@ def _lines(tq: np.ndarray, tr: np.ndarray, s: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         slope = dr / dq
     ok = (np.abs(dq) >= 1.0) & (slope >= SPEEDS[0]) & (slope <= SPEEDS[1])
-    a = slope[ok]
-    b = (r[:, None] - slope * q[:, None])[ok]
+    rows, cols = np.nonzero(ok)
+    a = slope[rows, cols]
+    b = r[rows] - a * q[rows]
     lines = np.concatenate([np.stack([np.ones_like(q), r - q], axis=1),
                             np.stack([a, b], axis=1)])
     steps = np.round(lines / LINE_STEP).astype(np.int64)
