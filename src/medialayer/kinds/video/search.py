@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from medialayer.index.timed import TimedCodeIndex
 from medialayer.kinds.video import calibration
 from medialayer.kinds.video.frames import VideoFingerprint
@@ -18,6 +20,11 @@ STORED_CODES = (0, 2)
 """A catalog frame is found by its picture's code and its central window's (cropped copies)."""
 QUERY_CODES = (0, 1)
 """A query frame looks up its picture's code and its mirror image's."""
+
+LOOKUP_SPACING = 0.5
+"""Seconds between the query frames whose codes are looked up (all frames are verified):
+neighbouring frames of a dense query mostly share their codes, and lookups are most of the
+cost of a search in a large catalog."""
 
 Loader = Callable[[list[int]], dict[int, VideoFingerprint]]
 
@@ -76,8 +83,9 @@ class VideoIndex:
 
     def search(self, query: VideoFingerprint, top_k: int, min_score: float = 0.0,
                exclude: int | None = None) -> list[VideoMatch]:
-        codes = [[int(c) for c in row] for row in query.codes[:, QUERY_CODES]]
-        candidates = self.codes.vote(query.times.tolist(), codes, CODE_RADIUS,
+        rows = _spaced(query.times, LOOKUP_SPACING)
+        codes = [[int(c) for c in row] for row in query.codes[rows][:, QUERY_CODES]]
+        candidates = self.codes.vote(query.times[rows].tolist(), codes, CODE_RADIUS,
                                      max(top_k, CANDIDATES), exclude)
         references = self._load([c.key for c in candidates])
         prepared = prepare(query)
@@ -86,3 +94,14 @@ class VideoIndex:
         matches = [m for m in matches if m.score > 0 and m.score >= min_score]
         matches.sort(key=lambda m: (-m.score, m.key))
         return matches[:top_k]
+
+
+def _spaced(times: np.ndarray, spacing: float) -> np.ndarray:
+    """Indices of frames at least `spacing` seconds after the previous one kept."""
+    kept: list[int] = []
+    last = -np.inf
+    for i, t in enumerate(times.tolist()):
+        if t - last >= spacing:
+            kept.append(i)
+            last = t
+    return np.array(kept, np.int64)
