@@ -7,6 +7,7 @@ A kind needs samples here (`SAMPLES`): an original from a seed and an edited cop
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import threading
@@ -28,6 +29,7 @@ from medialayer.kinds.base import CONFIDENCE_ORDER, at_least
 
 import fakekind
 import synth
+import video_synth
 
 if TYPE_CHECKING:
     from api_fixtures import Api
@@ -46,11 +48,25 @@ def _image_copy(data: bytes) -> bytes:
     return synth.jpeg(synth.crop_center(Image.open(io.BytesIO(data)), 0.8), quality=40)
 
 
+@functools.cache
+def _video(seed: int) -> bytes:
+    return video_synth.mp4(video_synth.slideshow(seed, 16.0))
+
+
+@functools.cache
+def _video_copy(data: bytes) -> bytes:
+    """Scaled down, its 3 s to 13 s kept, re-encoded at a lower quality and frame rate."""
+    edited = video_synth.trimmed(video_synth.scaled(video_synth.clip_of(data), (256, 144)),
+                                 3.0, 10.0)
+    return video_synth.mp4(edited, fps=15, crf=32)
+
+
 SAMPLES = {
     "image": Samples(lambda seed: synth.jpeg(synth.photo(seed, (640, 480))), _image_copy,
                      ".jpg"),
     "lines": Samples(lambda seed: fakekind.lines_file(fakekind.lines_of(seed)),
                      fakekind.excerpt, ".lines"),
+    "video": Samples(_video, _video_copy, ".mp4"),
 }
 KIND_NAMES = sorted(set(kinds()) | {"lines"})
 
