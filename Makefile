@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: serve test lint bench-accuracy bench-speed bench-index bench-audio-deps bench-audio \
-	bench-audio-latency clean
+	bench-audio-latency bench-video-peers bench-video clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -46,6 +46,16 @@ bench-audio: $(STAMP) bench-audio-deps
 
 bench-audio-latency: $(STAMP)
 	$(BIN)/python bench/audio_latency.py --corpus $${CORPUS:-eval-data/audio-dev} --hours $${HOURS:-1000}
+
+# The video peers: vpdq (pip) compiles against Debian's FFmpeg development packages.
+bench-video-peers: $(STAMP)
+	command -v pkg-config >/dev/null && pkg-config --exists libavcodec libavformat libswscale \
+	  || (apt-get update && apt-get install -y --no-install-recommends pkg-config g++ cmake \
+	      libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavdevice-dev)
+	$(BIN)/python -m pip install -q vpdq
+
+bench-video: bench-video-peers
+	$(BIN)/python bench/video_accuracy.py --corpus $${CORPUS:-eval-data/video-dev} --out $${OUT:-eval-data/video-results.csv}
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -7,6 +7,7 @@ A kind needs samples here (`SAMPLES`): an original from a seed and an edited cop
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import threading
@@ -29,6 +30,7 @@ from medialayer.kinds.base import CONFIDENCE_ORDER, at_least
 import audio_synth
 import fakekind
 import synth
+import video_synth
 
 if TYPE_CHECKING:
     from api_fixtures import Api
@@ -53,6 +55,19 @@ def _audio_copy(data: bytes) -> bytes:
     return audio_synth.wav_bytes(audio_synth.mix(1.5 * x, audio_synth.noise(6.0, 9, "pink"), 10.0))
 
 
+@functools.cache
+def _video(seed: int) -> bytes:
+    return video_synth.mp4(video_synth.slideshow(seed, 16.0))
+
+
+@functools.cache
+def _video_copy(data: bytes) -> bytes:
+    """Scaled down, its 3 s to 13 s kept, re-encoded at a lower quality and frame rate."""
+    edited = video_synth.trimmed(video_synth.scaled(video_synth.clip_of(data), (256, 144)),
+                                 3.0, 10.0)
+    return video_synth.mp4(edited, fps=15, crf=32)
+
+
 SAMPLES = {
     "audio": Samples(lambda seed: audio_synth.wav_bytes(audio_synth.melody(12.0, seed)),
                      _audio_copy, ".wav"),
@@ -60,6 +75,7 @@ SAMPLES = {
                      ".jpg"),
     "lines": Samples(lambda seed: fakekind.lines_file(fakekind.lines_of(seed)),
                      fakekind.excerpt, ".lines"),
+    "video": Samples(_video, _video_copy, ".mp4"),
 }
 KIND_NAMES = sorted(set(kinds()) | {"lines"})
 

@@ -26,8 +26,9 @@ from medialayer.kinds.base import Loader, Match, MediaInput, Window, at_least
 from medialayer.results import Cluster, Comparison, MediaRef, SearchHit, SearchResult, Source
 
 DEFAULT_TENANT = "default"
-SNIFF_BYTES = 64
-"""How much of a file kinds' sniffing looks at."""
+SNIFF_BYTES = 512
+"""How much of a file kinds' sniffing looks at: MPEG-TS shows its sync byte three packets
+apart (377 bytes)."""
 
 
 class MediaLayer:

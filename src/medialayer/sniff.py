@@ -11,6 +11,7 @@ _AVIF_BRANDS = {b"avif", b"avis"}
 _VIDEO_BRANDS = {b"isom", b"iso2", b"iso4", b"iso5", b"iso6", b"mp41", b"mp42", b"avc1", b"dash",
                  b"qt  ", b"3gp4", b"3gp5", b"3g2a", b"M4V ", b"mmp4"}
 _AUDIO_BRANDS = {b"M4A ", b"M4B ", b"F4A "}
+_TS_PACKET = 188
 
 
 def sniff(head: bytes) -> str | None:
@@ -35,6 +36,8 @@ def sniff(head: bytes) -> str | None:
         return _sniff_ftyp(head)
     if head.startswith(b"\x1a\x45\xdf\xa3"):
         return "matroska"
+    if len(head) > 2 * _TS_PACKET and head[0] == head[_TS_PACKET] == head[2 * _TS_PACKET] == 0x47:
+        return "mpegts"  # three sync bytes a packet apart: needs the first 377 bytes
     if head.startswith(b"OggS"):
         return "ogg"
     if head.startswith(b"fLaC"):
@@ -59,5 +62,5 @@ def _sniff_ftyp(head: bytes) -> str | None:
 
 
 IMAGE_FORMATS = frozenset({"jpeg", "png", "gif", "webp", "bmp", "tiff", "heif", "avif"})
-VIDEO_FORMATS = frozenset({"mp4", "matroska", "avi"})
+VIDEO_FORMATS = frozenset({"mp4", "matroska", "avi", "mpegts"})
 AUDIO_FORMATS = frozenset({"wav", "mp3", "flac", "ogg", "m4a"})

@@ -182,7 +182,7 @@ class MediaKind(Protocol[Q, S]):
     calibration: Calibration
 
     def sniff(self, head: bytes) -> bool:
-        """Whether a file starting with `head` (its first 64 bytes) is this kind's."""
+        """Whether a file starting with `head` (its first 512 bytes) is this kind's."""
         ...
 
     def query(self, source: MediaInput) -> Q:
