@@ -12,6 +12,9 @@ CONFIDENCE_ORDER = ("low", "medium", "high")
 
 IMAGE_CODE_BITS_TO_ZERO = 8
 """A global-code distance (of 64 bits) at which the global tier's score reaches 0."""
+IMAGE_CODE_MIN_INFORMATION = 5
+"""Global codes closer than this to a featureless image's code (`image.code_information`)
+count for half: unrelated gradients share them."""
 IMAGE_INLIERS_AT_HALF = 10
 """Half the RANSAC inlier count at which the keypoint tier's score reaches 0.5."""
 
@@ -24,11 +27,13 @@ THRESHOLDS: dict[str, dict[str, float]] = {
 """Scores at or above which a match is labelled high / medium (per media type)."""
 
 
-def image_score(code_distance: int | None, inliers: int) -> float:
+def image_score(code_distance: int | None, inliers: int, code_information: int = 64) -> float:
     """One score from both image tiers: the stronger piece of evidence wins."""
     global_score = 0.0
     if code_distance is not None:
         global_score = max(0.0, 1.0 - code_distance / IMAGE_CODE_BITS_TO_ZERO)
+        if code_information < IMAGE_CODE_MIN_INFORMATION:
+            global_score /= 2
     local_score = max(0.0, 1.0 - IMAGE_INLIERS_AT_HALF / inliers) if inliers > 0 else 0.0
     return round(max(global_score, local_score), 4)
 

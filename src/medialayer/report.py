@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import csv
 import io
+from collections.abc import Mapping
 from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -40,7 +41,8 @@ def write_html(clusters: list[Cluster], out: Path, title: str) -> None:
                       autoescape=select_autoescape(["html"]))
     view = [{"members": [{"name": m.name, "id": m.id, "source": m.source,
                           "thumb": thumbnail_uri(m.source)} for m in c.members],
-             "pairs": [{"a": _name(c, a), "b": _name(c, b), "score": s} for a, b, s in c.pairs]}
+             "pairs": [{"a": _name(c, p.a), "b": _name(c, p.b), "score": p.similarity_score,
+                        "why": _why(p.explanation)} for p in c.pairs]}
             for c in clusters]
     out.write_text(env.get_template("dedupe.html").render(title=title, clusters=view))
 
@@ -48,10 +50,25 @@ def write_html(clusters: list[Cluster], out: Path, title: str) -> None:
 def write_pairs_csv(clusters: list[Cluster], out: Path) -> None:
     with open(out, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["cluster", "a", "b", "similarity_score"])
+        w.writerow(["cluster", "a", "b", "similarity_score", "why"])
         for i, c in enumerate(clusters, 1):
-            for a, b, s in c.pairs:
-                w.writerow([i, _source(c, a), _source(c, b), f"{s:.4f}"])
+            for p in c.pairs:
+                w.writerow([i, _source(c, p.a), _source(c, p.b), f"{p.similarity_score:.4f}",
+                            _why(p.explanation)])
+
+
+def _why(explanation: Mapping[str, object] | None) -> str:
+    """One line a reviewer reads: the tier, the inliers, how much of each image matched."""
+    if not explanation:
+        return ""
+    e = explanation
+    return (f"{e.get('tier')} ({e.get('evidence')}), {e.get('inliers')} inliers, "
+            f"covers {_percent(e.get('query_coverage'))} of a / "
+            f"{_percent(e.get('reference_coverage'))} of b")
+
+
+def _percent(share: object) -> str:
+    return f"{100 * share:.0f} %" if isinstance(share, float | int) else "?"
 
 
 def _name(cluster: Cluster, media_id: str) -> str:

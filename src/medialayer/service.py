@@ -22,7 +22,15 @@ from medialayer.clusters import connected_groups
 from medialayer.errors import Conflict, InvalidInput, MediaTooLarge
 from medialayer.kinds import KINDS, FingerprintLoader, KindIndex, Match, get_kind
 from medialayer.locks import ReadWriteLock
-from medialayer.results import Cluster, Comparison, MediaRef, SearchHit, SearchResult, Source
+from medialayer.results import (
+    Cluster,
+    ClusterPair,
+    Comparison,
+    MediaRef,
+    SearchHit,
+    SearchResult,
+    Source,
+)
 
 DEFAULT_TENANT = "default"
 MAX_FILE_BYTES = 50 * 1024 * 1024
@@ -135,8 +143,9 @@ class MediaLayer:
         kind = get_kind(media_type)
         tenant = tenant or self.tenant
         match = kind.compare(self._fingerprint_of(kind, a, tenant, query=True),
-                             self._fingerprint_of(kind, b, tenant, query=False))
-        return Comparison(match.score, confidence(kind.name, match.score), match.segments)
+                             self._fingerprint_of(kind, b, tenant, query=True))
+        return Comparison(match.score, confidence(kind.name, match.score), match.segments,
+                          match.explanation)
 
     def get(self, media_id: str, tenant: str | None = None) -> MediaRecord:
         return self.store.get(tenant or self.tenant, media_id)
@@ -147,18 +156,26 @@ class MediaLayer:
 
     def clusters(self, media_type: str = "image", min_confidence: str = "medium",
                  tenant: str | None = None, neighbours: int = 10) -> list[Cluster]:
-        """Connected groups of items that match each other at `min_confidence` or better."""
+        """Connected groups of items that match each other at `min_confidence` or better.
+
+        Search proposes the pairs; each pair is then scored once with `compare`, which is
+        symmetric, so an edge does not depend on which item happened to search for the other.
+        """
         tenant = tenant or self.tenant
         kind = get_kind(media_type)
         state = self._state(kind.name)
-        edges: dict[tuple[int, int], float] = {}
+        load = self._loader(kind.name, tenant)
+        scored: dict[tuple[int, int], Match] = {}
         for seq, blob in self._tenant_fingerprints(kind.name, tenant):
-            found = self._search_shared(kind.name, state, tenant, kind.decode(blob), neighbours,
+            fingerprint = kind.decode(blob)
+            found = self._search_shared(kind.name, state, tenant, fingerprint, neighbours,
                                         0.0, exclude=seq)
-            for m in found:
-                if at_least(confidence(kind.name, m.score), min_confidence):
-                    pair = (min(seq, m.key), max(seq, m.key))
-                    edges[pair] = max(edges.get(pair, 0.0), m.score)
+            others = load([m.key for m in found if (min(seq, m.key), max(seq, m.key))
+                           not in scored])
+            for key, other in others.items():
+                scored[(min(seq, key), max(seq, key))] = kind.compare(fingerprint, other)
+        edges = {pair: m for pair, m in scored.items()
+                 if at_least(confidence(kind.name, m.score), min_confidence)}
         return self._group(edges)
 
     def decide(self, media_id: str, action: str, *, other_media_id: str | None = None,
@@ -306,16 +323,18 @@ class MediaLayer:
 
     def _hits(self, media_type: str, matches: list[Match]) -> list[SearchHit]:
         records = self.store.records([m.key for m in matches])
-        return [SearchHit(records[m.key], m.score, confidence(media_type, m.score), m.segments)
+        return [SearchHit(records[m.key], m.score, confidence(media_type, m.score), m.segments,
+                          m.explanation)
                 for m in matches if m.key in records]
 
-    def _group(self, edges: dict[tuple[int, int], float]) -> list[Cluster]:
-        groups = connected_groups(edges)
+    def _group(self, edges: dict[tuple[int, int], Match]) -> list[Cluster]:
+        groups = connected_groups({pair: m.score for pair, m in edges.items()})
         records = self.store.records([key for group in groups for key in group])
         clusters = []
         for group in groups:
             members = set(group)
-            pairs = [(records[a].id, records[b].id, s) for (a, b), s in sorted(edges.items())
+            pairs = [ClusterPair(records[a].id, records[b].id, m.score, m.explanation)
+                     for (a, b), m in sorted(edges.items())
                      if a in members and a in records and b in records]
             clusters.append(Cluster([records[k] for k in group if k in records], pairs))
         return clusters

@@ -101,6 +101,22 @@ class SegmentOut(BaseModel):
     reference_end: float
 
 
+class ExplanationOut(BaseModel):
+    """Why two media match (docs/api.md, "Explanations"); boxes are (x0, y0, x1, y1) as shares
+    of each image's width and height."""
+
+    tier: str = Field(description="global_code, keypoints, or photo_region (a listing page's "
+                                  "photo was compared, not its page)")
+    evidence: str = Field(description="global_code or keypoints: what gave the score")
+    code_distance: int | None = Field(description="Hamming distance of the global codes "
+                                                  "(of 64 bits), null if beyond 8")
+    inliers: int = Field(description="keypoint pairs that one transform maps onto each other")
+    query_box: tuple[float, float, float, float] | None
+    reference_box: tuple[float, float, float, float] | None
+    query_coverage: float = Field(description="share of the query's area the match covers")
+    reference_coverage: float
+
+
 class HitOut(BaseModel):
     media_id: str
     name: str | None
@@ -108,6 +124,7 @@ class HitOut(BaseModel):
     similarity_score: float
     confidence: Confidence
     segments: list[SegmentOut] | None = None
+    explanation: ExplanationOut | None = None
 
 
 class SearchOut(BaseModel):
@@ -120,12 +137,14 @@ class CompareOut(BaseModel):
     similarity_score: float
     confidence: Confidence
     segments: list[SegmentOut]
+    explanation: ExplanationOut | None = None
 
 
 class PairOut(BaseModel):
     a: str
     b: str
     similarity_score: float
+    explanation: ExplanationOut | None = None
 
 
 class ClusterOut(BaseModel):

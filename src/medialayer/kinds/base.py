@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -19,11 +19,13 @@ class Segment:
 
 @dataclass(frozen=True)
 class Match:
-    """A scored candidate: `key` is the catalog row's integer key."""
+    """A scored candidate: `key` is the catalog row's integer key; `explanation` says why it
+    matched, in the kind's own terms (docs/api.md)."""
 
     key: int
     score: float
     segments: list[Segment] = field(default_factory=list)
+    explanation: Mapping[str, object] | None = None
 
 
 FingerprintLoader = Callable[[list[int]], dict[int, Any]]

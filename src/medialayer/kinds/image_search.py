@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from medialayer.calibration import confidence, image_score
+from medialayer.calibration import IMAGE_CODE_MIN_INFORMATION, confidence, image_score
 from medialayer.index.hamming import HammingIndex
 from medialayer.index.local import MAX_DESCRIPTORS, LocalFeatureIndex, Vote, grown
 from medialayer.kinds import image
 from medialayer.kinds.base import FingerprintLoader, Match
-from medialayer.kinds.image import ImageFingerprint
+from medialayer.kinds.image import Evidence, ImageFingerprint, NormBox
 
 CODE_RADIUS = 8
 """Global-code candidates are taken up to this distance; beyond it the tier scores 0."""
@@ -108,32 +109,35 @@ class ImageIndex:
         one keypoint set; only then are the mirror and photo-region views skipped, so a
         cropped mirror copy beside a high-confidence match can go unreported.
         """
-        scores: dict[int, float] = {}
-        references: dict[int, image.Features] = {}
-        self._score_views(query, query.codes, range(len(query.views)), top_k, exclude, scores,
+        best: dict[int, Match] = {}
+        references: dict[int, ImageFingerprint] = {}
+        self._score_views(query, query.codes, range(len(query.views)), top_k, exclude, best,
                           references)
-        settled = confidence("image", max(scores.values(), default=0.0)) == "high"
-        if query.more is not None and not settled:
+        top = max((m.score for m in best.values()), default=0.0)
+        if query.more is not None and confidence("image", top) != "high":
             full = query.expanded()
             self._score_views(full, full.codes[len(query.codes):],
-                              range(len(query.views), len(full.views)), top_k, exclude, scores,
+                              range(len(query.views), len(full.views)), top_k, exclude, best,
                               references)
-        matches = [Match(key, score) for key, score in scores.items()
-                   if score > 0 and score >= min_score]
+        matches = [m for m in best.values() if m.score > 0 and m.score >= min_score]
         matches.sort(key=lambda m: (-m.score, m.key))
         return matches[:top_k]
 
     def _score_views(self, query: ImageFingerprint, codes: list[int], views: range, top_k: int,
-                     exclude: int | None, scores: dict[int, float],
-                     references: dict[int, image.Features]) -> None:
+                     exclude: int | None, best: dict[int, Match],
+                     references: dict[int, ImageFingerprint]) -> None:
         """Score the candidates that `codes` and `views` of the query find, keeping each best."""
         distances = dict(self.codes.radius_many(codes, CODE_RADIUS)) if codes else {}
         distances.pop(exclude, None)
         candidates = self._candidates(query, distances, views, top_k, exclude)
-        self._read_references([key for key in candidates if distances.get(key) != 0], references)
+        self._read_references(list(candidates), references)
         for key, voted_by in candidates.items():
-            score = self._score(query, distances.get(key), references.get(key), voted_by)
-            scores[key] = max(score, scores.get(key, 0.0))
+            reference = references.get(key)
+            if reference is None:  # deleted from the catalog since it was indexed
+                continue
+            match = self._score(key, query, distances.get(key), reference, voted_by)
+            if key not in best or match.score > best[key].score:
+                best[key] = match
 
     def _candidates(self, query: ImageFingerprint, distances: dict[int, int], views: range,
                     top_k: int, exclude: int | None) -> dict[int, set[int]]:
@@ -151,12 +155,14 @@ class ImageIndex:
                     candidates.setdefault(vote.key, set()).add(i)
         return candidates
 
-    def _read_references(self, keys: list[int], references: dict[int, image.Features]) -> None:
-        """Read the keypoints of `keys` not read yet from the catalog, in one call; keys gone
-        from it stay absent."""
+    def _read_references(self, keys: list[int], references: dict[int, ImageFingerprint]
+                         ) -> None:
+        """Read the fingerprints of `keys` not read yet from the catalog, in one call; keys
+        gone from it stay absent. Exact global matches are read too: their explanation needs
+        the reference's content box."""
         missing = [key for key in keys if key not in references]
         if missing:
-            references.update((key, fp.features) for key, fp in self._load(missing).items())
+            references.update(self._load(missing))
 
     def _agrees(self, view: image.Features, vote: Vote) -> bool:
         """Whether the correspondences behind the votes agree on one transform, before any
@@ -165,16 +171,58 @@ class ImageIndex:
         return image.consistent(view.points[vote.pairs[:, 0]], stored) >= AGREEING_VOTES
 
     @staticmethod
-    def _score(query: ImageFingerprint, distance: int | None,
-               reference: image.Features | None, views: set[int]) -> float:
-        """Exact global matches need no keypoint check; anything weaker is verified (an item
-        deleted since it was indexed has no keypoints left to verify, and scores 0)."""
-        if distance == 0:
-            return image_score(0, 0)
-        if reference is None:
-            return 0.0
-        found = max(image.inliers(query.views[i], reference) for i in views)
-        return image_score(distance, found)
+    def _score(key: int, query: ImageFingerprint, distance: int | None,
+               reference: ImageFingerprint, views: set[int]) -> Match:
+        """Exact global matches need no keypoint check; anything weaker is verified."""
+        evidence = Evidence() if distance == 0 and not _featureless(query, reference) else max(
+            (image.verify(query.views[i], reference.features) for i in views),
+            key=lambda e: e.inliers)
+        return verdict(key, query, reference, distance, evidence)
+
+
+def verdict(key: int, query: ImageFingerprint, reference: ImageFingerprint,
+            distance: int | None, evidence: Evidence) -> Match:
+    """The score of the stronger tier, and the explanation of what matched.
+
+    The tier is the evidence that gave the score (`global_code` or `keypoints`), or
+    `photo_region` when either image is a listing page and only its photo was compared. The
+    boxes are the matched region in each image: the inliers' extent for keypoints, the content
+    (borders trimmed, or a page's photo) for a global code.
+    """
+    information = min(image.code_information(query.code), image.code_information(reference.code))
+    score = image_score(distance, evidence.inliers, information)
+    if score <= 0:
+        return Match(key, 0.0)
+    by_code = distance is not None and image_score(distance, 0, information) >= score
+    boxes = ((query.content(), reference.content()) if by_code
+             else (evidence.query_box, evidence.reference_box))
+    tier = "photo_region" if query.page or reference.page else (
+        "global_code" if by_code else "keypoints")
+    return Match(key, score, explanation={
+        "tier": tier, "evidence": "global_code" if by_code else "keypoints",
+        "code_distance": distance, "inliers": evidence.inliers,
+        "query_box": boxes[0], "reference_box": boxes[1],
+        "query_coverage": _area(boxes[0]), "reference_coverage": _area(boxes[1])})
+
+
+def _featureless(query: ImageFingerprint, reference: ImageFingerprint) -> bool:
+    """Whether the global code alone cannot settle the pair, even at distance 0."""
+    return min(image.code_information(query.code),
+               image.code_information(reference.code)) < IMAGE_CODE_MIN_INFORMATION
+
+
+def _area(box: NormBox | None) -> float:
+    return 0.0 if box is None else round((box[2] - box[0]) * (box[3] - box[1]), 4)
+
+
+def swapped(match: Match) -> Match:
+    """The same match seen from the other image: query and reference exchange places."""
+    if match.explanation is None:
+        return match
+    e = dict(match.explanation)
+    for a, b in (("query_box", "reference_box"), ("query_coverage", "reference_coverage")):
+        e[a], e[b] = e[b], e[a]
+    return replace(match, explanation=e)
 
 
 class ImageKind:
@@ -192,9 +240,20 @@ class ImageKind:
         return image.decode(blob)
 
     def compare(self, query: Any, reference: Any) -> Match:
+        """Symmetric: each image is tried as the query against the other (with its mirror
+        views) and the stronger direction wins, so compare(a, b) and compare(b, a) agree and
+        clusters can score a pair once."""
+        forward = self._directed(query, reference)
+        backward = self._directed(reference, query)
+        return swapped(backward) if backward.score > forward.score else forward
+
+    @staticmethod
+    def _directed(query: ImageFingerprint, reference: ImageFingerprint) -> Match:
         distance = image.best_distance(query, reference.code)
-        inliers = 0 if distance == 0 else image.best_inliers(query, reference)
-        return Match(-1, image_score(distance if distance <= CODE_RADIUS else None, inliers))
+        evidence = (Evidence() if distance == 0 and not _featureless(query, reference)
+                    else image.best_evidence(query, reference))
+        return verdict(-1, query, reference, distance if distance <= CODE_RADIUS else None,
+                       evidence)
 
     def new_index(self, load: FingerprintLoader) -> ImageIndex:
         return ImageIndex(load)
