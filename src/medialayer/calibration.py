@@ -14,7 +14,11 @@ IMAGE_CODE_BITS_TO_ZERO = 8
 """A global-code distance (of 64 bits) at which the global tier's score reaches 0."""
 IMAGE_CODE_MIN_INFORMATION = 5
 """Global codes closer than this to a featureless image's code (`image.code_information`)
-count for half: unrelated gradients share them."""
+cannot make a match high on their own: unrelated gradients share them."""
+IMAGE_FEATURELESS_MAX = 0.7
+"""A featureless code's global score is scaled by this: an identical code is medium at best,
+so only keypoints can make such a pair high, chance pairs of gradients stay near the bottom of
+medium, and a closer code still ranks first."""
 IMAGE_INLIERS_AT_HALF = 10
 """Half the RANSAC inlier count at which the keypoint tier's score reaches 0.5."""
 
@@ -33,7 +37,7 @@ def image_score(code_distance: int | None, inliers: int, code_information: int =
     if code_distance is not None:
         global_score = max(0.0, 1.0 - code_distance / IMAGE_CODE_BITS_TO_ZERO)
         if code_information < IMAGE_CODE_MIN_INFORMATION:
-            global_score /= 2
+            global_score *= IMAGE_FEATURELESS_MAX
     local_score = max(0.0, 1.0 - IMAGE_INLIERS_AT_HALF / inliers) if inliers > 0 else 0.0
     return round(max(global_score, local_score), 4)
 

@@ -209,8 +209,9 @@ def page_region(gray: np.ndarray, tol: int = 12) -> tuple[int, int, int, int] | 
     if found is None:
         return None
     box, blob = found
-    return box if (blob.chrome_edges >= PAGE_CHROME_EDGES and blob.fill >= PAGE_PHOTO_FILL
-                   and blob.share <= PAGE_PHOTO_SHARE and blob.background_noise <= PAGE_FLAT
+    return box if (blob.chrome_edges >= PAGE_CHROME_EDGES and blob.chrome_parts >= PAGE_PARTS
+                   and blob.fill >= PAGE_PHOTO_FILL
+                   and blob.share <= PAGE_PHOTO_SHARE and blob.flat >= PAGE_FLAT
                    ) else None
 
 
@@ -220,11 +221,16 @@ photo: text and buttons have them, soft blobs of a blurred photo do not."""
 PAGE_EDGE = 300
 """Sobel magnitude (3x3, 8-bit pixels) of a crisp edge: text on a flat page reaches it even
 after downscaling and JPEG; a blurred step does not."""
-PAGE_FLAT = 4.0
-"""Most a page's background may vary (standard deviation, 8-bit levels): a page is flat where
-a blurred photo or a gradient only drifts slowly."""
-PAGE_PHOTO_FILL = 0.5
-"""Share of the photo region's box that must be foreground: a pasted photo is solid."""
+PAGE_PARTS = 4
+"""Separate pieces of foreground besides the photo that a page has at least (lines of text,
+buttons, bars): a product cut out on white with a few loose parts has fewer."""
+PAGE_FLAT = 0.6
+"""Share of a page's background pixels within 3 levels of its colour: a page is flat where
+a blurred photo or a gradient only drifts slowly (its "background" spreads over the whole
+tolerance)."""
+PAGE_PHOTO_FILL = 0.15
+"""Share of the photo region's box that must be foreground: a pasted photo is solid (a
+product cut out on white less so), the outline of a drawn box is not."""
 PAGE_PHOTO_SHARE = 0.7
 """A photo region covering more of the image than this is the image itself, not a page."""
 
@@ -245,7 +251,8 @@ class _Blob:
     share: float  # of the image, its box
     fill: float  # of its box, foreground
     chrome_edges: float  # of the image, crisp foreground edges outside its box
-    background_noise: float  # standard deviation of the background pixels
+    flat: float  # of the background pixels, those within 3 levels of its colour
+    chrome_parts: int  # other foreground blobs
 
 
 def _largest_blob(gray: np.ndarray, tol: int) -> tuple[tuple[int, int, int, int], _Blob] | None:
@@ -258,7 +265,8 @@ def _largest_blob(gray: np.ndarray, tol: int) -> tuple[tuple[int, int, int, int]
     bg = int(np.median(frame))
     if np.mean(np.abs(frame - bg) <= tol) < 0.5:
         return None
-    foreground = np.abs(small.astype(np.int16) - bg) > tol
+    difference = np.abs(small.astype(np.int16) - bg)
+    foreground = difference > tol
     mask = cv2.morphologyEx(foreground.astype(np.uint8), cv2.MORPH_CLOSE,
                             np.ones((5, 5), np.uint8))
     n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
@@ -283,7 +291,8 @@ def _largest_blob(gray: np.ndarray, tol: int) -> tuple[tuple[int, int, int, int]
     return box, _Blob(share=float(area[best]) / total,
                       fill=float(np.count_nonzero(foreground[y:y + by, x:x + bx])) / (bx * by),
                       chrome_edges=float(np.count_nonzero(crisp)) / total,
-                      background_noise=float(small[~foreground].std()))
+                      flat=float(np.mean(difference[~foreground] <= 3)),
+                      chrome_parts=int(np.count_nonzero(stats[1:, cv2.CC_STAT_AREA] >= 4)) - 1)
 
 
 _ORB = cv2.ORB_create(nfeatures=ORB_FEATURES, scaleFactor=1.3, nlevels=6, edgeThreshold=15,
@@ -425,22 +434,33 @@ def fingerprint_gray(gray: np.ndarray, query: bool = False, local: bool = True
     fp = ImageFingerprint(code, features, (mirror,), box=box, page=region is not None)
     if not query or not local:
         return fp
-    more = functools.cache(lambda: replace(fp, query_views=_more_views(gray, work, fp), more=None))
-    return replace(fp, more=more)
+    def expand() -> ImageFingerprint:
+        codes, views = _more_views(gray, work, fp)
+        return replace(fp, query_codes=(*fp.query_codes, *codes), query_views=views, more=None)
+
+    return replace(fp, more=functools.cache(expand))
 
 
 def _more_views(gray: np.ndarray, work: np.ndarray, fp: ImageFingerprint
-                ) -> tuple[Features, ...]:
-    """The query's costlier views: keypoints of its mirror image (ORB is not mirror-invariant,
-    so a flipped and cropped copy needs them) and, when large text covers it, keypoints kept
-    off the text (on a low-texture photo the letters of a watermark take every keypoint)."""
+                ) -> tuple[tuple[int, ...], tuple[Features, ...]]:
+    """The query's costlier codes and views: keypoints of its mirror image (ORB is not
+    mirror-invariant, so a flipped and cropped copy needs them); when large text covers it,
+    keypoints kept off the text (on a low-texture photo the letters of a watermark take every
+    keypoint); and on something that is not quite a page, the largest photo-like blob found
+    on a plain background (both tiers), as a last resort for screenshots `page_region` does
+    not accept."""
     box = fp.box if fp.page and fp.box is not None else (0, work.shape[0], 0, work.shape[1])
+    codes: list[int] = []
     views = [_region_features(gray, work, box, True)]
     y0, y1, x0, x1 = box
     mask = text_mask(work[y0:y1, x0:x1])
     if mask is not None:
         views.append(_unmarked_features(work, box, mask))
-    return tuple(views)
+    blob = None if fp.page else photo_region(work)
+    if blob is not None:
+        codes += trimmed_codes(_in_gray(gray, work, blob))
+        views.append(_region_features(gray, work, blob, False))
+    return tuple(codes), tuple(views)
 
 
 TEXT_KERNEL = 13
