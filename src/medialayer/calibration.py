@@ -12,7 +12,7 @@ CONFIDENCE_ORDER = ("low", "medium", "high")
 
 IMAGE_CODE_BITS_TO_ZERO = 8
 """A global-code distance (of 64 bits) at which the global tier's score reaches 0."""
-IMAGE_CODE_MIN_INFORMATION = 5
+IMAGE_CODE_MIN_INFORMATION = 4
 """Global codes closer than this to a featureless image's code (`image.code_information`)
 cannot make a match high on their own: unrelated gradients share them."""
 IMAGE_FEATURELESS_MAX = 0.7
