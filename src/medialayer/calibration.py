@@ -23,9 +23,9 @@ IMAGE_INLIERS_AT_HALF = 10
 """Half the RANSAC inlier count at which the keypoint tier's score reaches 0.5."""
 
 THRESHOLDS: dict[str, dict[str, float]] = {
-    # python bench/calibrate.py --corpus eval-data/image-dev --results results.csv
-    # (docs/benchmarks.md): high has 100 % precision and no negative on dev; medium is the
-    # operating point where <= 1 % of negatives match anything.
+    # python bench/calibrate.py --corpus eval-data/image-dev --results results.csv, pooled with
+    # bench/templates.py's sets (docs/benchmarks.md): high has 100 % precision and no negative
+    # on all of them; medium is the operating point where <= 1 % of negatives match anything.
     "image": {"high": 0.85, "medium": 0.65},
 }
 """Scores at or above which a match is labelled high / medium (per media type)."""
