@@ -1,6 +1,10 @@
 """Confidence thresholds from a results file: where precision crosses 99 % (high) and 90 % (medium).
 
-    python bench/calibrate.py --corpus eval-data/image-dev --results results.csv
+    python bench/calibrate.py --corpus eval-data/image-dev --results results.csv \
+        [--corpus /tmp/hard --results hard.csv ...]
+
+Several corpora (each with its results file, in the same order) are pooled: `high` must hold on
+all of them at once, and `medium` is the highest of their R@T operating points.
 
 Each query's and each negative's top-1 answer is one decision: right if it is the expected item,
 wrong otherwise (every answer to a negative is wrong). For each candidate threshold t, precision is
@@ -58,20 +62,27 @@ def round_up(t: float, step: float = 0.05) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--corpus", type=Path, required=True)
-    ap.add_argument("--results", type=Path, required=True)
+    ap.add_argument("--corpus", type=Path, action="append", required=True)
+    ap.add_argument("--results", type=Path, action="append", required=True)
     args = ap.parse_args()
-    ds = decisions(read_truth(args.corpus), read_results(args.results))
-    high = round_up(lowest_threshold(ds, 0.99, allow_negatives=False))
-    truth = read_truth(args.corpus)
-    medium = round_up(max(lowest_threshold(ds, 0.90, allow_negatives=True),
-                          threshold(truth, read_results(args.results))))
-    for name, t, top in (("high", high, 2.0), ("medium", medium, high)):
-        chosen = [d for d in ds if t <= d[0] < top]
-        prec = sum(d[1] for d in chosen) / max(1, len(chosen))
-        negs = sum(d[2] for d in chosen)
-        print(f"{name:6s} >= {t:.4f}: {len(chosen)} answers, precision {100 * prec:.2f} %, "
-              f"{negs} negatives")
+    if len(args.corpus) != len(args.results):
+        ap.error("give one --results per --corpus")
+    sets = [(c.name, decisions(read_truth(c), read_results(r)),
+             threshold(read_truth(c), read_results(r)))
+            for c, r in zip(args.corpus, args.results, strict=True)]
+    pooled = sorted((d for _, ds, _ in sets for d in ds), key=lambda d: -d[0])
+    high = round_up(lowest_threshold(pooled, 0.99, allow_negatives=False))
+    medium = round_up(max(lowest_threshold(pooled, 0.90, allow_negatives=True),
+                          *(t for _, _, t in sets)))
+    print("| set | label | band | answers | precision | negatives |")
+    print("|---|---|---|---|---|---|")
+    for name, ds in [*((n, d) for n, d, _ in sets), ("all", pooled)]:
+        for label, t, top in (("high", high, 2.0), ("medium", medium, high)):
+            chosen = [d for d in ds if t <= d[0] < top]
+            prec = sum(d[1] for d in chosen) / max(1, len(chosen))
+            negs = sum(d[2] for d in chosen)
+            band = f">= {t:.2f}" if top > 1 else f"{t:.2f}-{top:.2f}"
+            print(f"| {name} | {label} | {band} | {len(chosen)} | {100 * prec:.2f} % | {negs} |")
     print(f"IMAGE = Calibration(high={high:.4f}, medium={medium:.4f})")
 
 

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from medialayer import MediaLayer, MediaRef
 from medialayer.cli import app
 from medialayer.kinds import AnyKind, get_kind, kinds, register, unregister
-from medialayer.kinds.base import CONFIDENCE_ORDER, at_least
+from medialayer.kinds.base import CONFIDENCE_ORDER, Match, Segment, at_least
 
 import audio_synth
 import fakekind
@@ -115,6 +115,16 @@ def test_the_protocol_round_trips_and_verifies(kind: AnyKind) -> None:
     assert index.delete(1) and 1 not in index
 
 
+def test_a_match_seen_from_the_other_side_exchanges_its_sides() -> None:
+    m = Match(3, 0.9, (Segment(1, 2, 10, 12, 0.9),),
+              {"tier": "keypoints", "query_box": (0, 0, 1, 1), "reference_coverage": 0.25})
+    back = m.swapped()
+    assert back.segments == (Segment(10, 12, 1, 2, 0.9),)
+    assert back.explanation == {"tier": "keypoints", "reference_box": (0, 0, 1, 1),
+                                "query_coverage": 0.25}
+    assert back.swapped() == m
+
+
 def test_library(kind: AnyKind, tmp_path: Path) -> None:
     original, copy, other = samples(kind)
     ml = MediaLayer(tmp_path / "data")
@@ -124,7 +134,8 @@ def test_library(kind: AnyKind, tmp_path: Path) -> None:
     top = ml.search(copy).results[0]
     assert top.media.id == a.id and top.confidence == "high"
     assert all(h.confidence != "high" for h in ml.search(other).results if h.media.id != b.id)
-    assert ml.compare(copy, original).confidence == "high"
+    there, back = ml.compare(copy, original), ml.compare(original, copy)
+    assert (there.similarity_score, there.confidence) == (back.similarity_score, "high")
     assert ml.compare(MediaRef(a.id), MediaRef(b.id)).confidence != "high"
     added = ml.search(copy, index=True, name="copy")
     assert added.query_media is not None

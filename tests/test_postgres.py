@@ -149,7 +149,8 @@ def test_a_lower_seq_committing_last_is_not_skipped(pg_url: str, tmp_path, monke
     assert reader.search(first).results == []  # the reader's index is built, and polls
     kind = get_kind("image")
     item = NewMedia(tenant="default", media_type="image",
-                    fingerprint=kind.encode(kind.stored(io.BytesIO(first))))
+                    fingerprint=kind.encode(kind.stored(io.BytesIO(first))),
+                    fingerprint_version=kind.version)
     inserted, release = threading.Event(), threading.Event()
 
     def hold(session: object, ids: list[str]) -> None:

@@ -7,6 +7,7 @@ inline thumbnail (data URI): the file can be mailed or archived without the imag
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -39,15 +40,38 @@ def write_html(clusters: list[Cluster], out: Path, title: str) -> None:
                       autoescape=select_autoescape(["html"]))
     view = [{"members": [{"name": m.name, "id": m.id, "source": m.source,
                           "thumb": thumbnail_uri(m)} for m in c.members],
-             "pairs": [{"a": _name(c, a), "b": _name(c, b), "score": s} for a, b, s in c.pairs]}
+             "pairs": [{"a": _name(c, p.a), "b": _name(c, p.b), "score": p.similarity_score,
+                        "why": _why(p.explanation)} for p in c.pairs]}
             for c in clusters]
     out.write_text(env.get_template("dedupe.html").render(title=title, clusters=view))
 
 
 def write_pairs_csv(clusters: list[Cluster], out: Path) -> None:
-    write_csv(out, ["cluster", "a", "b", "similarity_score"],
-              ([i, _source(c, a), _source(c, b), f"{s:.4f}"]
-               for i, c in enumerate(clusters, 1) for a, b, s in c.pairs))
+    write_csv(out, ["cluster", "a", "b", "similarity_score", "why"],
+              ([i, _source(c, p.a), _source(c, p.b), f"{p.similarity_score:.4f}",
+                _why(p.explanation)]
+               for i, c in enumerate(clusters, 1) for p in c.pairs))
+
+
+def _why(explanation: Mapping[str, object] | None) -> str:
+    """One line a reviewer reads: the tier (and its evidence), the inliers, how much of each
+    item matched; a kind's explanation may have only some of these."""
+    if not explanation:
+        return ""
+    e = explanation
+    parts = []
+    if "tier" in e:
+        parts.append(f"{e['tier']} ({e['evidence']})" if "evidence" in e else str(e["tier"]))
+    if "inliers" in e:
+        parts.append(f"{e['inliers']} inliers")
+    if "query_coverage" in e and "reference_coverage" in e:
+        parts.append(f"covers {_percent(e['query_coverage'])} of a / "
+                     f"{_percent(e['reference_coverage'])} of b")
+    return ", ".join(parts)
+
+
+def _percent(share: object) -> str:
+    return f"{100 * share:.0f} %" if isinstance(share, float | int) else "?"
 
 
 def _name(cluster: Cluster, media_id: str) -> str:

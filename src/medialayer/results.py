@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ class SearchHit:
     similarity_score: float
     confidence: str
     segments: list[Segment] = field(default_factory=list)
+    explanation: Mapping[str, object] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"media_id": self.media.id, "name": self.media.name,
@@ -26,6 +28,8 @@ class SearchHit:
                                "confidence": self.confidence}
         if self.segments:
             out["segments"] = [s.__dict__ for s in self.segments]
+        if self.explanation is not None:
+            out["explanation"] = dict(self.explanation)
         return out
 
 
@@ -44,10 +48,26 @@ class Comparison:
     similarity_score: float
     confidence: str
     segments: list[Segment] = field(default_factory=list)
+    explanation: Mapping[str, object] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"similarity_score": self.similarity_score, "confidence": self.confidence,
-                "segments": [s.__dict__ for s in self.segments]}
+                "segments": [s.__dict__ for s in self.segments],
+                "explanation": None if self.explanation is None else dict(self.explanation)}
+
+
+@dataclass(frozen=True)
+class ClusterPair:
+    """Two members of a cluster, their pair score and why they match."""
+
+    a: str
+    b: str
+    similarity_score: float
+    explanation: Mapping[str, object] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"a": self.a, "b": self.b, "similarity_score": self.similarity_score,
+                "explanation": None if self.explanation is None else dict(self.explanation)}
 
 
 @dataclass(frozen=True)
@@ -55,11 +75,11 @@ class Cluster:
     """Near-duplicates: the members and the scored pairs that joined them."""
 
     members: list[MediaRecord]
-    pairs: list[tuple[str, str, float]]
+    pairs: list[ClusterPair]
 
     def as_dict(self) -> dict[str, Any]:
         return {"members": [m.as_dict() for m in self.members],
-                "pairs": [{"a": a, "b": b, "similarity_score": s} for a, b, s in self.pairs]}
+                "pairs": [p.as_dict() for p in self.pairs]}
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,16 @@ from medialayer.errors import Conflict, InvalidInput, MediaTooLarge
 from medialayer.fields import problem
 from medialayer.index.registry import DELETIONS_KEPT, IndexRegistry
 from medialayer.kinds import AnyKind, get_kind, kinds, sniff_kind
-from medialayer.kinds.base import Loader, Match, MediaInput, Window, at_least
-from medialayer.results import Cluster, Comparison, MediaRef, SearchHit, SearchResult, Source
+from medialayer.kinds.base import Loader, Match, MediaInput, Window, at_least, both_ways
+from medialayer.results import (
+    Cluster,
+    ClusterPair,
+    Comparison,
+    MediaRef,
+    SearchHit,
+    SearchResult,
+    Source,
+)
 
 DEFAULT_TENANT = "default"
 SNIFF_BYTES = 512
@@ -107,16 +115,15 @@ class MediaLayer:
 
     def compare(self, a: Source, b: Source, media_type: str | None = None,
                 tenant: str | None = None) -> Comparison:
-        """Score `a` (as a query) against `b` (as a stored item); the kind is `media_type`, or
+        """Score `a` and `b` against each other, each as the query against the other stored, and
+        keep the stronger: compare(a, b) and compare(b, a) agree. The kind is `media_type`, or
         that of a catalog operand, or sniffed from `a`'s content."""
         tenant = tenant or self.tenant
         kind = self._kind_of_operands(a, b, media_type, tenant)
-        query = (kind.query_of(self._stored_of(kind, a, tenant)) if isinstance(a, MediaRef)
-                 else kind.query(self._open(a, kind.name)[1]))
-        stored = (self._stored_of(kind, b, tenant) if isinstance(b, MediaRef)
-                  else kind.stored(self._open(b, kind.name)[1]))
-        match = kind.verify(query, stored)
-        return Comparison(match.score, kind.calibration.label(match.score), list(match.segments))
+        match = both_ways(kind, *self._operand(kind, a, tenant),
+                           *self._operand(kind, b, tenant))
+        return Comparison(match.score, kind.calibration.label(match.score), list(match.segments),
+                          match.explanation)
 
     def get(self, media_id: str, tenant: str | None = None) -> MediaRecord:
         return self.store.get(tenant or self.tenant, media_id)
@@ -137,16 +144,20 @@ class MediaLayer:
         return clusters
 
     def _edges(self, kind: AnyKind, tenant: str, min_confidence: str, neighbours: int
-               ) -> dict[tuple[int, int], float]:
-        edges: dict[tuple[int, int], float] = {}
+               ) -> dict[tuple[int, int], Match]:
+        """Search proposes the pairs; each pair is then scored once, both ways as `compare`
+        does, so an edge does not depend on which item happened to search for the other."""
+        load = self._loader(kind)
+        scored: dict[tuple[int, int], Match] = {}
         for seq, stored in self._tenant_fingerprints(kind, tenant):
-            found = self.indexes.search(kind.name, kind.query_of(stored), tenant, neighbours,
-                                        0.0, exclude=seq)
-            for m in found:
-                if at_least(kind.calibration.label(m.score), min_confidence):
-                    pair = (min(seq, m.key), max(seq, m.key))
-                    edges[pair] = max(edges.get(pair, 0.0), m.score)
-        return edges
+            query = kind.query_of(stored)
+            found = self.indexes.search(kind.name, query, tenant, neighbours, 0.0, exclude=seq)
+            others = load([m.key for m in found if _pair(seq, m.key) not in scored])
+            for key, other in others.items():
+                match = both_ways(kind, query, stored, kind.query_of(other), other)
+                scored[_pair(seq, key)] = match if seq < key else match.swapped()
+        return {pair: m for pair, m in scored.items()
+                if at_least(kind.calibration.label(m.score), min_confidence)}
 
     def decide(self, media_id: str, action: str, *, other_media_id: str | None = None,
                note: str | None = None, tenant: str | None = None) -> dict[str, Any]:
@@ -226,16 +237,17 @@ class MediaLayer:
     def _hits(self, kind: AnyKind, matches: builtins.list[Match]) -> builtins.list[SearchHit]:
         records = self.store.records([m.key for m in matches])
         return [SearchHit(records[m.key], m.score, kind.calibration.label(m.score),
-                          list(m.segments))
+                          list(m.segments), m.explanation)
                 for m in matches if m.key in records]
 
-    def _group(self, edges: dict[tuple[int, int], float]) -> builtins.list[Cluster]:
-        groups = connected_groups(edges)
+    def _group(self, edges: dict[tuple[int, int], Match]) -> builtins.list[Cluster]:
+        groups = connected_groups({pair: m.score for pair, m in edges.items()})
         records = self.store.records([key for group in groups for key in group])
         clusters = []
         for group in groups:
             members = set(group)
-            pairs = [(records[a].id, records[b].id, s) for (a, b), s in sorted(edges.items())
+            pairs = [ClusterPair(records[a].id, records[b].id, m.score, m.explanation)
+                     for (a, b), m in sorted(edges.items())
                      if a in members and a in records and b in records]
             clusters.append(Cluster([records[k] for k in group if k in records], pairs))
         return clusters
@@ -248,6 +260,14 @@ class MediaLayer:
             if isinstance(operand, MediaRef):
                 return get_kind(self.store.get(tenant, operand.media_id).media_type)
         return self._open(a, None)[0]
+
+    def _operand(self, kind: AnyKind, source: Source, tenant: str) -> tuple[Any, Any]:
+        """A comparison operand's query and stored fingerprints, decoded once."""
+        if isinstance(source, MediaRef):
+            stored = self._stored_of(kind, source, tenant)
+            return kind.query_of(stored), stored
+        query = kind.query(self._open(source, kind.name)[1])
+        return query, kind.stored_of(query)
 
     def _stored_of(self, kind: AnyKind, ref: MediaRef, tenant: str) -> Any:
         record, row = self.store.get_fingerprint(tenant, ref.media_id)
@@ -291,6 +311,10 @@ def _size_and_head(path: Path) -> tuple[int, bytes]:
             return os.fstat(f.fileno()).st_size, f.read(SNIFF_BYTES)
     except OSError as e:
         raise InvalidInput(f"cannot read {path}: {e.strerror}") from e
+
+
+def _pair(a: int, b: int) -> tuple[int, int]:
+    return (a, b) if a < b else (b, a)
 
 
 def _storable(**fields: Any) -> None:

@@ -116,6 +116,28 @@ class SegmentOut(BaseModel):
     score: float
 
 
+class ExplanationOut(BaseModel):
+    """Why two media match (docs/api.md, "Explanations"), in the kind's own terms: the image
+    kind's fields are below (boxes are (x0, y0, x1, y1) as shares of each image's width and
+    height); other kinds send their own (a time offset, ...)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    tier: str | None = Field(None, description="image: global_code, keypoints, or "
+                             "photo_region (a listing page's photo was compared, not its page)")
+    evidence: str | None = Field(None, description="image: global_code or keypoints, what "
+                                 "gave the score")
+    code_distance: int | None = Field(None, description="image: Hamming distance of the "
+                                      "global codes (of 64 bits), null if beyond 8")
+    inliers: int | None = Field(None, description="image: keypoint pairs that one transform "
+                                "maps onto each other")
+    query_box: tuple[float, float, float, float] | None = None
+    reference_box: tuple[float, float, float, float] | None = None
+    query_coverage: float | None = Field(None, description="image: share of the query's area "
+                                         "the match covers")
+    reference_coverage: float | None = None
+
+
 class HitOut(BaseModel):
     media_id: str
     name: str | None
@@ -123,6 +145,7 @@ class HitOut(BaseModel):
     similarity_score: float
     confidence: Confidence
     segments: list[SegmentOut] | None = None
+    explanation: ExplanationOut | None = None
 
 
 class SearchOut(BaseModel):
@@ -135,12 +158,14 @@ class CompareOut(BaseModel):
     similarity_score: float
     confidence: Confidence
     segments: list[SegmentOut]
+    explanation: ExplanationOut | None = None
 
 
 class PairOut(BaseModel):
     a: str
     b: str
     similarity_score: float
+    explanation: ExplanationOut | None = None
 
 
 class ClusterOut(BaseModel):

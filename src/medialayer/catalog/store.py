@@ -78,7 +78,9 @@ class NewMedia:
     tenant: str
     media_type: str
     fingerprint: Encoded
-    fingerprint_version: int = 1
+    fingerprint_version: int
+    """The kind's `version` when it fingerprinted: no default, rows of another version than the
+    kind's are never searched."""
     name: str | None = None
     external_id: str | None = None
     source: str | None = None

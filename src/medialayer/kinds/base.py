@@ -96,6 +96,23 @@ class Match:
     def keyed(self, key: int) -> Match:
         return replace(self, key=key)
 
+    def swapped(self) -> Match:
+        """The same match seen from the other side, for a comparison run the other way: each
+        segment's query and reference ranges, and the explanation's `query_*` and
+        `reference_*` entries, exchange places."""
+        segments = tuple(Segment(s.reference_start, s.reference_end, s.query_start,
+                                 s.query_end, s.score) for s in self.segments)
+        explanation = None if self.explanation is None else {
+            _other_side(name): value for name, value in self.explanation.items()}
+        return replace(self, segments=segments, explanation=explanation)
+
+
+def _other_side(name: str) -> str:
+    for a, b in (("query_", "reference_"), ("reference_", "query_")):
+        if name.startswith(a):
+            return b + name[len(a):]
+    return name
+
 
 class Candidate(NamedTuple):
     """What a candidate index proposes: a key, the reference time offset it votes for (seconds
@@ -239,6 +256,15 @@ def rank(index: CandidateIndex[Q, S], verify: Callable[[Q, S], Match], load: Loa
     kept = [m for m in matches if m.score > 0 and m.score >= min_score]
     kept.sort(key=lambda m: (-m.score, m.key))
     return kept[:top_k]
+
+
+def both_ways(kind: MediaKind[Q, S], query_a: Q, stored_a: S, query_b: Q, stored_b: S
+              ) -> Match:
+    """`a` verified against `b` and `b` against `a`, the stronger kept (seen from `a`), so a
+    comparison does not depend on the order of its operands: a query carries views that are
+    never stored (an image's mirror), so one direction can see more than the other."""
+    forward, backward = kind.verify(query_a, stored_b), kind.verify(query_b, stored_a)
+    return backward.swapped() if backward.score > forward.score else forward
 
 
 def read_all(source: MediaInput, max_bytes: int) -> bytes:

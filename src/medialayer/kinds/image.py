@@ -20,7 +20,7 @@ import struct
 import threading
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -179,6 +179,17 @@ def dhash_pair(gray: np.ndarray) -> tuple[int, int]:
     return int(code), int(mirror)
 
 
+def code_information(code: int) -> int:
+    """How far a code is from the codes of featureless images: the bits that would have to
+    change for each row's comparisons to all agree, or for all rows to be the same. A smooth
+    gradient's code is all ones or all zeros row by row, and an image that only changes from
+    left to right repeats one row: every such image running the same way (or, mirrored, the
+    other way) shares the code, so these codes match unrelated images by chance."""
+    rows = [(code >> shift & 0xFF).bit_count() for shift in range(0, 64, 8)]
+    columns = [sum(code >> (shift + bit) & 1 for shift in range(0, 64, 8)) for bit in range(8)]
+    return min(sum(min(n, 8 - n) for n in rows), sum(min(n, 8 - n) for n in columns))
+
+
 def dhash(gray: np.ndarray) -> int:
     """64-bit difference hash (the seed product's code) of a grayscale image."""
     return dhash_pair(gray)[0]
@@ -212,6 +223,72 @@ def photo_region(gray: np.ndarray, tol: int = 12) -> tuple[int, int, int, int] |
     Page text and buttons are many small or thin blobs; the photo is one large, roughly square
     one. Returns None when the page has no uniform background or the blob is the whole image.
     """
+    found = _largest_blob(gray, tol)
+    return None if found is None else found[0]
+
+
+def page_region(gray: np.ndarray, tol: int = 12) -> tuple[int, int, int, int] | None:
+    """The photo of a listing page, or None for anything that is not a page.
+
+    A page is a solid photo region with sharp chrome around it (header, text, buttons: other
+    foreground with crisp edges outside the photo), and the photo is not most of the image. A
+    product shot on a white canvas has a blob too but nothing around it, a blurred or
+    gradient image has blobs but no crisp edges, line art has outlines but no solid blob: all
+    stay images matched as a whole.
+    """
+    found = _largest_blob(gray, tol)
+    if found is None:
+        return None
+    box, blob = found
+    return box if (blob.chrome_edges >= PAGE_CHROME_EDGES and blob.chrome_parts >= PAGE_PARTS
+                   and blob.fill >= PAGE_PHOTO_FILL
+                   and blob.share <= PAGE_PHOTO_SHARE and blob.flat >= PAGE_FLAT
+                   ) else None
+
+
+PAGE_CHROME_EDGES = 0.003
+"""Share of a page's pixels (at 256 px) that must be crisp edges of foreground outside its
+photo: text and buttons have them, soft blobs of a blurred photo do not."""
+PAGE_EDGE = 300
+"""Sobel magnitude (3x3, 8-bit pixels) of a crisp edge: text on a flat page reaches it even
+after downscaling and JPEG; a blurred step does not."""
+PAGE_PARTS = 4
+"""Separate pieces of foreground besides the photo that a page has at least (lines of text,
+buttons, bars): a product cut out on white with a few loose parts has fewer."""
+PAGE_FLAT = 0.6
+"""Share of a page's background pixels within 3 levels of its colour: a page is flat where
+a blurred photo or a gradient only drifts slowly (its "background" spreads over the whole
+tolerance)."""
+PAGE_PHOTO_FILL = 0.15
+"""Share of the photo region's box that must be foreground: a pasted photo is solid (a
+product cut out on white less so), the outline of a drawn box is not."""
+PAGE_PHOTO_SHARE = 0.7
+"""A photo region covering more of the image than this is the image itself, not a page."""
+
+
+BLOB_TRIES = 4
+"""Largest blobs tried, in order of size, for the photo: a header bar merged with a banner
+below it can outgrow it."""
+
+
+def _bar(x: int, y: int, width: int, height: int, shape: tuple[int, ...]) -> bool:
+    """Whether a blob spans the page from side to side at its top or bottom: a header or
+    footer bar (with whatever merged into it), not a pasted photo."""
+    return x == 0 and x + width >= shape[1] and (y == 0 or y + height >= shape[0])
+
+
+@dataclass(frozen=True)
+class _Blob:
+    share: float  # of the image, its box
+    fill: float  # of its box, foreground
+    chrome_edges: float  # of the image, crisp foreground edges outside its box
+    flat: float  # of the background pixels, those within 3 levels of its colour
+    chrome_parts: int  # other foreground blobs
+
+
+def _largest_blob(gray: np.ndarray, tol: int) -> tuple[tuple[int, int, int, int], _Blob] | None:
+    """The box of the largest compact foreground blob on a uniform background, and what
+    surrounds it; None without a uniform background or such a blob."""
     h, w = gray.shape
     scale = min(1.0, 256 / max(h, w))
     small = shrink(gray, 256)
@@ -219,20 +296,34 @@ def photo_region(gray: np.ndarray, tol: int = 12) -> tuple[int, int, int, int] |
     bg = int(np.median(frame))
     if np.mean(np.abs(frame - bg) <= tol) < 0.5:
         return None
-    mask = cv2.morphologyEx((np.abs(small.astype(np.int16) - bg) > tol).astype(np.uint8),
-                            cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+    difference = np.abs(small.astype(np.int16) - bg)
+    foreground = difference > tol
+    mask = cv2.morphologyEx(foreground.astype(np.uint8), cv2.MORPH_CLOSE,
+                            np.ones((5, 5), np.uint8))
     n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if n <= 1:
         return None
     bw, bh = stats[1:, cv2.CC_STAT_WIDTH].astype(float), stats[1:, cv2.CC_STAT_HEIGHT].astype(float)
     area = np.where(np.maximum(bw / bh, bh / bw) <= 5, bw * bh, 0)
-    best = int(np.argmax(area))
     total = small.shape[0] * small.shape[1]
-    if not 0.04 * total <= area[best] <= 0.9 * total:
+    for best in np.argsort(-area, kind="stable")[:BLOB_TRIES]:
+        if not 0.04 * total <= area[best] <= 0.9 * total:
+            return None
+        x, y, bx, by = (int(v) for v in stats[1 + best, :4])
+        if not _bar(x, y, bx, by, small.shape):
+            break
+    else:
         return None
-    x, y, bx, by = stats[1 + best, :4]
-    return (int(y / scale), min(h, int((y + by) / scale)),
-            int(x / scale), min(w, int((x + bx) / scale)))
+    edges = np.hypot(cv2.Sobel(small, cv2.CV_32F, 1, 0), cv2.Sobel(small, cv2.CV_32F, 0, 1))
+    crisp = edges >= PAGE_EDGE
+    crisp[y:y + by, x:x + bx] = False
+    box = (int(y / scale), min(h, int((y + by) / scale)),
+           int(x / scale), min(w, int((x + bx) / scale)))
+    return box, _Blob(share=float(area[best]) / total,
+                      fill=float(np.count_nonzero(foreground[y:y + by, x:x + bx])) / (bx * by),
+                      chrome_edges=float(np.count_nonzero(crisp)) / total,
+                      flat=float(np.mean(difference[~foreground] <= 3)),
+                      chrome_parts=int(np.count_nonzero(stats[1:, cv2.CC_STAT_AREA] >= 4)) - 1)
 
 
 _ORB = threading.local()
@@ -259,36 +350,77 @@ def orb_features(gray: np.ndarray) -> Features:
     """
     small = shrink(gray, WORK_SIDE)
     if min(small.shape) <= 2 * ORB_EDGE:
-        return Features.empty()
+        return Features.empty(small.shape)
     keypoints, descriptors = _orb().detectAndCompute(small, None)
     if descriptors is None or not keypoints:
-        return Features.empty()
+        return Features.empty(small.shape)
     points = np.array([k.pt for k in keypoints], dtype=np.float32)
-    return Features(points, descriptors)
+    return Features(points, descriptors, (small.shape[1], small.shape[0]))
+
+
+Box = tuple[int, int, int, int]
+"""(y0, y1, x0, x1) in pixels, as `content_box` gives it."""
+NormBox = tuple[float, float, float, float]
+"""(x0, y0, x1, y1) as shares of the image's width and height: what explanations report."""
 
 
 @dataclass(frozen=True)
 class Features:
-    """Keypoints of one view of an image: positions and their binary descriptors."""
+    """Keypoints of one view of an image: positions and their binary descriptors.
+
+    Positions are in the pixels of the image's work frame (long side WORK_SIDE), `size` wide
+    and high, whatever part of the image the keypoints were computed on; a mirrored view's
+    x runs right to left, so a similarity transform still fits a flipped copy.
+    """
 
     points: np.ndarray  # float32 (n, 2)
     descriptors: np.ndarray  # uint8 (n, 32)
+    size: tuple[int, int] = (0, 0)  # (width, height) of the work frame
+    mirrored: bool = False
 
     @classmethod
-    def empty(cls) -> Features:
-        return cls(np.zeros((0, 2), np.float32), np.zeros((0, ORB_BYTES), np.uint8))
+    def empty(cls, shape: tuple[int, ...] = (0, 0)) -> Features:
+        return cls(np.zeros((0, 2), np.float32), np.zeros((0, ORB_BYTES), np.uint8),
+                   (shape[1], shape[0]))
 
     def __len__(self) -> int:
         return len(self.descriptors)
+
+    def share(self, corners: np.ndarray) -> NormBox | None:
+        """The part of this view's frame inside the polygon `corners` (pixels of the frame),
+        as a box of shares of the image, unmirrored; None if they do not meet."""
+        w, h = self.size
+        if min(w, h) <= 0:
+            return None
+        low, high = corners.min(axis=0), corners.max(axis=0)
+        x0, y0 = max(0.0, float(low[0])), max(0.0, float(low[1]))
+        x1, y1 = min(float(w), float(high[0])), min(float(h), float(high[1]))
+        if x1 <= x0 or y1 <= y0:
+            return None
+        if self.mirrored:
+            x0, x1 = w - x1, w - x0
+        return _clipped((x0 / w, y0 / h, x1 / w, y1 / h))
+
+    def corners(self) -> np.ndarray:
+        w, h = self.size
+        return np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
+
+
+def _clipped(box: NormBox) -> NormBox:
+    x0, y0, x1, y1 = (round(min(1.0, max(0.0, v)), 4) for v in box)
+    return x0, y0, x1, y1
 
 
 @dataclass(frozen=True)
 class ImageFingerprint:
     """The stored fingerprint (code + features) and, for queries, the extra views to try.
 
-    A query's costlier views (keypoints of its mirror image, the photo region of a page
-    screenshot) are computed only if asked for, by `expanded`: most searches are settled by the
-    main view, and computing them first would double the cost of every search.
+    The code and the features describe the image's content: on a listing page, the photo
+    region only (`page`), so two pages that share a template share nothing of what is
+    matched; elsewhere the whole image, borders trimmed (`box`). A query's costlier views
+    (keypoints of its mirror image) are computed only if asked for, by `expanded`: most
+    searches are settled by the main view, and computing them first would double the cost of
+    every search.
     """
 
     code: int
@@ -296,6 +428,8 @@ class ImageFingerprint:
     query_codes: tuple[int, ...] = ()
     query_views: tuple[Features, ...] = ()
     more: Callable[[], ImageFingerprint] | None = field(default=None, compare=False, repr=False)
+    box: Box | None = None  # the content, in the work frame of `features.size`
+    page: bool = False
 
     @property
     def codes(self) -> list[int]:
@@ -309,6 +443,14 @@ class ImageFingerprint:
         """The same query with every view: its codes and views start with this one's."""
         return self if self.more is None else self.more()
 
+    def content(self) -> NormBox:
+        """The content box as shares of the image: all of it when unknown."""
+        w, h = self.features.size
+        if self.box is None or min(w, h) <= 0:
+            return 0.0, 0.0, 1.0, 1.0
+        y0, y1, x0, x1 = self.box
+        return _clipped((x0 / w, y0 / h, x1 / w, y1 / h))
+
 
 def fingerprint_image(im: Image.Image, query: bool = False, local: bool = True) -> ImageFingerprint:
     """Both tiers (and the mirror code) for a decoded image; see `fingerprint_gray`."""
@@ -317,36 +459,124 @@ def fingerprint_image(im: Image.Image, query: bool = False, local: bool = True) 
 
 def fingerprint_gray(gray: np.ndarray, query: bool = False, local: bool = True
                      ) -> ImageFingerprint:
-    """Both tiers (and the mirror code) for one image.
+    """Both tiers (and the mirror code) of the image's content.
 
-    A query can also get keypoints of its mirror image and, on a page screenshot, both tiers of
-    the photo region found on it (`ImageFingerprint.expanded`): views that only a query needs,
-    so none of them is stored.
+    On a listing page (`page_region`) the content is the photo: its code, and keypoints
+    computed on it alone, so the page's text does not crowd them out. A query can also get
+    keypoints of its mirror image (`ImageFingerprint.expanded`), which only a query needs, so
+    they are not stored.
     """
     work = shrink(gray, WORK_SIDE)
-    code, mirror = trimmed_codes(work)
-    features = orb_features(work) if local else Features.empty()
-    if not query:
-        return ImageFingerprint(code, features, (mirror,))
-    more = functools.cache(lambda: _expanded(gray, work, [code, mirror], features, local))
-    return ImageFingerprint(code, features, (mirror,), more=more)
+    region = page_region(work)
+    if region is None:
+        small = shrink(work, GLOBAL_SIDE)
+        y0, y1, x0, x1 = content_box(small)
+        code, mirror = dhash_pair(small[y0:y1, x0:x1])
+        f = work.shape[0] / small.shape[0]
+        box = (round(y0 * f), round(y1 * f), round(x0 * f), round(x1 * f))
+        features = orb_features(work) if local else Features.empty(work.shape)
+    else:
+        box = region
+        code, mirror = trimmed_codes(_in_gray(gray, work, region))
+        features = _region_features(gray, work, region, False) if local else Features.empty(
+            work.shape)
+    fp = ImageFingerprint(code, features, (mirror,), box=box, page=region is not None)
+    if not query or not local:
+        return fp
+    def expand() -> ImageFingerprint:
+        codes, views = _more_views(gray, work, fp)
+        return replace(fp, query_codes=(*fp.query_codes, *codes), query_views=views, more=None)
+
+    return replace(fp, more=functools.cache(expand))
 
 
-def _expanded(gray: np.ndarray, work: np.ndarray, codes: list[int], features: Features,
-              local: bool) -> ImageFingerprint:
-    views: list[Features] = []
-    if local:  # keypoints are not mirror-invariant: a flipped and cropped copy needs this
-        views.append(orb_features(np.ascontiguousarray(work[:, ::-1])))
-    box = photo_region(work)
-    if box is not None:
-        fy, fx = gray.shape[0] / work.shape[0], gray.shape[1] / work.shape[1]
-        y0, y1, x0, x1 = (round(box[0] * fy), round(box[1] * fy),
-                          round(box[2] * fx), round(box[3] * fx))
-        region = gray[y0:y1, x0:x1]
-        codes = [*codes, *trimmed_codes(region)]
-        if local:
-            views.append(orb_features(region))
-    return ImageFingerprint(codes[0], features, tuple(codes[1:]), tuple(views))
+def _more_views(gray: np.ndarray, work: np.ndarray, fp: ImageFingerprint
+                ) -> tuple[tuple[int, ...], tuple[Features, ...]]:
+    """The query's costlier codes and views: keypoints of its mirror image (ORB is not
+    mirror-invariant, so a flipped and cropped copy needs them); when large text covers it,
+    keypoints kept off the text (on a low-texture photo the letters of a watermark take every
+    keypoint); and on something that is not quite a page, the largest photo-like blob found
+    on a plain background (both tiers), as a last resort for screenshots `page_region` does
+    not accept."""
+    box = fp.box if fp.page and fp.box is not None else (0, work.shape[0], 0, work.shape[1])
+    codes: list[int] = []
+    views = [_region_features(gray, work, box, True)]
+    y0, y1, x0, x1 = box
+    mask = text_mask(work[y0:y1, x0:x1])
+    if mask is not None:
+        views.append(_unmarked_features(work, box, mask))
+    blob = None if fp.page else photo_region(work)
+    if blob is not None:
+        codes += trimmed_codes(_in_gray(gray, work, blob))
+        views.append(_region_features(gray, work, blob, False))
+    return tuple(codes), tuple(views)
+
+
+TEXT_KERNEL = 13
+"""Strokes thinner than this (pixels at WORK_SIDE) stand out of a top-hat / black-hat: the
+letters of large overlaid text, and little else on a low-texture image."""
+TEXT_CONTRAST = 18
+TEXT_DENSITY = 0.18
+"""Share of a neighbourhood that must be strokes for it to be text; a lone line of a drawing
+is sparser."""
+TEXT_SHARE = 0.05
+"""Text covering less of the image than this is left alone: it cannot crowd keypoints out."""
+
+
+def text_mask(gray: np.ndarray) -> np.ndarray | None:
+    """Where large overlaid text is (uint8, 255 off it), or None when there is little."""
+    if min(gray.shape) < 2 * TEXT_KERNEL:
+        return None
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (TEXT_KERNEL, TEXT_KERNEL))
+    strokes = np.maximum(cv2.morphologyEx(gray, cv2.MORPH_TOPHAT, kernel),
+                         cv2.morphologyEx(gray, cv2.MORPH_BLACKHAT, kernel)) > TEXT_CONTRAST
+    dense = cv2.blur(strokes.astype(np.float32), (21, 21)) > TEXT_DENSITY
+    if np.count_nonzero(dense) < TEXT_SHARE * dense.size:
+        return None
+    text = cv2.dilate(dense.astype(np.uint8), np.ones((7, 7), np.uint8))
+    return ((1 - text) * 255).astype(np.uint8)
+
+
+def _unmarked_features(work: np.ndarray, box: Box, mask: np.ndarray) -> Features:
+    """Keypoints of the content box off the text `mask` covers, in the work frame."""
+    y0, y1, x0, x1 = box
+    if min(y1 - y0, x1 - x0) <= 2 * ORB_EDGE:
+        return Features.empty(work.shape)
+    keypoints, descriptors = _orb().detectAndCompute(
+        np.ascontiguousarray(work[y0:y1, x0:x1]), mask)
+    if descriptors is None or not keypoints:
+        return Features.empty(work.shape)
+    points = np.array([k.pt for k in keypoints], dtype=np.float32) + np.array([x0, y0],
+                                                                               np.float32)
+    return Features(points, descriptors, (work.shape[1], work.shape[0]))
+
+
+def _in_gray(gray: np.ndarray, work: np.ndarray, box: Box) -> np.ndarray:
+    """The pixels of `box` (work frame) in the larger `gray`."""
+    fy, fx = gray.shape[0] / work.shape[0], gray.shape[1] / work.shape[1]
+    y0, y1, x0, x1 = box
+    return gray[round(y0 * fy):round(y1 * fy), round(x0 * fx):round(x1 * fx)]
+
+
+def _region_features(gray: np.ndarray, work: np.ndarray, box: Box, mirrored: bool) -> Features:
+    """Keypoints of the content box alone (mirrored: of its mirror image), positioned in the
+    work frame."""
+    h, w = work.shape
+    y0, y1, x0, x1 = box
+    pixels = work if box == (0, h, 0, w) else _in_gray(gray, work, box)
+    view = orb_features(np.ascontiguousarray(pixels[:, ::-1]) if mirrored else pixels)
+    if len(view) == 0:
+        return Features.empty(work.shape)
+    vw, vh = view.size
+    points = view.points.copy()
+    if mirrored:
+        points[:, 0] = vw - points[:, 0]
+    if pixels is not work:
+        points *= np.array([(x1 - x0) / vw, (y1 - y0) / vh], np.float32)
+        points += np.array([x0, y0], np.float32)
+    if mirrored:
+        points[:, 0] = w - points[:, 0]
+    return Features(points, view.descriptors, (w, h), mirrored)
 
 
 def fingerprint_bytes(data: bytes, query: bool = False, local: bool = True) -> ImageFingerprint:
@@ -432,30 +662,41 @@ def _refuse_cut_short(body: bytes, gray: np.ndarray, scale: int) -> None:
 
 
 _HEADER = struct.Struct("<4sQQH")
-_MAGIC = b"MLI1"
+_MAGIC = b"MLI2"
+_CONTENT = struct.Struct("<HHHHHH?")
 
 
 def encode(fp: ImageFingerprint) -> bytes:
-    """Stored form: magic, code, mirror code, point count, float16 points, raw descriptors.
+    """Stored form: magic, code, mirror code, point count, the work frame's size, the content
+    box and whether it is a page's photo, float16 points, raw descriptors.
 
     The mirror code costs 8 bytes and lets a stored item search the catalog for its flipped
-    copies (clusters) without its file.
+    copies (clusters) without its file; the frame and box (13 bytes) let a match say where it
+    lies.
     """
     n = len(fp.features)
     mirror = fp.query_codes[0] if fp.query_codes else fp.code
+    w, h = fp.features.size
+    y0, y1, x0, x1 = fp.box if fp.box is not None else (0, h, 0, w)
     return (_HEADER.pack(_MAGIC, fp.code, mirror, n)
+            + _CONTENT.pack(w, h, y0, y1, x0, x1, fp.page)
             + fp.features.points.astype("<f2").tobytes() + fp.features.descriptors.tobytes())
 
 
 def decode(blob: bytes) -> ImageFingerprint:
+    """The stored form of `encode` (MLI2); MLI1 rows carry the image kind's version 1 and are
+    refused before they get here (they must be indexed again: a page's code was its page's)."""
     magic, code, mirror, n = _HEADER.unpack_from(blob)
     if magic != _MAGIC:
         raise ValueError("not an image fingerprint")
     off = _HEADER.size
+    w, h, y0, y1, x0, x1, page = _CONTENT.unpack_from(blob, off)
+    off += _CONTENT.size
     points = np.frombuffer(blob, "<f2", 2 * n, off).astype(np.float32).reshape(n, 2)
     off += 4 * n
     descriptors = np.frombuffer(blob, np.uint8, ORB_BYTES * n, off).reshape(n, ORB_BYTES)
-    return ImageFingerprint(code, Features(points, descriptors), query_codes=(mirror,))
+    return ImageFingerprint(code, Features(points, descriptors, (w, h)), query_codes=(mirror,),
+                            box=(y0, y1, x0, x1), page=bool(page))
 
 
 def nearest_two(query: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -476,35 +717,62 @@ def nearest_two(query: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndar
     return first, distance.min(axis=1), nearest
 
 
-def inliers(query: Features, ref: Features) -> int:
-    """Keypoint matches consistent with one similarity transform (RANSAC), or 0.
+@dataclass(frozen=True)
+class Evidence:
+    """What keypoint verification found: the inliers, and the region each image shares with
+    the other under the fitted transform (shares of its width and height): for a crop, all of
+    the crop and the window it was cut from."""
+
+    inliers: int = 0
+    query_box: NormBox | None = None
+    reference_box: NormBox | None = None
+
+
+def verify(query: Features, ref: Features) -> Evidence:
+    """Keypoint matches consistent with one similarity transform (RANSAC).
 
     Lowe's ratio test keeps distinctive matches; the transform must keep a sane scale, so a
     handful of chance matches between unrelated images cannot line up.
     """
     if len(query) < 4 or len(ref) < 4:
-        return 0
+        return Evidence()
     first, second, nearest = nearest_two(query.descriptors, ref.descriptors)
     good = (first < 0.85 * second) & (first < 64)
-    return consistent(query.points[good], ref.points[nearest[good]])
+    fitted = _fit(query.points[good], ref.points[nearest[good]])
+    if fitted is None:
+        return Evidence()
+    transform, mask = fitted
+    forward = np.vstack([transform, [0, 0, 1]])
+    back = np.linalg.inv(forward)[:2]
+    return Evidence(int(mask.sum()),
+                    query.share(cv2.transform(ref.corners()[None], back)[0]),
+                    ref.share(cv2.transform(query.corners()[None], transform)[0]))
 
 
 def consistent(src: np.ndarray, dst: np.ndarray) -> int:
     """How many point pairs one similarity transform of sane scale maps onto each other, or 0."""
+    fitted = _fit(src, dst)
+    return 0 if fitted is None else int(fitted[1].sum())
+
+
+def _fit(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The similarity transform RANSAC fits (2x3) and its inlier mask, or None if there is
+    none of sane scale."""
     if len(src) < 4:
-        return 0
+        return None
     transform, mask = cv2.estimateAffinePartial2D(
         src, dst, method=cv2.RANSAC, ransacReprojThreshold=6.0, maxIters=500, confidence=0.99)
     if transform is None or mask is None:
-        return 0
+        return None
     scale = float(np.sqrt(abs(np.linalg.det(transform[:, :2]))))
     if not 0.2 < scale < 5.0:
-        return 0
-    return int(mask.sum())
+        return None
+    return transform, mask.ravel().astype(bool)
 
 
-def best_inliers(query: ImageFingerprint, ref: ImageFingerprint) -> int:
-    return max(inliers(view, ref.features) for view in query.expanded().views)
+def best_evidence(query: ImageFingerprint, ref: ImageFingerprint) -> Evidence:
+    return max((verify(view, ref.features) for view in query.expanded().views),
+               key=lambda e: e.inliers)
 
 
 def best_distance(query: ImageFingerprint, ref_code: int) -> int:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from medialayer.calibration import IMAGE, image_score
+from medialayer.calibration import IMAGE, IMAGE_CODE_MIN_INFORMATION, image_score
 from medialayer.index.hamming import HammingIndex
 from medialayer.index.local import MAX_DESCRIPTORS, LocalFeatureIndex, Vote, grown
 from medialayer.index.tenants import TenantMap
@@ -24,7 +25,7 @@ from medialayer.kinds.base import (
     MediaInput,
     read_all,
 )
-from medialayer.kinds.image import ImageFingerprint
+from medialayer.kinds.image import Evidence, ImageFingerprint, NormBox
 from medialayer.sniff import IMAGE_FORMATS, sniff
 
 DEFAULT_BANDS = 4
@@ -159,31 +160,34 @@ class ImageIndex:
         one keypoint set; only then are the mirror and photo-region views skipped, so a
         cropped mirror copy beside a high-confidence match can go unreported.
         """
-        scores: dict[int, float] = {}
-        references: dict[int, image.Features] = {}
+        best: dict[int, Match] = {}
+        references: dict[int, ImageFingerprint] = {}
         self._score_views(query, tenant, query.codes, range(len(query.views)), top_k, exclude,
-                          scores, references)
-        settled = IMAGE.label(max(scores.values(), default=0.0)) == "high"
-        if query.more is not None and not settled:
+                          best, references)
+        top = max((m.score for m in best.values()), default=0.0)
+        if query.more is not None and IMAGE.label(top) != "high":
             full = query.expanded()
             self._score_views(full, tenant, full.codes[len(query.codes):],
-                              range(len(query.views), len(full.views)), top_k, exclude, scores,
+                              range(len(query.views), len(full.views)), top_k, exclude, best,
                               references)
-        matches = [Match(key, score) for key, score in scores.items()
-                   if score > 0 and score >= min_score]
+        matches = [m for m in best.values() if m.score > 0 and m.score >= min_score]
         matches.sort(key=lambda m: (-m.score, m.key))
         return matches[:top_k]
 
     def _score_views(self, query: ImageFingerprint, tenant: str, codes: list[int],
-                     views: range, top_k: int, exclude: int | None, scores: dict[int, float],
-                     references: dict[int, image.Features]) -> None:
+                     views: range, top_k: int, exclude: int | None, best: dict[int, Match],
+                     references: dict[int, ImageFingerprint]) -> None:
         """Score the candidates that `codes` and `views` of the query find, keeping each best."""
         distances = self._distances(codes, tenant, exclude)
         candidates = self._candidates(query, tenant, distances, views, top_k, exclude)
-        self._read_references([key for key in candidates if distances.get(key) != 0], references)
+        self._read_references(list(candidates), references)
         for key, voted_by in candidates.items():
-            score = self._score(query, distances.get(key), references.get(key), voted_by)
-            scores[key] = max(score, scores.get(key, 0.0))
+            reference = references.get(key)
+            if reference is None:  # deleted from the catalog since it was indexed
+                continue
+            match = self._score(key, query, distances.get(key), reference, voted_by)
+            if key not in best or match.score > best[key].score:
+                best[key] = match
 
     def _distances(self, codes: list[int], tenant: str, exclude: int | None
                    ) -> dict[int, int]:
@@ -217,12 +221,14 @@ class ImageIndex:
                     candidates.setdefault(vote.key, set()).add(i)
         return candidates
 
-    def _read_references(self, keys: list[int], references: dict[int, image.Features]) -> None:
-        """Read the keypoints of `keys` not read yet from the catalog, in one call; keys gone
-        from it stay absent."""
+    def _read_references(self, keys: list[int], references: dict[int, ImageFingerprint]
+                         ) -> None:
+        """Read the fingerprints of `keys` not read yet from the catalog, in one call; keys
+        gone from it stay absent. Exact global matches are read too: their explanation needs
+        the reference's content box."""
         missing = [key for key in keys if key not in references]
         if missing:
-            references.update((key, fp.features) for key, fp in self._load(missing).items())
+            references.update(self._load(missing))
 
     def _agrees(self, view: image.Features, vote: Vote) -> bool:
         """Whether the correspondences behind the votes agree on one transform, before any
@@ -231,16 +237,48 @@ class ImageIndex:
         return image.consistent(view.points[vote.pairs[:, 0]], stored) >= AGREEING_VOTES
 
     @staticmethod
-    def _score(query: ImageFingerprint, distance: int | None,
-               reference: image.Features | None, views: set[int]) -> float:
-        """Exact global matches need no keypoint check; anything weaker is verified (an item
-        deleted since it was indexed has no keypoints left to verify, and scores 0)."""
-        if distance == 0:
-            return image_score(0, 0)
-        if reference is None:
-            return 0.0
-        found = max(image.inliers(query.views[i], reference) for i in views)
-        return image_score(distance, found)
+    def _score(key: int, query: ImageFingerprint, distance: int | None,
+               reference: ImageFingerprint, views: set[int]) -> Match:
+        """Exact global matches need no keypoint check; anything weaker is verified."""
+        evidence = Evidence() if distance == 0 and not _featureless(query, reference) else max(
+            (image.verify(query.views[i], reference.features) for i in views),
+            key=lambda e: e.inliers)
+        return verdict(key, query, reference, distance, evidence)
+
+
+def verdict(key: int, query: ImageFingerprint, reference: ImageFingerprint,
+            distance: int | None, evidence: Evidence) -> Match:
+    """The score of the stronger tier, and the explanation of what matched.
+
+    The tier is the evidence that gave the score (`global_code` or `keypoints`), or
+    `photo_region` when either image is a listing page and only its photo was compared. The
+    boxes are the matched region in each image: the inliers' extent for keypoints, the content
+    (borders trimmed, or a page's photo) for a global code.
+    """
+    information = min(image.code_information(query.code), image.code_information(reference.code))
+    score = image_score(distance, evidence.inliers, information)
+    if score <= 0:
+        return Match(key, 0.0)
+    by_code = distance is not None and image_score(distance, 0, information) >= score
+    boxes = ((query.content(), reference.content()) if by_code
+             else (evidence.query_box, evidence.reference_box))
+    tier = "photo_region" if query.page or reference.page else (
+        "global_code" if by_code else "keypoints")
+    return Match(key, score, explanation={
+        "tier": tier, "evidence": "global_code" if by_code else "keypoints",
+        "code_distance": distance, "inliers": evidence.inliers,
+        "query_box": boxes[0], "reference_box": boxes[1],
+        "query_coverage": _area(boxes[0]), "reference_coverage": _area(boxes[1])})
+
+
+def _featureless(query: ImageFingerprint, reference: ImageFingerprint) -> bool:
+    """Whether the global code alone cannot settle the pair, even at distance 0."""
+    return min(image.code_information(query.code),
+               image.code_information(reference.code)) < IMAGE_CODE_MIN_INFORMATION
+
+
+def _area(box: NormBox | None) -> float:
+    return 0.0 if box is None else round((box[2] - box[0]) * (box[3] - box[1]), 4)
 
 
 class ImageKind:
@@ -248,7 +286,9 @@ class ImageKind:
     computes its costlier views only when asked, see `ImageFingerprint.expanded`)."""
 
     name = "image"
-    version = 1
+    version = 2
+    """2: the MLI2 stored form (a listing page's code and keypoints are its photo's, with the
+    content box); version-1 rows are refused until indexed again."""
     suffixes = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff",
                           ".heic", ".heif", ".avif"})
     limits = Limits(max_bytes=50 * 1024 * 1024, max_pixels=image.MAX_PIXELS)
@@ -264,7 +304,8 @@ class ImageKind:
         return image.fingerprint_bytes(read_all(source, self.limits.max_bytes))
 
     def stored_of(self, query: ImageFingerprint) -> ImageFingerprint:
-        return ImageFingerprint(query.code, query.features, query.query_codes[:1])
+        """The query without its query-only views (its content box and page flag kept)."""
+        return replace(query, query_codes=query.query_codes[:1], query_views=(), more=None)
 
     def query_of(self, stored: ImageFingerprint) -> ImageFingerprint:
         return stored
@@ -277,10 +318,13 @@ class ImageKind:
         return image.decode(encoded.blob)
 
     def verify(self, query: ImageFingerprint, stored: ImageFingerprint) -> Match:
+        """The query (with every view) against the stored image; the service's compare runs
+        it both ways and keeps the stronger, so a comparison does not depend on the order."""
         distance = image.best_distance(query, stored.code)
-        inliers = 0 if distance == 0 else image.best_inliers(query, stored)
-        score = image_score(distance if distance <= CODE_RADIUS else None, inliers)
-        return Match(NO_KEY, score, explanation={"code_distance": distance, "inliers": inliers})
+        evidence = (Evidence() if distance == 0 and not _featureless(query, stored)
+                    else image.best_evidence(query, stored))
+        return verdict(NO_KEY, query, stored, distance if distance <= CODE_RADIUS else None,
+                       evidence)
 
     def new_index(self, load: Loader[ImageFingerprint], bands: int | None = None
                   ) -> ImageIndex:

@@ -1,0 +1,156 @@
+"""`high` is safe to act on: shared page templates, featureless codes, symmetric compare, and
+explanations of every match."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image, ImageOps
+
+from medialayer import MediaLayer
+from medialayer.calibration import IMAGE, IMAGE_CODE_MIN_INFORMATION
+from medialayer.kinds.base import Match, both_ways
+from medialayer.kinds.image import (
+    ImageFingerprint,
+    code_information,
+    decode,
+    encode,
+    fingerprint_bytes,
+    page_region,
+    text_mask,
+)
+from medialayer.kinds.image_search import ImageKind
+
+import synth
+
+KIND = ImageKind()
+PRODUCTS = [synth.photo(seed) for seed in range(200, 206)]
+
+
+def fp(im: Image.Image, quality: int = 85) -> ImageFingerprint:
+    return fingerprint_bytes(synth.jpeg(im, quality), query=True)
+
+
+def compare(a: ImageFingerprint, b: ImageFingerprint) -> Match:
+    """What the service's compare does with two uploads."""
+    return both_ways(KIND, a, KIND.stored_of(a), b, KIND.stored_of(b))
+
+
+def test_pages_of_different_products_in_one_template_are_never_high() -> None:
+    pages = [fp(synth.listing(p, f"${10 + i}.99")) for i, p in enumerate(PRODUCTS)]
+    for a, b in itertools.combinations(pages, 2):
+        m = compare(a, b)
+        assert IMAGE.label(m.score) != "high", m
+
+
+def test_a_rescaled_reencoded_copy_of_a_page_is_still_high() -> None:
+    page = synth.listing(PRODUCTS[0])
+    copy = page.resize((page.width * 3 // 5, page.height * 3 // 5), Image.LANCZOS)
+    m = compare(fp(copy, 50), fp(page))
+    assert IMAGE.label(m.score) == "high", m
+    assert m.explanation is not None and m.explanation["tier"] == "photo_region"
+
+
+def test_a_page_finds_its_product_photo_first_not_the_other_pages(tmp_path: Path) -> None:
+    ml = MediaLayer(str(tmp_path))
+    wanted = ml.index(synth.jpeg(PRODUCTS[0]), name="plain")
+    for i, product in enumerate(PRODUCTS[1:]):
+        ml.index(synth.jpeg(synth.listing(product, f"${i}.50")), name=f"page {i}")
+    hits = ml.search(synth.jpeg(synth.listing(PRODUCTS[0], "$7.00"), 70), top_k=5).results
+    assert hits[0].media.id == wanted.id and hits[0].confidence == "high"
+    assert all(h.confidence != "high" for h in hits[1:])
+    assert ml.clusters(min_confidence="high") == []  # the template joins nothing
+    ml.close()
+
+
+def test_a_page_is_told_apart_from_photos_that_only_have_a_plain_background() -> None:
+    gray = np.asarray(synth.listing(PRODUCTS[1]).convert("L"))
+    assert page_region(gray) is not None
+    shot = np.asarray(synth.pad(PRODUCTS[1], 0.2, "white").convert("L"))
+    assert page_region(shot) is None  # a product on a white canvas is matched whole
+    soft = np.asarray(synth.blur(synth.pad(synth.gradient(3), 0.15, "white"), 6).convert("L"))
+    assert page_region(soft) is None  # blobs, but no crisp chrome
+
+
+def _ramp(start: tuple[int, int, int], end: tuple[int, int, int]) -> Image.Image:
+    t = np.linspace(0, 1, 640, dtype=np.float32)[None, :, None]
+    row = np.array(start, np.float32) * (1 - t) + np.array(end, np.float32) * t
+    return Image.fromarray(np.repeat(row, 480, axis=0).astype(np.uint8))
+
+
+def test_codes_of_featureless_images_do_not_make_a_match_high() -> None:
+    """Two unrelated gradients running opposite ways share a code through the mirror code."""
+    fa, fb = fp(_ramp((20, 40, 200), (250, 250, 90))), fp(_ramp((240, 160, 160), (10, 60, 30)))
+    assert max(code_information(fa.code), code_information(fb.code)) < IMAGE_CODE_MIN_INFORMATION
+    assert min((c ^ fb.code).bit_count() for c in fa.codes) <= 1  # the codes do agree
+    assert IMAGE.label(compare(fa, fb).score) != "high"
+    assert code_information(fp(PRODUCTS[0]).code) >= IMAGE_CODE_MIN_INFORMATION
+
+
+def test_keypoints_are_kept_off_large_overlaid_text() -> None:
+    marked = np.asarray(synth.tiled_text(synth.gradient(4)).convert("L"))
+    mask = text_mask(marked)
+    assert mask is not None and 0.05 < np.mean(mask == 0) < 0.9
+    assert text_mask(np.asarray(PRODUCTS[2].convert("L"))) is None
+
+
+EDITS: dict[str, Callable[[Image.Image], Image.Image]] = {
+    "pad_white": lambda im: synth.pad(im, 0.15, "white"),
+    "crop_80": lambda im: synth.crop_center(im, 0.8),
+    "hflip_crop": lambda im: ImageOps.mirror(synth.crop_center(im, 0.85)),
+    "rotate": lambda im: synth.rotate(im, 4),
+    "listing": synth.listing,
+    "watermark": synth.watermark,
+    "unrelated": lambda im: synth.photo(999),
+}
+
+
+@settings(max_examples=12, deadline=None)
+@given(edit=st.sampled_from(sorted(EDITS)), seed=st.integers(0, 3),
+       quality=st.integers(30, 95))
+def test_compare_is_symmetric(edit: str, seed: int, quality: int) -> None:
+    original = synth.photo(300 + seed)
+    a = fingerprint_bytes(synth.jpeg(EDITS[edit](original), quality), query=True)
+    b = fingerprint_bytes(synth.jpeg(original), query=True)
+    ab, ba = compare(a, b), compare(b, a)
+    assert abs(ab.score - ba.score) <= 0.01
+    assert IMAGE.label(ab.score) == IMAGE.label(ba.score)
+    if ab.explanation is not None and ba.explanation is not None:
+        assert ab.explanation["query_box"] == ba.explanation["reference_box"]
+
+
+def test_a_match_explains_where_it_lies() -> None:
+    """A 60 % crop from the top-left corner: it covers all of the query and the top-left
+    three fifths of the reference."""
+    original = PRODUCTS[3]
+    crop = original.crop((0, 0, original.width * 3 // 5, original.height * 3 // 5))
+    m = compare(fp(crop), fp(original))
+    e = m.explanation
+    assert e is not None and e["tier"] == "keypoints" and e["inliers"] >= 20
+    qx0, qy0, qx1, qy1 = e["query_box"]
+    rx0, ry0, rx1, ry1 = e["reference_box"]
+    assert qx0 < 0.15 and qy0 < 0.15 and qx1 > 0.85 and qy1 > 0.85
+    assert rx0 < 0.1 and ry0 < 0.1 and 0.5 < rx1 < 0.65 and 0.5 < ry1 < 0.65
+    assert e["query_coverage"] > 0.6 and 0.25 < e["reference_coverage"] < 0.4
+
+
+def test_the_content_box_survives_storage() -> None:
+    f = fingerprint_bytes(synth.jpeg(synth.listing(PRODUCTS[4])))
+    back = decode(encode(f))
+    assert back.page and back.box == f.box and back.features.size == f.features.size
+
+
+def test_search_results_and_comparisons_carry_the_explanation(tmp_path: Path) -> None:
+    ml = MediaLayer(str(tmp_path))
+    ml.index(synth.jpeg(PRODUCTS[5]))
+    query = synth.jpeg(synth.crop_center(PRODUCTS[5], 0.75), 60)
+    hit = ml.search(query).results[0]
+    assert hit.as_dict()["explanation"]["tier"] == "keypoints"
+    c = ml.compare(query, synth.jpeg(PRODUCTS[5]))
+    assert c.as_dict()["explanation"]["inliers"] == hit.explanation["inliers"]
+    ml.close()
