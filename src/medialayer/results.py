@@ -16,12 +16,15 @@ class SearchHit:
     similarity_score: float
     confidence: str
     segments: list[Segment] = field(default_factory=list)
+    canonical_id: str | None = None
+    """The item a reviewer consolidated this one into (itself if it is the canonical)."""
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"media_id": self.media.id, "name": self.media.name,
                                "external_id": self.media.external_id,
                                "similarity_score": self.similarity_score,
-                               "confidence": self.confidence}
+                               "confidence": self.confidence,
+                               "canonical_id": self.canonical_id}
         if self.segments:
             out["segments"] = [s.__dict__ for s in self.segments]
         return out

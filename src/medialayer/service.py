@@ -11,18 +11,18 @@ import ctypes
 import os
 import threading
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from medialayer.calibration import at_least, confidence
-from medialayer.catalog import decisions
+from medialayer.calibration import confidence
+from medialayer.catalog import upserts
+from medialayer.catalog.decisions import Actor, Mark
 from medialayer.catalog.store import MediaRecord, NewMedia, Within, WithinMany, open_store
-from medialayer.clusters import connected_groups
 from medialayer.errors import Conflict, InvalidInput, MediaTooLarge
 from medialayer.kinds import KINDS, FingerprintLoader, KindIndex, Match, get_kind
 from medialayer.locks import ReadWriteLock
 from medialayer.results import Cluster, Comparison, MediaRef, SearchHit, SearchResult, Source
+from medialayer.review import NEIGHBOURS, Review
 
 DEFAULT_TENANT = "default"
 MAX_FILE_BYTES = 50 * 1024 * 1024
@@ -51,6 +51,7 @@ class MediaLayer:
         database_url = database_url or os.environ.get("MEDIALAYER_DATABASE_URL") or None
         self.store = open_store(data_dir, database_url)
         self.tenant = tenant
+        self.review = Review(self.store)
         self._kinds: dict[str, _KindState] = {}
         self._kinds_lock = threading.Lock()
 
@@ -71,24 +72,63 @@ class MediaLayer:
                          external_id=external_id, metadata=metadata,
                          source=source_label or label, if_exists=if_exists)
 
+    def upsert(self, source: Source, media_type: str, external_id: str, *,
+               name: str | None = None, metadata: dict[str, Any] | None = None,
+               tenant: str | None = None, source_label: str | None = None
+               ) -> tuple[MediaRecord, bool]:
+        """Add the item with this external id, or update it: (record, whether it was added).
+
+        Same media: only name, metadata and source change. New media (a seller replaced the
+        photo of a SKU): a new fingerprint under the same media id (`catalog.upserts`).
+        """
+        tenant = tenant or self.tenant
+        known = self.store.get_by_external_id(tenant, external_id)
+        if known is None:
+            return self.index(source, media_type, name=name, external_id=external_id,
+                              metadata=metadata, tenant=tenant, source_label=source_label,
+                              if_exists="return"), True
+        data, label = self._read(source)
+        kind = get_kind(media_type)
+        fingerprint = kind.fingerprint(data)
+        blob = kind.encode(fingerprint)
+        if kind.name == known.media_type and blob == self.store.get_fingerprint(tenant,
+                                                                              known.id)[1]:
+            return upserts.update_fields(self.store, tenant, known.id, name=name,
+                                         metadata=metadata, source=source_label or label), False
+        record = upserts.replace(self.store, known, NewMedia(
+            tenant=tenant, media_type=kind.name, fingerprint=blob, name=name,
+            external_id=external_id, source=source_label or label, metadata=metadata or {}))
+        self._unindex(known)
+        self._index_added([(record, fingerprint)])
+        self._keep_edges(record, fingerprint)
+        return record, False
+
     def index_fingerprints(self, items: list[NewMedia], within: WithinMany | None = None
                            ) -> list[MediaRecord]:
         """Add items fingerprinted elsewhere (worker processes) in one transaction, all or
         none; `within(session, media_ids)` joins it (the bulk job marks its rows done)."""
         fingerprints = [get_kind(i.media_type).decode(i.fingerprint) for i in items]
         records = self.store.add_many(items, within)
-        self._index_added(list(zip(records, fingerprints, strict=True)))
+        added = list(zip(records, fingerprints, strict=True))
+        self._index_added(added)
+        for record, fingerprint in added:
+            self._keep_edges(record, fingerprint)
         return records
 
     def delete(self, media_id: str, tenant: str | None = None) -> MediaRecord:
         record = self.store.delete(tenant or self.tenant, media_id)
+        self._unindex(record)
+        return record
+
+    def _unindex(self, record: MediaRecord) -> None:
+        """Drop a deleted row from this process's index and its edges from the clusters."""
         state = self._state(record.media_type)
         with state.lock.write():
             index = state.by_tenant.get(record.tenant)
             if index is not None:
                 index.remove(record.seq)
             state.tenant_of.pop(record.seq, None)
-        return record
+        self.review.forget(record)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -106,13 +146,13 @@ class MediaLayer:
         state = self._state(kind.name)
         if not index:
             matches = self._search_shared(kind.name, state, tenant, query, top_k, min_score)
-            return SearchResult(self._hits(kind.name, matches))
+            return SearchResult(self._hits(kind.name, tenant, matches))
         with state.lock.write():  # search-then-add is one step: two ingests see each other
             matches = self._index_for(kind.name, tenant).search(query, top_k, min_score)
             added = self._add(kind.name, tenant, query, name=name or _name_of(source),
                               external_id=external_id, metadata=metadata,
-                              source=source_label or label, if_exists="error")
-        return SearchResult(self._hits(kind.name, matches), added)
+                              source=source_label or label, if_exists="error", found=matches)
+        return SearchResult(self._hits(kind.name, tenant, matches), added)
 
     def _search_shared(self, media_type: str, state: _KindState, tenant: str, query: Any,
                        top_k: int, min_score: float, exclude: int | None = None) -> list[Match]:
@@ -146,35 +186,44 @@ class MediaLayer:
         return self.store.list(tenant or self.tenant, media_type, after, limit)
 
     def clusters(self, media_type: str = "image", min_confidence: str = "medium",
-                 tenant: str | None = None, neighbours: int = 10) -> list[Cluster]:
-        """Connected groups of items that match each other at `min_confidence` or better."""
+                 tenant: str | None = None) -> list[Cluster]:
+        """Every kept cluster of items matching at `min_confidence` or better (see `review`
+        for pages of them): read from the kept edges, never searched again."""
+        tenant = tenant or self.tenant
+        get_kind(media_type)
+        found: list[Cluster] = []
+        before = None
+        while page := self.review.clusters(tenant, media_type, min_confidence, before, 500):
+            found += [Cluster(c.members, [(p.a.id, p.b.id, p.score) for p in c.pairs])
+                      for c in page]
+            before = page[-1].id
+        return sorted(found, key=lambda c: -len(c.members))
+
+    def rebuild_edges(self, media_type: str = "image", tenant: str | None = None) -> int:
+        """Search every item of the tenant again and keep the edges found: for a catalog
+        indexed before edges were kept. Returns the number of items searched."""
         tenant = tenant or self.tenant
         kind = get_kind(media_type)
-        state = self._state(kind.name)
-        edges: dict[tuple[int, int], float] = {}
-        for seq, blob in self._tenant_fingerprints(kind.name, tenant):
-            found = self._search_shared(kind.name, state, tenant, kind.decode(blob), neighbours,
-                                        0.0, exclude=seq)
-            for m in found:
-                if at_least(confidence(kind.name, m.score), min_confidence):
-                    pair = (min(seq, m.key), max(seq, m.key))
-                    edges[pair] = max(edges.get(pair, 0.0), m.score)
-        return self._group(edges)
+        searched = 0
+        for seq, _, blob in self.store.fingerprints_since(kind.name, 0, tenant=tenant):
+            self.review.keep(tenant, kind.name, seq, self._neighbours(kind.name, tenant, seq,
+                                                                      kind.decode(blob)))
+            searched += 1
+        return searched
 
     def decide(self, media_id: str, action: str, *, other_media_id: str | None = None,
-               note: str | None = None, tenant: str | None = None) -> dict[str, Any]:
-        """Store a reviewer's decision on an item or a pair (both must be in the tenant)."""
-        tenant = tenant or self.tenant
-        if action not in decisions.ACTIONS:
-            raise InvalidInput(f"action must be one of {', '.join(decisions.ACTIONS)}")
-        for media in (media_id, other_media_id):
-            if media is not None:
-                self.store.get(tenant, media)  # NotFound for unknown or other tenants' ids
-        return decisions.record(self.store, tenant, media_id, action, other_media_id, note)
+               cluster_id: int | None = None, note: str | None = None,
+               tenant: str | None = None, actor: Actor | None = None) -> dict[str, Any]:
+        """Apply a reviewer's decision (see `medialayer.review`); the decision made, or the
+        earlier one if it changes nothing, with `created` telling which."""
+        made, created = self.review.decide(tenant or self.tenant, actor or Actor(None, None),
+                                           action, media_id, other_media_id=other_media_id,
+                                           cluster_id=cluster_id, note=note)
+        return {**made, "created": created}
 
     def decisions(self, media_id: str | None = None, limit: int = 100,
                   tenant: str | None = None) -> list[dict[str, Any]]:
-        return decisions.listing(self.store, tenant or self.tenant, media_id, limit)
+        return self.review.decisions(tenant or self.tenant, media_id, None, limit)[0]
 
     def warm_up(self) -> None:
         """Build every kind's indexes from the catalog now, not on the first request."""
@@ -215,7 +264,8 @@ class MediaLayer:
 
     def _add(self, media_type: str, tenant: str, fingerprint: Any, *, name: str | None,
              external_id: str | None, metadata: dict[str, Any] | None, source: str | None,
-             if_exists: str, within: Within | None = None) -> MediaRecord:
+             if_exists: str, within: Within | None = None,
+             found: list[Match] | None = None) -> MediaRecord:
         kind = get_kind(media_type)
         item = NewMedia(tenant=tenant, media_type=media_type, fingerprint=kind.encode(fingerprint),
                         name=name, external_id=external_id, source=source,
@@ -229,7 +279,21 @@ class MediaLayer:
                     return known
             raise
         self._index_added([(record, fingerprint)])
+        self._keep_edges(record, fingerprint, found)
         return record
+
+    def _keep_edges(self, record: MediaRecord, fingerprint: Any,
+                    found: list[Match] | None = None) -> None:
+        """Keep a new item's matches as edges: those `found` by the search that added it, else
+        a search for its neighbours now (review hook: medialayer.review)."""
+        if found is None:
+            found = self._neighbours(record.media_type, record.tenant, record.seq, fingerprint)
+        self.review.keep(record.tenant, record.media_type, record.seq, found)
+
+    def _neighbours(self, media_type: str, tenant: str, seq: int, fingerprint: Any
+                    ) -> list[Match]:
+        return self._search_shared(media_type, self._state(media_type), tenant, fingerprint,
+                                   NEIGHBOURS, 0.0, exclude=seq)
 
     def _index_added(self, added: list[tuple[MediaRecord, Any]]) -> None:
         """Put new catalog rows in this process's indexes, one exclusive lock per media type."""
@@ -300,25 +364,12 @@ class MediaLayer:
             state.last_deletion = deletion
         state.synced_at = time.monotonic()
 
-    def _tenant_fingerprints(self, media_type: str, tenant: str) -> Iterable[tuple[int, bytes]]:
-        for seq, _, blob in self.store.fingerprints_since(media_type, 0, tenant=tenant):
-            yield seq, blob
-
-    def _hits(self, media_type: str, matches: list[Match]) -> list[SearchHit]:
+    def _hits(self, media_type: str, tenant: str, matches: list[Match]) -> list[SearchHit]:
         records = self.store.records([m.key for m in matches])
-        return [SearchHit(records[m.key], m.score, confidence(media_type, m.score), m.segments)
+        marks = self.review.marks(tenant, [r.id for r in records.values()])
+        return [SearchHit(records[m.key], m.score, confidence(media_type, m.score), m.segments,
+                          _canonical(marks.get(records[m.key].id)))
                 for m in matches if m.key in records]
-
-    def _group(self, edges: dict[tuple[int, int], float]) -> list[Cluster]:
-        groups = connected_groups(edges)
-        records = self.store.records([key for group in groups for key in group])
-        clusters = []
-        for group in groups:
-            members = set(group)
-            pairs = [(records[a].id, records[b].id, s) for (a, b), s in sorted(edges.items())
-                     if a in members and a in records and b in records]
-            clusters.append(Cluster([records[k] for k in group if k in records], pairs))
-        return clusters
 
     def _fingerprint_of(self, kind: Any, source: Source, tenant: str, query: bool) -> Any:
         if isinstance(source, MediaRef):
@@ -342,6 +393,10 @@ class MediaLayer:
         if size > MAX_FILE_BYTES:
             raise MediaTooLarge(f"{path} is {size} bytes, over {MAX_FILE_BYTES}")
         return path.read_bytes(), str(path)
+
+
+def _canonical(mark: Mark | None) -> str | None:
+    return mark.canonical_id if mark else None
 
 
 def _name_of(source: Source) -> str | None:

@@ -22,7 +22,14 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from medialayer import __version__
-from medialayer.api import ops, routes_decisions, routes_jobs, routes_media, routes_search
+from medialayer.api import (
+    ops,
+    routes_jobs,
+    routes_media,
+    routes_review,
+    routes_search,
+    routes_ui,
+)
 from medialayer.api.auth import KeyCache, RateLimiter
 from medialayer.api.logs import configure_logging
 from medialayer.config import Settings
@@ -76,8 +83,9 @@ def create_app(settings: Settings | None = None, ml: MediaLayer | None = None) -
     app.state.rate_limiter = RateLimiter()
     app.state.key_cache = KeyCache(settings.key_cache_seconds)
     app.state.metrics = ops.Metrics(service)
-    for module in (ops, routes_media, routes_search, routes_decisions, routes_jobs):
+    for module in (ops, routes_media, routes_search, routes_review, routes_jobs, routes_ui):
         app.include_router(module.router)
+    app.mount("/ui/static", routes_ui.static, name="ui-static")
     app.add_exception_handler(MediaLayerError, _service_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -129,4 +129,6 @@ def require(*scopes: str) -> Callable[..., Awaitable[KeyInfo]]:
 IndexKey = Annotated[KeyInfo, Depends(require("index"))]
 SearchKey = Annotated[KeyInfo, Depends(require("search"))]
 ReadKey = Annotated[KeyInfo, Depends(require("search", "index"))]
-ReviewKey = Annotated[KeyInfo, Depends(require("index", "admin"))]
+ReviewKey = Annotated[KeyInfo, Depends(require("review", "index"))]
+"""Deciding: the `review` scope (and `index`, which could always record decisions)."""
+ReviewReadKey = Annotated[KeyInfo, Depends(require("review", "search"))]

@@ -11,7 +11,6 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, Json, model_valid
 Url = AnyHttpUrl
 """Only http(s) URLs pass validation; where they may point is the fetcher's business."""
 Confidence = Literal["low", "medium", "high"]
-Action = Literal["consolidate", "flag", "reject", "dismiss"]
 NAME_MAX = 1000
 EXTERNAL_ID_MAX = 512
 Name = Annotated[str | None, Field(max_length=NAME_MAX)]
@@ -39,6 +38,12 @@ class IndexUrl(Strict):
     url: Url
     name: Name = None
     external_id: ExternalId = None
+    metadata: dict[str, Any] | None = None
+
+
+class UpsertUrl(Strict):
+    url: Url
+    name: Name = None
     metadata: dict[str, Any] | None = None
 
 
@@ -71,13 +76,6 @@ class CompareRequest(Strict):
     media_type: str = "image"
 
 
-class DecisionRequest(Strict):
-    media_id: str = Field(max_length=64)
-    other_media_id: MediaId | None = None
-    action: Action
-    note: str | None = Field(default=None, max_length=4000)
-
-
 class MediaOut(BaseModel):
     id: str
     media_type: str
@@ -108,6 +106,8 @@ class HitOut(BaseModel):
     similarity_score: float
     confidence: Confidence
     segments: list[SegmentOut] | None = None
+    canonical_id: str | None = Field(default=None, description="The item a reviewer "
+                                     "consolidated this one into (itself for the canonical).")
 
 
 class SearchOut(BaseModel):
@@ -120,34 +120,6 @@ class CompareOut(BaseModel):
     similarity_score: float
     confidence: Confidence
     segments: list[SegmentOut]
-
-
-class PairOut(BaseModel):
-    a: str
-    b: str
-    similarity_score: float
-
-
-class ClusterOut(BaseModel):
-    members: list[MediaOut]
-    pairs: list[PairOut]
-
-
-class ClustersOut(BaseModel):
-    clusters: list[ClusterOut]
-
-
-class DecisionOut(BaseModel):
-    id: str
-    media_id: str
-    other_media_id: str | None
-    action: Action
-    note: str | None
-    created_at: datetime | None
-
-
-class DecisionList(BaseModel):
-    items: list[DecisionOut]
 
 
 class ErrorBody(BaseModel):
@@ -181,6 +153,11 @@ class JobOut(BaseModel):
     finished_at: datetime | None
     rate_per_second: float | None = Field(description="Rows finished per second so far.")
     eta_seconds: float | None
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None
 
 
 class JobRowError(BaseModel):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -24,6 +24,8 @@ class Match:
     key: int
     score: float
     segments: list[Segment] = field(default_factory=list)
+    explanation: Mapping[str, object] | None = None
+    """Why it matched (tier, inliers, matched boxes), when the kind can say; kept on edges."""
 
 
 FingerprintLoader = Callable[[list[int]], dict[int, Any]]
