@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from typing import TYPE_CHECKING
 
 import pytest
@@ -189,3 +190,17 @@ def test_search_with_index_keeps_edges_seen_in_clusters(api: Api, headers: H, re
     assert second["results"][0]["media_id"] == first
     [cluster] = clusters(api, reviewer)
     assert {m["id"] for m in cluster["members"]} == {first, second["query_media_id"]}
+
+
+def test_bulk_rows_get_their_edges_after_they_are_done(api: Api, headers: H, reviewer: H,
+                                                       origin: Origin) -> None:
+    from test_jobs import wait_done
+
+    text = f"url,name\n{origin.url('/photo.jpg')},lamp\n{origin.url('/copy.jpg')},copy\n"
+    job_id = api.client.post("/v1/media/bulk", headers=headers,
+                             files={"file": ("rows.csv", text.encode())}).json()["job_id"]
+    wait_done(api.client, headers, job_id)
+    deadline = time.monotonic() + 30
+    while not (found := clusters(api, reviewer)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [sorted(m["name"] for m in c["members"]) for c in found] == [["copy", "lamp"]]

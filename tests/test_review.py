@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from medialayer import MediaLayer
+from medialayer.catalog import edges
 from medialayer.catalog.decisions import Actor
 from medialayer.catalog.store import NewMedia
 from medialayer.errors import InvalidInput, NotFound
@@ -197,3 +198,13 @@ def test_queue_filters_by_seller_category_and_cross_seller(ml: MediaLayer) -> No
     assert len(names(min_confidence="high")) == 2
     assert [p.score for p in ml.review.queue("default", QueueFilter(sort="score"))] == \
         [0.95, 0.9, 0.7]
+
+
+def test_one_call_with_many_edges_merges_every_cluster_it_touches(ml: MediaLayer) -> None:
+    a, b, c, d, e, new = items(ml, 6)
+    link(ml, a, b)
+    link(ml, c, d)
+    ml.review.keep("default", "image", new.seq, [Match(x.seq, 0.9) for x in (a, c, e)])
+    assert groups(ml) == [{f"item-{i}" for i in range(6)}]
+    with ml.store.session() as s:
+        assert edges.count(s, "default", "image", "medium") == 1

@@ -131,3 +131,13 @@ def test_static_assets_come_from_the_package(api: Api) -> None:
     htmx = api.client.get("/ui/static/htmx.min.js")
     assert htmx.status_code == 200 and "htmx" in htmx.text
     assert api.client.get("/ui/static/review.js").status_code == 200
+
+
+def test_docs_work_offline(api: Api) -> None:
+    page = api.client.get("/docs").text
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert assets and all(a.startswith("/docs-assets/") for a in assets), assets
+    for asset in assets:
+        assert api.client.get(asset).status_code == 200, asset
+    assert "cdn" not in page.lower()
+    assert api.client.get("/redoc").status_code == 404

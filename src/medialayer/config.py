@@ -51,6 +51,13 @@ class Settings(BaseSettings):
     proxy that terminates TLS without X-Forwarded-Proto); over https they are Secure anyway."""
     ui_session_hours: float = 12.0
     """How long a review UI sign-in lasts."""
+    webhook_max_attempts: int = 20
+    """Tries of one webhook delivery before it is left failed (in the delivery log)."""
+    webhook_backoff_seconds: float = 5.0
+    """Wait after the first failed try; doubled after each next one, up to the max."""
+    webhook_backoff_max: float = 3600.0
+    run_webhooks: bool = True
+    """Whether `serve` also sends webhook deliveries (any number of processes may)."""
     run_jobs: bool = True
     """Whether `serve` also works bulk jobs; turn off on API-only nodes of a larger deployment."""
 

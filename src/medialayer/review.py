@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Select, and_, desc, or_, select
 from sqlalchemy.orm import Session, aliased
 
+from medialayer import webhooks
 from medialayer.calibration import confidence
 from medialayer.catalog import decisions, edges
 from medialayer.catalog.decisions import NO_MARK, STATUS_OF, Actor, Mark
@@ -104,6 +105,8 @@ class Review:
         with self.store.session.begin() as s:
             edges.lock(s, tenant, media_type)
             edges.keep(s, tenant, media_type, found)
+            if hooks := webhooks.wanted(s, tenant, "match"):
+                webhooks.enqueue(s, hooks, "match", _match_event(s, media_type, seq, found))
 
     def forget(self, record: MediaRecord) -> None:
         with self.store.session.begin() as s:
@@ -191,6 +194,7 @@ class Review:
                 s, tenant, actor, action, subject.id, other_media_id=other_media_id,
                 cluster_id=cluster_id, member_ids=[m.id for m in members] or None, note=note,
                 from_state=before, to_state=after)
+            webhooks.enqueue(s, webhooks.wanted(s, tenant, "decision"), "decision", made)
         return made, True
 
     # -- internals ---------------------------------------------------------------------------
@@ -232,9 +236,9 @@ class Review:
 
 
 def _edges_by_cluster(s: Session, clusters: list[tuple[int, str]],
-                      member_seqs: dict[int, list[int]]) -> dict[int, list[MatchEdge]]:
+                      member_seqs: dict[int, list[int]]) -> dict[int, list[Any]]:
     """Each cluster's live edges, one query per level for the whole page."""
-    found: dict[int, list[MatchEdge]] = {c: [] for c, _ in clusters}
+    found: dict[int, list[Any]] = {c: [] for c, _ in clusters}
     for level in {lv for _, lv in clusters}:
         cluster_of = {q: c for c, lv in clusters if lv == level for q in member_seqs[c]}
         for row in edges.live_edges(s, list(cluster_of), level):
@@ -264,6 +268,19 @@ def _swap(key: str) -> str:
     return key
 
 
+def _match_event(s: Session, media_type: str, seq: int, found: list[edges.FoundEdge]
+                 ) -> dict[str, Any]:
+    """A `match` webhook's data: the new item and what it matched, by id and external id."""
+    ids = {r.seq: r for r in s.execute(select(Media.seq, Media.id, Media.external_id).where(
+        Media.seq.in_([seq, *(e.b for e in found)])))}
+    new = ids.get(seq)
+    return {"media_type": media_type, "media_id": new.id if new else None,
+            "external_id": new.external_id if new else None,
+            "matches": [{"media_id": ids[e.b].id, "external_id": ids[e.b].external_id,
+                         "similarity_score": e.score, "confidence": e.confidence}
+                        for e in found if e.b in ids]}
+
+
 def _level(level: str) -> str:
     """`low` has no kept clusters of its own (low matches are not kept): it reads as medium."""
     if level == "low":
@@ -273,7 +290,7 @@ def _level(level: str) -> str:
     return level
 
 
-def _pair(row: MatchEdge, records: dict[int, MediaRecord], marks: dict[str, Mark],
+def _pair(row: Any, records: dict[int, MediaRecord], marks: dict[str, Mark],
           joins: bool = False) -> Pair:
     a, b = records[row.a_seq], records[row.b_seq]
     return Pair(a, b, row.score, row.confidence, row.dismissed, row.explanation, row.found_at,

@@ -21,11 +21,13 @@ from medialayer.catalog.store import MediaRecord, NewMedia, Within, WithinMany, 
 from medialayer.errors import Conflict, InvalidInput, MediaTooLarge
 from medialayer.kinds import KINDS, FingerprintLoader, KindIndex, Match, get_kind
 from medialayer.locks import ReadWriteLock
+from medialayer.policies import Policies, most_severe, verdict
 from medialayer.results import Cluster, Comparison, MediaRef, SearchHit, SearchResult, Source
 from medialayer.review import NEIGHBOURS, Review
 
 DEFAULT_TENANT = "default"
 MAX_FILE_BYTES = 50 * 1024 * 1024
+POLICY_ACTOR = Actor(None, "policy")
 SYNC_INTERVAL = 0.5
 """Seconds between catalog polls for rows written by other processes."""
 
@@ -52,6 +54,7 @@ class MediaLayer:
         self.store = open_store(data_dir, database_url)
         self.tenant = tenant
         self.review = Review(self.store)
+        self.policies = Policies(self.store)
         self._kinds: dict[str, _KindState] = {}
         self._kinds_lock = threading.Lock()
 
@@ -103,17 +106,27 @@ class MediaLayer:
         self._keep_edges(record, fingerprint)
         return record, False
 
-    def index_fingerprints(self, items: list[NewMedia], within: WithinMany | None = None
-                           ) -> list[MediaRecord]:
+    def index_fingerprints(self, items: list[NewMedia], within: WithinMany | None = None,
+                           keep_edges: bool = True) -> list[MediaRecord]:
         """Add items fingerprinted elsewhere (worker processes) in one transaction, all or
         none; `within(session, media_ids)` joins it (the bulk job marks its rows done)."""
         fingerprints = [get_kind(i.media_type).decode(i.fingerprint) for i in items]
         records = self.store.add_many(items, within)
         added = list(zip(records, fingerprints, strict=True))
         self._index_added(added)
-        for record, fingerprint in added:
+        for record, fingerprint in added if keep_edges else ():
             self._keep_edges(record, fingerprint)
         return records
+
+    def find_edges(self, records: list[MediaRecord]) -> None:
+        """Keep the edges of items added with keep_edges=False (bulk rows: found after their
+        rows are done, so a catalog full of copies does not slow the rows down)."""
+        for tenant in {r.tenant for r in records}:
+            mine = [r for r in records if r.tenant == tenant]
+            blobs = self.store.fingerprints_of(tenant, [r.seq for r in mine])
+            for r in mine:
+                if r.seq in blobs:
+                    self._keep_edges(r, get_kind(r.media_type).decode(blobs[r.seq]))
 
     def delete(self, media_id: str, tenant: str | None = None) -> MediaRecord:
         record = self.store.delete(tenant or self.tenant, media_id)
@@ -146,13 +159,13 @@ class MediaLayer:
         state = self._state(kind.name)
         if not index:
             matches = self._search_shared(kind.name, state, tenant, query, top_k, min_score)
-            return SearchResult(self._hits(kind.name, tenant, matches))
+            return self._answer(kind.name, tenant, matches, metadata)
         with state.lock.write():  # search-then-add is one step: two ingests see each other
             matches = self._index_for(kind.name, tenant).search(query, top_k, min_score)
             added = self._add(kind.name, tenant, query, name=name or _name_of(source),
                               external_id=external_id, metadata=metadata,
                               source=source_label or label, if_exists="error", found=matches)
-        return SearchResult(self._hits(kind.name, tenant, matches), added)
+        return self._answer(kind.name, tenant, matches, metadata, added)
 
     def _search_shared(self, media_type: str, state: _KindState, tenant: str, query: Any,
                        top_k: int, min_score: float, exclude: int | None = None) -> list[Match]:
@@ -364,12 +377,24 @@ class MediaLayer:
             state.last_deletion = deletion
         state.synced_at = time.monotonic()
 
-    def _hits(self, media_type: str, tenant: str, matches: list[Match]) -> list[SearchHit]:
+    def _answer(self, media_type: str, tenant: str, matches: list[Match],
+                metadata: dict[str, Any] | None, added: MediaRecord | None = None
+                ) -> SearchResult:
+        """The hits with their canonical items and the tenant's policy's actions; an ingested
+        query the policy auto-rejects is marked rejected (audited as the policy's decision)."""
         records = self.store.records([m.key for m in matches])
         marks = self.review.marks(tenant, [r.id for r in records.values()])
-        return [SearchHit(records[m.key], m.score, confidence(media_type, m.score), m.segments,
-                          _canonical(marks.get(records[m.key].id)))
+        rules = self.policies.rules(tenant)
+        hits = [SearchHit(records[m.key], m.score, confidence(media_type, m.score), m.segments,
+                          _canonical(marks.get(records[m.key].id)),
+                          verdict(rules, media_type, m.score, metadata or {},
+                                  records[m.key].metadata))
                 for m in matches if m.key in records]
+        action = most_severe([h.action for h in hits])
+        if added is not None and action == "auto_reject":
+            self.review.decide(tenant, POLICY_ACTOR, "reject", added.id,
+                               note="auto_reject by the tenant's policy")
+        return SearchResult(hits, added, action)
 
     def _fingerprint_of(self, kind: Any, source: Source, tenant: str, query: bool) -> Any:
         if isinstance(source, MediaRef):

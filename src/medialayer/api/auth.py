@@ -132,3 +132,4 @@ ReadKey = Annotated[KeyInfo, Depends(require("search", "index"))]
 ReviewKey = Annotated[KeyInfo, Depends(require("review", "index"))]
 """Deciding: the `review` scope (and `index`, which could always record decisions)."""
 ReviewReadKey = Annotated[KeyInfo, Depends(require("review", "search"))]
+AdminKey = Annotated[KeyInfo, Depends(require("admin"))]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
 from medialayer.api.auth import ReviewKey, ReviewReadKey
 from medialayer.api.deps import ML
 from medialayer.api.schemas import Confidence, MediaId, errors
 from medialayer.api.schemas_review import (
+    ID_MAX,
     ClusterOut,
     ClustersOut,
     DecisionList,
@@ -47,7 +48,8 @@ async def clusters(key: ReviewReadKey, ml: ML, media_type: str = "image",
 
 @router.get("/duplicates/clusters/{cluster_id}", response_model=ClusterOut,
             responses=errors(403, 404))
-async def cluster(cluster_id: int, key: ReviewReadKey, ml: ML) -> dict[str, Any]:
+async def cluster(cluster_id: Annotated[int, Path(ge=1, le=ID_MAX)], key: ReviewReadKey,
+                  ml: ML) -> dict[str, Any]:
     """One cluster; an id whose cluster merged into another answers with that one."""
     return (await run_in_threadpool(ml.review.cluster, key.tenant, cluster_id)).as_dict()
 
@@ -58,7 +60,8 @@ async def queue(key: ReviewReadKey, ml: ML, media_type: str | None = None,
                 seller: Annotated[str | None, Query(max_length=200)] = None,
                 category: Annotated[str | None, Query(max_length=200)] = None,
                 cross_seller: bool = False, sort: str = "newest",
-                offset: Annotated[int, Query(ge=0)] = 0, limit: Limit = 50) -> dict[str, Any]:
+                offset: Annotated[int, Query(ge=0, le=ID_MAX)] = 0,
+                limit: Limit = 50) -> dict[str, Any]:
     """Open pairs (matched, not dismissed, not consolidated together, neither rejected),
     newest or highest-scoring first; filter by metadata `seller` / `category`."""
     filters = queue_filter(media_type, min_confidence, seller, category, cross_seller, sort)
@@ -112,6 +115,6 @@ def pair_dict(pair: Pair) -> dict[str, Any]:
 def _before(cursor: str | None) -> int | None:
     if not cursor:
         return None
-    if not cursor.isdigit():
+    if not cursor.isdigit() or int(cursor) > ID_MAX:
         raise InvalidInput("invalid cursor; pass next_cursor from the previous page")
     return int(cursor)

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -21,6 +22,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException
 
 from medialayer.api.routes_review import queue_filter
+from medialayer.api.schemas_review import ID_MAX
 from medialayer.catalog.decisions import Actor
 from medialayer.errors import InvalidInput, MediaLayerError, NotFound
 from medialayer.keys import authenticate
@@ -125,7 +127,7 @@ async def queue(request: Request, signed: Session, media_type: str | None = None
                 seller: Annotated[str | None, Query(max_length=200)] = None,
                 category: Annotated[str | None, Query(max_length=200)] = None,
                 cross_seller: bool = False, sort: str = "newest",
-                offset: Annotated[int, Query(ge=0)] = 0) -> HTMLResponse:
+                offset: Annotated[int, Query(ge=0, le=ID_MAX)] = 0) -> HTMLResponse:
     try:
         if min_confidence not in ("medium", "high"):
             raise InvalidInput("min_confidence must be medium or high")
@@ -161,7 +163,7 @@ async def clusters(request: Request, signed: Session, media_type: str = "image",
     try:
         if media_type not in KINDS:
             raise InvalidInput(f"unknown media type {media_type!r}")
-        before = int(cursor) if cursor and cursor.isdigit() else None
+        before = int(cursor) if cursor and cursor.isdigit() and int(cursor) <= ID_MAX else None
         found = await run_in_threadpool(_ml(request).review.clusters, signed.tenant,
                                         media_type, min_confidence, before, 51)
     except MediaLayerError as e:
@@ -173,7 +175,8 @@ async def clusters(request: Request, signed: Session, media_type: str = "image",
 
 
 @router.get("/clusters/{cluster_id}")
-async def cluster(request: Request, signed: Session, cluster_id: int) -> Response:
+async def cluster(request: Request, signed: Session,
+                  cluster_id: Annotated[int, PathParam(ge=1, le=ID_MAX)]) -> Response:
     try:
         found = await run_in_threadpool(_ml(request).review.cluster, signed.tenant, cluster_id)
     except MediaLayerError as e:
@@ -205,7 +208,7 @@ async def decide(request: Request, signed: Session,
                  action: Annotated[str, Form(max_length=16)],
                  media_id: Annotated[str, Form(max_length=64)],
                  other_media_id: Annotated[str | None, Form(max_length=64)] = None,
-                 cluster_id: Annotated[int | None, Form(ge=1)] = None,
+                 cluster_id: Annotated[int | None, Form(ge=1, le=ID_MAX)] = None,
                  note: Annotated[str | None, Form(max_length=4000)] = None,
                  next: Annotated[str, Form(max_length=500)] = "/ui/queue") -> Response:
     """Apply a decision as the signed-in key, then go back where the reviewer was."""

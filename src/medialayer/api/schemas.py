@@ -108,11 +108,16 @@ class HitOut(BaseModel):
     segments: list[SegmentOut] | None = None
     canonical_id: str | None = Field(default=None, description="The item a reviewer "
                                      "consolidated this one into (itself for the canonical).")
+    action: Literal["allow", "queue_review", "auto_reject"] = Field(
+        default="allow", description="What the tenant's policy says this match means.")
 
 
 class SearchOut(BaseModel):
     query_media_id: str | None = Field(description="The query's id when it was indexed "
                                                    "(index=true), else null.")
+    action: Literal["allow", "queue_review", "auto_reject"] = Field(
+        default="allow", description="The most severe of the results' policy actions; an "
+        "ingested query (index=true) that the policy auto-rejects is marked rejected.")
     results: list[HitOut]
 
 

@@ -9,6 +9,8 @@ from pydantic import BaseModel, Field
 
 from medialayer.api.schemas import MediaId, MediaOut, Strict
 
+ID_MAX = 2**62
+"""Ids and offsets beyond any catalog, refused before they reach SQL (64-bit columns)."""
 Action = Literal["consolidate", "flag", "reject", "dismiss"]
 Status = Literal["flagged", "rejected"]
 
@@ -19,7 +21,7 @@ class DecisionRequest(Strict):
 
     media_id: MediaId
     other_media_id: MediaId | None = None
-    cluster_id: int | None = Field(default=None, ge=1)
+    cluster_id: int | None = Field(default=None, ge=1, le=ID_MAX)
     action: Action
     note: str | None = Field(default=None, max_length=4000)
 

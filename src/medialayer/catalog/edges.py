@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, text, update
+from sqlalchemy import delete, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from medialayer.calibration import at_least
@@ -54,26 +54,89 @@ def lock(session: Session, tenant: str, media_type: str) -> None:
 def keep(session: Session, tenant: str, media_type: str, edges: Iterable[FoundEdge]) -> None:
     """Store edges (the stronger score wins) and union their ends at each level they reach.
 
-    A pair a reviewer dismissed stays dismissed: finding it again changes nothing.
+    A pair a reviewer dismissed stays dismissed: finding it again changes nothing. Set-based:
+    a handful of statements per call whatever the number of edges (a bulk row of a catalog
+    full of copies brings ten at once).
     """
-    for edge in edges:
-        a, b = min(edge.a, edge.b), max(edge.a, edge.b)
-        if a == b or not levels_of(edge.confidence):
-            continue
-        row = session.get(MatchEdge, (a, b))
-        if row is None:
-            row = MatchEdge(a_seq=a, b_seq=b, tenant=tenant, media_type=media_type,
-                            score=edge.score, confidence=edge.confidence,
-                            explanation=edge.explanation, dismissed=False)
-            session.add(row)
-        elif edge.score > row.score:
-            row.score, row.confidence = edge.score, edge.confidence
-            row.explanation = edge.explanation or row.explanation
-        if row.dismissed:
-            continue
-        session.flush()
-        for level in levels_of(row.confidence):
-            _union(session, tenant, media_type, level, a, b, row.score)
+    found: dict[tuple[int, int], FoundEdge] = {}
+    for e in edges:
+        pair = (min(e.a, e.b), max(e.a, e.b))
+        if pair[0] != pair[1] and levels_of(e.confidence) and (
+                pair not in found or e.score > found[pair].score):
+            found[pair] = e
+    if not found:
+        return
+    seqs = sorted({q for pair in found for q in pair})
+    table = MatchEdge.__table__
+    known = {(r.a_seq, r.b_seq): r for r in session.execute(
+        select(table.c.a_seq, table.c.b_seq, table.c.score, table.c.dismissed)
+        .where(table.c.a_seq.in_(seqs), table.c.b_seq.in_(seqs)))}
+    fresh = [pair for pair in found if pair not in known]
+    if fresh:
+        session.execute(insert(table), [
+            {"a_seq": a, "b_seq": b, "tenant": tenant, "media_type": media_type,
+             "score": found[(a, b)].score, "confidence": found[(a, b)].confidence,
+             "explanation": found[(a, b)].explanation, "dismissed": False,
+             "found_at": utcnow()} for a, b in fresh])
+    for pair, row in known.items():
+        if pair in found and found[pair].score > row.score:
+            e = found[pair]
+            session.execute(update(table).where(table.c.a_seq == pair[0],
+                                                table.c.b_seq == pair[1])
+                            .values(score=e.score, confidence=e.confidence,
+                                    explanation=e.explanation or table.c.explanation))
+    live = {pair: e for pair, e in found.items() if not (pair in known and known[pair].dismissed)}
+    for level in LEVELS:
+        at_level = {pair: e.score for pair, e in live.items()
+                    if at_least(e.confidence, level)}
+        if at_level:
+            _join(session, tenant, media_type, level, at_level)
+
+
+def _join(session: Session, tenant: str, media_type: str, level: str,
+          scored: dict[tuple[int, int], float]) -> None:
+    """Union the ends of `scored` edges at one level: each connected group of them goes into
+    the largest cluster it touches (the others merge into it), or a new one."""
+    seqs = sorted({q for pair in scored for q in pair})
+    members = ClusterMember.__table__
+    cluster_of = dict(session.execute(
+        select(members.c.media_seq, members.c.cluster_id)
+        .where(members.c.level == level, members.c.media_seq.in_(seqs))).all())
+    rows = {r.id: r for r in session.scalars(
+        select(ClusterRow).where(ClusterRow.id.in_(set(cluster_of.values()))))}
+    merged: dict[int, int] = {}  # clusters merged by an earlier group of this call
+
+    def live(cluster_id: int) -> int:
+        while cluster_id in merged:
+            cluster_id = merged[cluster_id]
+        return cluster_id
+
+    for group in connected_groups(scored):
+        touched = sorted({live(cluster_of[q]) for q in group if q in cluster_of},
+                         key=lambda c: (-rows[c].size, c))
+        top = max(s for (a, _), s in scored.items() if a in set(group))
+        if touched:
+            target = rows[touched[0]]
+        else:
+            target = ClusterRow(tenant=tenant, media_type=media_type, level=level, size=0,
+                                top_score=top)
+            session.add(target)
+            session.flush()
+        for other in touched[1:]:
+            session.execute(update(members).where(members.c.cluster_id == other)
+                            .values(cluster_id=target.id))
+            target.size += rows[other].size
+            target.top_score = max(target.top_score, rows[other].top_score)
+            rows[other].size, rows[other].merged_into = 0, target.id
+            merged[other] = target.id
+        new = [q for q in group if q not in cluster_of]
+        if new:
+            session.execute(insert(members), [{"level": level, "media_seq": q,
+                                                "cluster_id": target.id} for q in new])
+            target.size += len(new)
+            rows[target.id] = target
+            cluster_of.update({q: target.id for q in new})
+        _touch(target, top)
 
 
 def dismiss(session: Session, tenant: str, media_type: str, a: int, b: int) -> bool:
@@ -142,16 +205,17 @@ def members(session: Session, cluster_ids: list[int]) -> dict[int, list[int]]:
     return found
 
 
-def live_edges(session: Session, seqs: list[int], level: str = "medium") -> list[MatchEdge]:
-    """Undismissed edges between items of `seqs` that reach `level`."""
+def live_edges(session: Session, seqs: list[int], level: str = "medium") -> list[Any]:
+    """Undismissed edges between items of `seqs` that reach `level`, as rows with the edge's
+    columns (Core rows, not ORM objects: a page of clusters reads hundreds)."""
     if not seqs:
         return []
     wanted = [c for c in ("medium", "high") if at_least(c, level)]
-    return list(session.scalars(
-        select(MatchEdge).where(MatchEdge.a_seq.in_(seqs), MatchEdge.b_seq.in_(seqs),
-                                MatchEdge.dismissed.is_(False),
-                                MatchEdge.confidence.in_(wanted))
-        .order_by(MatchEdge.score.desc(), MatchEdge.a_seq, MatchEdge.b_seq)))
+    table = MatchEdge.__table__
+    return list(session.execute(
+        select(table).where(table.c.a_seq.in_(seqs), table.c.b_seq.in_(seqs),
+                            table.c.dismissed.is_(False), table.c.confidence.in_(wanted))
+        .order_by(table.c.score.desc(), table.c.a_seq, table.c.b_seq)))
 
 
 def cluster_of(session: Session, seq: int, level: str = "medium") -> int | None:
@@ -161,39 +225,6 @@ def cluster_of(session: Session, seq: int, level: str = "medium") -> int | None:
 
 def _members_of(session: Session, seq: int) -> list[ClusterMember]:
     return list(session.scalars(select(ClusterMember).where(ClusterMember.media_seq == seq)))
-
-
-def _union(session: Session, tenant: str, media_type: str, level: str, a: int, b: int,
-           score: float) -> None:
-    ca, cb = cluster_of(session, a, level), cluster_of(session, b, level)
-    if ca is None and cb is None:
-        row = ClusterRow(tenant=tenant, media_type=media_type, level=level, size=2,
-                         top_score=score)
-        session.add(row)
-        session.flush()
-        session.add_all([ClusterMember(level=level, media_seq=s, cluster_id=row.id)
-                         for s in (a, b)])
-        return
-    if ca is None or cb is None:
-        target = session.get(ClusterRow, ca if ca is not None else cb)
-        assert target is not None  # a member row always has its cluster row
-        session.add(ClusterMember(level=level, media_seq=a if ca is None else b,
-                                  cluster_id=target.id))
-        target.size += 1
-        _touch(target, score)
-        return
-    if ca == cb:
-        _touch(session.get(ClusterRow, ca), score)
-        return
-    first, second = session.get(ClusterRow, ca), session.get(ClusterRow, cb)
-    big, small = (first, second) if (first.size, -first.id) >= (second.size, -second.id) \
-        else (second, first)
-    session.execute(update(ClusterMember).where(ClusterMember.cluster_id == small.id)
-                    .values(cluster_id=big.id))
-    big.size += small.size
-    big.top_score = max(big.top_score, small.top_score)
-    small.size, small.merged_into = 0, big.id
-    _touch(big, score)
 
 
 def _touch(row: ClusterRow | None, score: float) -> None:

@@ -105,3 +105,67 @@ class UiSession(Base):
     csrf: Mapped[str] = mapped_column(String(64), nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class PolicyRule(Base):
+    """One rule of a tenant's policy: matches in a score band, of a media type, across sellers
+    or not, with given metadata, lead to an action. Rules are tried in `position` order."""
+
+    __tablename__ = "policy_rules"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(128), nullable=False)
+    position: Mapped[int] = mapped_column(Integer, nullable=False)
+    action: Mapped[str] = mapped_column(String(16), nullable=False)
+    media_type: Mapped[str | None] = mapped_column(String(16))
+    min_score: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    max_score: Mapped[float] = mapped_column(Float, nullable=False, default=1.0)
+    cross_seller: Mapped[bool | None] = mapped_column(Boolean)
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
+
+    __table_args__ = (Index("ix_policy_rules_tenant", "tenant", "position"),)
+
+
+class Webhook(Base):
+    """A receiver of a tenant's events, with the secret its deliveries are signed with."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(128), nullable=False)
+    url: Mapped[str] = mapped_column(String(2000), nullable=False)
+    secret: Mapped[str] = mapped_column(String(128), nullable=False)
+    events: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WebhookDelivery(Base):
+    """One event for one webhook: the delivery log, and the queue the dispatcher works from.
+
+    pending -> sending (leased until `lease_until`) -> delivered | pending again (retry, with
+    `next_attempt_at` backing off) | failed (out of attempts). `dedupe` makes an event that
+    must be sent once (a job's completion) enqueue once.
+    """
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    webhook_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    tenant: Mapped[str] = mapped_column(String(128), nullable=False)
+    event: Mapped[str] = mapped_column(String(32), nullable=False)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    dedupe: Mapped[str | None] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
+                      Index("ix_webhook_deliveries_hook", "webhook_id", "created_at"),
+                      Index("ux_webhook_deliveries_dedupe", "webhook_id", "dedupe",
+                            unique=True))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from medialayer.catalog.models import Deletion, Media
 from medialayer.catalog.store import MediaRecord, NewMedia, SqlCatalogStore
@@ -35,9 +35,11 @@ def replace(store: SqlCatalogStore, old: MediaRecord, item: NewMedia) -> MediaRe
     """The item's new media as a new row under the old id, the old row deleted (and logged)."""
     with store.session.begin() as s:
         row = _row(s, old.tenant, old.id)
-        s.add(Deletion(media_seq=row.seq, media_type=row.media_type, tenant=row.tenant))
-        s.execute(delete(Media).where(Media.seq == row.seq))
-        s.flush()
+        # The new row is inserted while the old one still exists, so it gets a seq above it:
+        # SQLite hands a deleted highest rowid out again, and the logged deletion of that seq
+        # would then take the new row out of every index.
+        s.execute(update(Media).where(Media.seq == row.seq).values(id=f"old:{row.seq}",
+                                                                    external_id=None))
         new = Media(id=old.id, tenant=item.tenant, media_type=item.media_type,
                     name=item.name if item.name is not None else old.name,
                     external_id=item.external_id, source=item.source,
@@ -45,6 +47,8 @@ def replace(store: SqlCatalogStore, old: MediaRecord, item: NewMedia) -> MediaRe
                     created_at=old.created_at)
         s.add(new)
         s.flush()
+        s.add(Deletion(media_seq=row.seq, media_type=row.media_type, tenant=row.tenant))
+        s.execute(delete(Media).where(Media.seq == row.seq))
         return MediaRecord.from_row(new)
 
 

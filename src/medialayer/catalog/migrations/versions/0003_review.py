@@ -1,4 +1,5 @@
-"""Review workflow: match edges, kept clusters, media marks, audited decisions, UI sessions.
+"""Review workflow: edges, kept clusters, marks, audited decisions, UI sessions, policies,
+webhooks.
 
 Revision ID: 0003
 Revises: 0002
@@ -69,6 +70,52 @@ def upgrade() -> None:
         sa.Column("created_at", TS),
         sa.Column("expires_at", TS, nullable=False),
     )
+    op.create_table(
+        "policy_rules",
+        sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),
+        sa.Column("tenant", sa.String(128), nullable=False),
+        sa.Column("position", sa.Integer, nullable=False),
+        sa.Column("action", sa.String(16), nullable=False),
+        sa.Column("media_type", sa.String(16)),
+        sa.Column("min_score", sa.Float, nullable=False),
+        sa.Column("max_score", sa.Float, nullable=False),
+        sa.Column("cross_seller", sa.Boolean),
+        sa.Column("metadata", sa.JSON),
+    )
+    op.create_index("ix_policy_rules_tenant", "policy_rules", ["tenant", "position"])
+    op.create_table(
+        "webhooks",
+        sa.Column("id", sa.String(36), primary_key=True),
+        sa.Column("tenant", sa.String(128), nullable=False),
+        sa.Column("url", sa.String(2000), nullable=False),
+        sa.Column("secret", sa.String(128), nullable=False),
+        sa.Column("events", sa.JSON, nullable=False),
+        sa.Column("created_at", TS),
+        sa.Column("deleted_at", TS),
+    )
+    op.create_table(
+        "webhook_deliveries",
+        sa.Column("id", sa.String(36), primary_key=True),
+        sa.Column("webhook_id", sa.String(36), nullable=False),
+        sa.Column("tenant", sa.String(128), nullable=False),
+        sa.Column("event", sa.String(32), nullable=False),
+        sa.Column("payload", sa.JSON, nullable=False),
+        sa.Column("dedupe", sa.String(200)),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("next_attempt_at", TS),
+        sa.Column("lease_until", TS),
+        sa.Column("last_status", sa.Integer),
+        sa.Column("last_error", sa.String(500)),
+        sa.Column("created_at", TS),
+        sa.Column("delivered_at", TS),
+    )
+    op.create_index("ix_webhook_deliveries_due", "webhook_deliveries",
+                    ["state", "next_attempt_at"])
+    op.create_index("ix_webhook_deliveries_hook", "webhook_deliveries",
+                    ["webhook_id", "created_at"])
+    op.create_index("ux_webhook_deliveries_dedupe", "webhook_deliveries",
+                    ["webhook_id", "dedupe"], unique=True)
     with op.batch_alter_table("decisions") as batch:
         batch.add_column(sa.Column("cluster_id", sa.BigInteger))
         batch.add_column(sa.Column("member_ids", sa.JSON))
@@ -85,5 +132,6 @@ def downgrade() -> None:
         for column in ("to_state", "from_state", "actor_name", "actor_key_id", "member_ids",
                        "cluster_id"):
             batch.drop_column(column)
-    for table in ("ui_sessions", "media_marks", "cluster_members", "clusters", "match_edges"):
+    for table in ("webhook_deliveries", "webhooks", "policy_rules", "ui_sessions", "media_marks",
+                  "cluster_members", "clusters", "match_edges"):
         op.drop_table(table)
