@@ -105,6 +105,7 @@ class JobRunner:
         # review hook: written rows' match edges are kept by one task beside the pump
         self._edge_backlog: list[MediaRecord] = []
         self._edge_task: asyncio.Task[None] | None = None
+        self._busy = False
 
     def close(self) -> None:
         if self._own_pool:
@@ -132,10 +133,10 @@ class JobRunner:
             if not stop.is_set() and len(inflight) <= limit // 2:
                 for claim in await self._claim(limit - len(inflight), job_id):
                     inflight.add(asyncio.create_task(self._work(claim)))
+            self._busy = bool(inflight)
             if inflight:
                 done, inflight = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
                 await self._write(done)
-                self._keep_edges()
             elif until_idle or stop.is_set():
                 if stop.is_set():  # stopping: what is left, `medialayer rebuild-edges` finds
                     self._edge_backlog.clear()
@@ -143,6 +144,7 @@ class JobRunner:
                     await self._keep_edges()
                 return
             else:
+                self._keep_edges()
                 try:
                     await asyncio.wait_for(stop.wait(), idle_sleep)
                 except TimeoutError:
@@ -218,10 +220,11 @@ class JobRunner:
             log.exception("writing %d bulk rows failed; they will be claimed again", len(ready))
 
     def _keep_edges(self) -> asyncio.Task[None]:
-        """The task keeping the written rows' match edges, started if none runs: beside the
-        pump, so a catalog full of copies (many edges per row) does not slow the rows down."""
+        """The task keeping the written rows' match edges, started if none runs. It works while
+        the pump has no row in flight (and until idle, at the end of `run_until_idle`): a
+        catalog full of copies brings many edges per row, and rows come first."""
         async def drain() -> None:
-            while self._edge_backlog:
+            while self._edge_backlog and not self._busy:
                 records = self._edge_backlog[:EDGE_BATCH]
                 del self._edge_backlog[:EDGE_BATCH]
                 try:
