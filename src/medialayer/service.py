@@ -213,6 +213,7 @@ class MediaLayer:
                tenant: str | None = None, actor: Actor | None = None) -> dict[str, Any]:
         """Apply a reviewer's decision (see `medialayer.review`); the decision made, or the
         earlier one if it changes nothing, with `created` telling which."""
+        _storable(media_id=media_id, other_media_id=other_media_id, note=note)
         made, created = self.review.decide(tenant or self.tenant, actor or Actor(None, None),
                                            action, media_id, other_media_id=other_media_id,
                                            cluster_id=cluster_id, note=note)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from medialayer.api.schemas import MediaId, MediaOut, Strict
+from medialayer.api.schemas import MediaId, MediaOut, Storable, Strict
 
 ID_MAX = 2**62
 """Ids and offsets beyond any catalog, refused before they reach SQL (64-bit columns)."""
@@ -23,7 +23,7 @@ class DecisionRequest(Strict):
     other_media_id: MediaId | None = None
     cluster_id: int | None = Field(default=None, ge=1, le=ID_MAX)
     action: Action
-    note: str | None = Field(default=None, max_length=4000)
+    note: Annotated[str | None, Field(default=None, max_length=4000), Storable] = None
 
     model_config = Strict.model_config | {"json_schema_extra": {"examples": [
         {"media_id": "3f1c…", "other_media_id": "9a2e…", "action": "dismiss",
