@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint bench-accuracy bench-speed bench-index bench-audio-deps bench-audio \
-	bench-audio-latency bench-video-peers bench-video clean
+.PHONY: serve test lint browser-deps screenshots bench-accuracy bench-speed bench-index \
+	bench-clusters bench-audio-deps bench-audio bench-audio-latency bench-video-peers bench-video \
+	clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -22,11 +23,19 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
-test: $(STAMP)
+# The browser tests drive Debian's chromium; this installs it (apt) when it is missing.
+browser-deps:
+	bash .ci/browser-deps
+
+test: $(STAMP) browser-deps
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src/
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
+
+# The review UI's screenshots in docs/img (shown in docs/review.md), from the browser test.
+screenshots: $(STAMP) browser-deps
+	MEDIALAYER_SCREENSHOTS=docs/img $(BIN)/python -m pytest tests/test_browser.py -q
 
 bench-accuracy: $(STAMP)
 	$(BIN)/python bench/accuracy.py --corpus $${CORPUS:-eval-data/image-dev} --out $${OUT:-eval-data/results.csv}
@@ -56,6 +65,9 @@ bench-video-peers: $(STAMP)
 
 bench-video: bench-video-peers
 	$(BIN)/python bench/video_accuracy.py --corpus $${CORPUS:-eval-data/video-dev} --out $${OUT:-eval-data/video-results.csv}
+
+bench-clusters: $(STAMP)
+	$(BIN)/python bench/clusters.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from PIL import ImageOps
 from typer.testing import CliRunner
 
@@ -218,3 +219,31 @@ def test_commands_name_their_catalog_and_never_search_a_missing_one(
     r = invoke("search", photos / "a-copy.png")
     assert r.exit_code == 0 and f"catalog: {tmp_path / 'data' / 'catalog.db'}" in r.stderr
     assert "a.jpg" in r.stdout
+def test_jobs_list_shows_the_tenants_jobs(photos: Path, tmp_path: Path) -> None:
+    from medialayer.config import Settings
+    from medialayer.jobs import submit_csv
+
+    data = tmp_path / "data"
+    ml = MediaLayer(data)
+    job_id = submit_csv(ml, f"path\n{photos / 'a.jpg'}\n", "default", Settings(),
+                        allow_paths=True)
+    submit_csv(ml, "url\nhttp://x/1.jpg\n", "other", Settings())
+    ml.close()
+    r = invoke("jobs", "list", "--data-dir", data, "--json")
+    assert r.exit_code == 0, r.output
+    assert [(j["job_id"], j["pending"]) for j in json.loads(r.stdout)] == [(job_id, 1)]
+
+
+def test_rebuild_edges_finds_clusters_of_an_old_catalog(photos: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    invoke("index", photos / "b.jpg", photos / "b-pad.jpg", "--data-dir", data)
+    ml = MediaLayer(data)
+    with ml.store.session.begin() as s:  # as a catalog from before edges were kept
+        s.execute(sa.text("delete from match_edges"))
+        s.execute(sa.text("delete from cluster_members"))
+        s.execute(sa.text("delete from clusters"))
+    assert ml.clusters() == []
+    r = invoke("rebuild-edges", "--data-dir", data)
+    assert r.exit_code == 0, r.output
+    assert [sorted(m.name for m in c.members) for c in ml.clusters()] == [["b-pad.jpg", "b.jpg"]]
+    ml.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from medialayer.clusters import connected_groups
+from medialayer.clusters import bridges, connected_groups
 
 edges_strategy = st.dictionaries(
     st.tuples(st.integers(0, 30), st.integers(0, 30)).filter(lambda e: e[0] < e[1]),
@@ -38,3 +38,22 @@ def test_groups_are_the_connected_components(edges: dict[tuple[int, int], float]
 
 def test_a_copy_of_a_copy_joins_the_original() -> None:
     assert connected_groups({(1, 2): 0.9, (2, 3): 0.85, (7, 8): 0.9}) == [[1, 2, 3], [7, 8]]
+
+
+@given(edges_strategy)
+def test_bridges_are_exactly_the_edges_whose_removal_splits_a_group(
+        edges: dict[tuple[int, int], float]) -> None:
+    found = bridges(list(edges))
+    for pair in edges:
+        rest = {e: s for e, s in edges.items() if e != pair}
+        sides = [reachable(rest, end) if any(end in e for e in rest) else {end} for end in pair]
+        if sides[0] == sides[1]:
+            assert pair not in found
+        else:
+            assert found[pair] == min(len(sides[0]), len(sides[1])), pair
+
+
+def test_the_pair_joining_two_groups_has_two_items_on_each_side() -> None:
+    chain = bridges([(1, 2), (2, 3), (3, 4)])
+    assert chain == {(1, 2): 1, (2, 3): 2, (3, 4): 1}
+    assert bridges([(1, 2), (2, 3), (1, 3)]) == {}

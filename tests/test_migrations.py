@@ -25,20 +25,22 @@ def _alembic(conn: sa.Connection) -> Config:
 
 def check_upgrade_from_0002(url: str, data_dir: Path) -> None:
     """Write an image at revision 0002 (one blob per row), open the catalog (upgrade to head),
-    find the image, then downgrade to 0002 and upgrade again."""
+    find the image, then downgrade to 0002 (through the review tables of 0004 and the time-based
+    kinds' of 0003) and upgrade again."""
     ml = MediaLayer(data_dir, database_url=url)
     record = ml.index(synth.jpeg(synth.photo(5)), name="old")
     engine = ml.store.engine
     with engine.begin() as conn:
         command.downgrade(_alembic(conn), "0002")
     with engine.connect() as conn:
-        assert "fingerprint_chunks" not in sa.inspect(conn).get_table_names()
+        assert not {"fingerprint_chunks", "match_edges"} & set(sa.inspect(conn).get_table_names())
     ml.close()
     ml = MediaLayer(data_dir, database_url=url)  # upgrades to head
     assert ml.search(synth.jpeg(synth.crop_center(synth.photo(5), 0.8))).results[0].media.id \
         == record.id
     with ml.store.engine.connect() as conn:
-        assert {"fingerprint_chunks", "media_codes"} <= set(sa.inspect(conn).get_table_names())
+        tables = set(sa.inspect(conn).get_table_names())
+        assert {"fingerprint_chunks", "media_codes", "match_edges", "clusters"} <= tables
     ml.close()
 
 

@@ -97,7 +97,9 @@ def test_serve_with_two_workers_shares_one_catalog(tmp_path: Path) -> None:
         assert indexed.status_code == 201, indexed.text
         answers = []
         for _ in range(20):  # fresh connections: the kernel spreads them over both workers
-            answers.append(run_curl_line(curls[1]).json()["results"])
+            answer = run_curl_line(curls[1])
+            assert "results" in answer.json(), answer.text
+            answers.append(answer.json()["results"])
             time.sleep(0.1)
         assert all(a and a[0]["media_id"] == indexed.json()["id"] for a in answers[-10:])
         assert server.poll() is None

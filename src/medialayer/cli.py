@@ -429,3 +429,34 @@ def jobs_status(job_id: str, tenant: Tenant = "default", data_dir: DataDir = Non
         out["errors"] = job_rows.row_errors(ml.store, tenant, job_id)
     ml.close()
     console.print_json(json.dumps(out))
+
+
+@jobs_app.command("list")
+def jobs_list(tenant: Tenant = "default", data_dir: DataDir = None,
+              limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+              as_json: AsJson = False) -> None:
+    """The tenant's jobs, newest first, with their progress."""
+    from medialayer.catalog import jobs as job_rows
+
+    ml = _open(data_dir, tenant)
+    found = [j.as_dict() for j in _run(lambda: job_rows.list_jobs(ml.store, tenant, None, limit))]
+    ml.close()
+    if as_json:
+        console.print_json(json.dumps(found))
+        return
+    table = Table("job", "state", "done", "failed", "pending", "total", "created")
+    for j in found:
+        table.add_row(j["job_id"], j["state"], str(j["done"]), str(j["failed"]),
+                      str(j["pending"]), str(j["total"]), j["created_at"] or "")
+    console.print(table)
+
+
+@app.command("rebuild-edges")
+def rebuild_edges(tenant: Tenant = "default", media_type: MediaType = None,
+                  data_dir: DataDir = None) -> None:
+    """Search every item again and keep the matches as edges (clusters): for a catalog indexed
+    before match edges were kept (every kind unless --media-type names one)."""
+    ml = _open(data_dir, tenant)
+    searched = _run(lambda: ml.rebuild_edges(media_type, tenant))
+    ml.close()
+    console.print(f"{searched} items searched; clusters kept")

@@ -53,6 +53,18 @@ class Settings(BaseSettings):
     """Processes that fingerprint bulk rows (the CPU part); default `bulk_pool_size()`."""
     bulk_claim_timeout: float = 300.0
     """Seconds after which a claimed but unfinished row counts as abandoned (its worker died)."""
+    ui_secure_cookies: bool = False
+    """Mark the review UI's cookies Secure even when the request does not look like TLS (a
+    proxy that terminates TLS without X-Forwarded-Proto); over https they are Secure anyway."""
+    ui_session_hours: float = 12.0
+    """How long a review UI sign-in lasts."""
+    webhook_max_attempts: int = 20
+    """Tries of one webhook delivery before it is left failed (in the delivery log)."""
+    webhook_backoff_seconds: float = 5.0
+    """Wait after the first failed try; doubled after each next one, up to the max."""
+    webhook_backoff_max: float = 3600.0
+    run_webhooks: bool = True
+    """Whether `serve` also sends webhook deliveries (any number of processes may)."""
     run_jobs: bool = True
     """Whether `serve` also works bulk jobs; turn off on API-only nodes of a larger deployment."""
 

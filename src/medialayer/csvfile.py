@@ -9,7 +9,8 @@ which spreadsheets show as text and drop from the displayed value.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Sequence
+import io
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -28,3 +29,11 @@ def write_csv(out: Path, header: Sequence[str], rows: Iterable[Sequence[object]]
         writer = csv.writer(f)
         writer.writerow([safe_cell(h) for h in header])
         writer.writerows([safe_cell(v) for v in row] for row in rows)
+
+
+def csv_lines(header: Sequence[str], rows: Iterable[Sequence[object]]) -> Iterator[str]:
+    """The same CSV a line at a time, for a streamed download that never holds every row."""
+    for row in (header, *rows):
+        buf = io.StringIO()
+        csv.writer(buf).writerow([safe_cell(v) for v in row])
+        yield buf.getvalue()

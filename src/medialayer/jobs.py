@@ -21,7 +21,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from medialayer.catalog import jobs as job_rows
 from medialayer.catalog.jobs import Claim, ClaimLost
-from medialayer.catalog.store import NewMedia
+from medialayer.catalog.store import MediaRecord, NewMedia
 from medialayer.config import Settings
 from medialayer.errors import Conflict, InvalidInput, MediaLayerError, MediaTooLarge
 from medialayer.fetch import fetch
@@ -43,6 +43,8 @@ DATABASE_GONE = (OperationalError, InterfaceError)
 is not failed but left claimed, to be worked again once the database is back."""
 COLUMNS = ("url", "path", "media_type", "name", "external_id")
 MAX_FIELD = 4096
+EDGE_BATCH = 4
+"""Written rows whose edges are kept per step: a stopping worker waits for one step at most."""
 
 
 def parse_csv(text: str, allow_paths: bool = False, max_rows: int = 1_000_000
@@ -117,6 +119,10 @@ class JobRunner:
         self.pool = pool or ProcessPoolExecutor(
             max_workers=settings.bulk_pool_size(), mp_context=pool_context(),
             initializer=_start_pool_process, initargs=(registered_in_process(),))
+        # review hook: written rows' match edges are kept by one task beside the pump
+        self._edge_backlog: list[MediaRecord] = []
+        self._edge_task: asyncio.Task[None] | None = None
+        self._busy = False
 
     def close(self) -> None:
         if self._own_pool:
@@ -144,12 +150,18 @@ class JobRunner:
             if not stop.is_set() and len(inflight) <= limit // 2:
                 for claim in await self._claim(limit - len(inflight), job_id):
                     inflight.add(asyncio.create_task(self._work(claim)))
+            self._busy = bool(inflight)
             if inflight:
                 done, inflight = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
                 await self._write(done)
             elif until_idle or stop.is_set():
+                if stop.is_set():  # stopping: what is left, `medialayer rebuild-edges` finds
+                    self._edge_backlog.clear()
+                else:
+                    await self._keep_edges()
                 return
             else:
+                self._keep_edges()
                 try:
                     await asyncio.wait_for(stop.wait(), idle_sleep)
                 except TimeoutError:
@@ -229,29 +241,48 @@ class JobRunner:
         if not ready:
             return
         try:
-            await asyncio.to_thread(self._index, ready)
+            self._edge_backlog += await asyncio.to_thread(self._index, ready)
         except Exception:
             log.exception("writing %d bulk rows failed; they will be claimed again", len(ready))
 
-    def _index(self, ready: list[Fingerprinted]) -> None:
+    def _keep_edges(self) -> asyncio.Task[None]:
+        """The task keeping the written rows' match edges, started if none runs. It works while
+        the pump has no row in flight (and until idle, at the end of `run_until_idle`): a
+        catalog full of copies brings many edges per row, and rows come first."""
+        async def drain() -> None:
+            while self._edge_backlog and not self._busy:
+                records = self._edge_backlog[:EDGE_BATCH]
+                del self._edge_backlog[:EDGE_BATCH]
+                try:
+                    await asyncio.to_thread(self.ml.find_edges, records)
+                except Exception:  # edges can be found again: medialayer rebuild-edges
+                    log.exception("keeping the edges of %d bulk rows failed", len(records))
+
+        if self._edge_task is None or self._edge_task.done():
+            self._edge_task = asyncio.create_task(drain())
+        return self._edge_task
+
+    def _index(self, ready: list[Fingerprinted]) -> list[MediaRecord]:
         """Write fingerprinted rows' media and mark the rows done, in one transaction; if that
-        fails (an external id that arrived meanwhile, a lost claim), row by row."""
+        fails (an external id that arrived meanwhile, a lost claim), row by row. Returns the
+        media written."""
         if len(ready) > 1:
             try:
-                self.ml.index_fingerprints([r.media() for r in ready], within=lambda s, ids: (
-                    job_rows.complete_rows(s, [(r.claim, media_id)
-                                               for r, media_id in zip(ready, ids, strict=True)])))
-                return
+                return self.ml.index_fingerprints(
+                    [r.media() for r in ready], keep_edges=False, within=lambda s, ids: (
+                        job_rows.complete_rows(s, [(r.claim, media_id) for r, media_id
+                                                   in zip(ready, ids, strict=True)])))
             except Exception:  # each row's own failure is told apart and handled below
                 pass
-        for row in ready:
-            self._index_alone(row)
+        return [record for row in ready for record in self._index_alone(row)]
 
-    def _index_alone(self, row: Fingerprinted) -> None:
+    def _index_alone(self, row: Fingerprinted) -> list[MediaRecord]:
+        """The row's media written (with its row done), or none if it ended otherwise."""
         claim = row.claim
         try:
-            self.ml.index_fingerprints([row.media()], within=lambda s, ids: job_rows.complete_row(
-                s, claim, ids[0]))
+            return self.ml.index_fingerprints(
+                [row.media()], keep_edges=False,
+                within=lambda s, ids: job_rows.complete_row(s, claim, ids[0]))
         except Conflict:  # the same external id arrived through another row meanwhile
             known = self.ml.store.get_by_external_id(claim.tenant, claim.payload["external_id"])
             job_rows.finish_row(self.ml.store, claim, known.id if known else None)
@@ -261,6 +292,7 @@ class JobRunner:
             raise  # not the row's fault: it stays claimed and is worked again (see `_write`)
         except Exception as e:
             self._fail(claim, e)
+        return []
 
     def _fail(self, claim: Claim, error: Exception) -> None:
         """Record the row as failed: with the reason for bad input or an unreachable source,

@@ -19,7 +19,7 @@ from medialayer.catalog.models import ApiKey
 from medialayer.catalog.store import SqlCatalogStore
 from medialayer.errors import InvalidInput, NotFound
 
-SCOPES = ("index", "search", "admin")
+SCOPES = ("index", "search", "review", "admin")
 PREFIX = "ml_"
 
 

@@ -20,12 +20,17 @@ class SearchHit:
     confidence: str
     segments: list[Segment] = field(default_factory=list)
     explanation: Mapping[str, object] | None = None
+    canonical_id: str | None = None
+    """The item a reviewer consolidated this one into (itself if it is the canonical)."""
+    action: str = "allow"
+    """What the tenant's policy says this match means (`medialayer.policies`)."""
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"media_id": self.media.id, "name": self.media.name,
                                "external_id": self.media.external_id,
                                "similarity_score": self.similarity_score,
-                               "confidence": self.confidence}
+                               "confidence": self.confidence,
+                               "canonical_id": self.canonical_id, "action": self.action}
         if self.segments:
             out["segments"] = [s.__dict__ for s in self.segments]
         if self.explanation is not None:
@@ -37,10 +42,12 @@ class SearchHit:
 class SearchResult:
     results: list[SearchHit]
     query_media: MediaRecord | None = None
+    action: str = "allow"
+    """The most severe of the hits' policy actions."""
 
     def as_dict(self) -> dict[str, Any]:
         return {"query_media_id": self.query_media.id if self.query_media else None,
-                "results": [h.as_dict() for h in self.results]}
+                "action": self.action, "results": [h.as_dict() for h in self.results]}
 
 
 @dataclass(frozen=True)

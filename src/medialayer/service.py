@@ -15,14 +15,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from medialayer.catalog import decisions
+from medialayer.catalog import upserts
+from medialayer.catalog.decisions import Actor, Mark
 from medialayer.catalog.store import MediaRecord, NewMedia, Within, WithinMany, open_store
-from medialayer.clusters import connected_groups
 from medialayer.errors import Conflict, InvalidInput, MediaTooLarge
 from medialayer.fields import problem
 from medialayer.index.registry import DELETIONS_KEPT, IndexRegistry
 from medialayer.kinds import AnyKind, get_kind, kinds, sniff_kind
-from medialayer.kinds.base import Loader, Match, MediaInput, Window, at_least, both_ways
+from medialayer.kinds.base import Loader, Match, MediaInput, Window, both_ways
+from medialayer.policies import Policies, most_severe, verdict
 from medialayer.results import (
     Cluster,
     ClusterPair,
@@ -32,11 +33,13 @@ from medialayer.results import (
     SearchResult,
     Source,
 )
+from medialayer.review import NEIGHBOURS, Review
 
 DEFAULT_TENANT = "default"
 SNIFF_BYTES = 512
 """How much of a file kinds' sniffing looks at: MPEG-TS shows its sync byte three packets
 apart (377 bytes)."""
+POLICY_ACTOR = Actor(None, "policy")
 
 
 class MediaLayer:
@@ -53,6 +56,8 @@ class MediaLayer:
         self.store.prune_deletions(DELETIONS_KEPT)
         self.tenant = tenant
         self.indexes = IndexRegistry(self.store, get_kind, self._loader, bands)
+        self.review = Review(self.store)
+        self.policies = Policies(self.store)
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -71,8 +76,39 @@ class MediaLayer:
                          external_id=external_id, metadata=metadata,
                          source=source_label or label, if_exists=if_exists)
 
-    def index_fingerprints(self, items: list[NewMedia], within: WithinMany | None = None
-                           ) -> list[MediaRecord]:
+    def upsert(self, source: Source, media_type: str, external_id: str, *,
+               name: str | None = None, metadata: dict[str, Any] | None = None,
+               tenant: str | None = None, source_label: str | None = None
+               ) -> tuple[MediaRecord, bool]:
+        """Add the item with this external id, or update it: (record, whether it was added).
+
+        Same media: only name, metadata and source change. New media (a seller replaced the
+        photo of a SKU): a new fingerprint under the same media id (`catalog.upserts`).
+        """
+        tenant = tenant or self.tenant
+        known = self.store.get_by_external_id(tenant, external_id)
+        if known is None:
+            return self.index(source, media_type, name=name, external_id=external_id,
+                              metadata=metadata, tenant=tenant, source_label=source_label,
+                              if_exists="return"), True
+        kind, media, label = self._open(source, media_type)
+        stored = kind.stored(media)
+        blob = kind.encode(stored)
+        _, row = self.store.get_fingerprint(tenant, known.id)
+        if kind.name == known.media_type and (row.version, row.encoded) == (kind.version, blob):
+            return upserts.update_fields(self.store, tenant, known.id, name=name,
+                                         metadata=metadata, source=source_label or label), False
+        record = upserts.replace(self.store, known, NewMedia(
+            tenant=tenant, media_type=kind.name, fingerprint=blob,
+            fingerprint_version=kind.version, name=name, external_id=external_id,
+            source=source_label or label, metadata=metadata or {}))
+        self._unindex(known)
+        self.indexes.added(kind.name, [(record.seq, record.tenant, stored)])
+        self._keep_edges(record, stored)
+        return record, False
+
+    def index_fingerprints(self, items: list[NewMedia], within: WithinMany | None = None,
+                           keep_edges: bool = True) -> list[MediaRecord]:
         """Add items fingerprinted elsewhere (worker processes) in one transaction, all or
         none; `within(session, media_ids)` joins it (the bulk job marks its rows done)."""
         stored = [get_kind(i.media_type).decode(i.fingerprint) for i in items]
@@ -81,12 +117,30 @@ class MediaLayer:
             self.indexes.added(media_type, [(r.seq, r.tenant, s)
                                             for r, s in zip(records, stored, strict=True)
                                             if r.media_type == media_type])
+        for record, fingerprint in zip(records, stored, strict=True) if keep_edges else ():
+            self._keep_edges(record, fingerprint)
         return records
+
+    def find_edges(self, records: list[MediaRecord]) -> None:
+        """Keep the edges of items added with keep_edges=False (bulk rows: found after their
+        rows are done, so a catalog full of copies does not slow the rows down)."""
+        for tenant in {r.tenant for r in records}:
+            mine = [r for r in records if r.tenant == tenant]
+            rows = self.store.fingerprints_of(tenant, [r.seq for r in mine])
+            for r in mine:
+                kind = get_kind(r.media_type)
+                if r.seq in rows and rows[r.seq].version == kind.version:
+                    self._keep_edges(r, kind.decode(rows[r.seq].encoded))
 
     def delete(self, media_id: str, tenant: str | None = None) -> MediaRecord:
         record = self.store.delete(tenant or self.tenant, media_id)
-        self.indexes.deleted(record.media_type, record.seq)
+        self._unindex(record)
         return record
+
+    def _unindex(self, record: MediaRecord) -> None:
+        """Drop a deleted row from this process's index and its edges from the clusters."""
+        self.indexes.deleted(record.media_type, record.seq)
+        self.review.forget(record)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -103,15 +157,15 @@ class MediaLayer:
         query = kind.query(media)
         if not index:
             matches = self.indexes.search(kind.name, query, tenant, top_k, min_score)
-            return SearchResult(self._hits(kind, matches))
+            return self._answer(kind, tenant, matches, metadata)
         entry = self.indexes.get(kind.name)
         with entry.lock.write():  # search-then-add is one step: two ingests see each other
             self.indexes.poll(entry)
             matches = entry.index.search(query, tenant, top_k, min_score)
             added = self._add(kind, tenant, kind.stored_of(query), name=name or _name_of(source),
                               external_id=external_id, metadata=metadata,
-                              source=source_label or label, if_exists="error")
-        return SearchResult(self._hits(kind, matches), added)
+                              source=source_label or label, if_exists="error", found=matches)
+        return self._answer(kind, tenant, matches, metadata, added)
 
     def compare(self, a: Source, b: Source, media_type: str | None = None,
                 tenant: str | None = None) -> Comparison:
@@ -133,46 +187,50 @@ class MediaLayer:
         return self.store.list(tenant or self.tenant, media_type, after, limit)
 
     def clusters(self, media_type: str | None = None, min_confidence: str = "medium",
-                 tenant: str | None = None, neighbours: int = 10) -> builtins.list[Cluster]:
-        """Connected groups of items that match each other at `min_confidence` or better
-        (items of one kind each; every kind when `media_type` is None)."""
+                 tenant: str | None = None) -> builtins.list[Cluster]:
+        """Every kept cluster of items matching at `min_confidence` or better (of one kind, or
+        of every kind; see `review` for pages of them): read from the kept edges, never
+        searched again."""
+        tenant = tenant or self.tenant
+        chosen = [get_kind(media_type).name] if media_type else list(kinds())
+        found: builtins.list[Cluster] = []
+        for name in chosen:
+            before = None
+            while page := self.review.clusters(tenant, name, min_confidence, before, 500):
+                found += [Cluster(c.members, [ClusterPair(p.a.id, p.b.id, p.score, p.explanation)
+                                                   for p in c.pairs])
+                          for c in page]
+                before = page[-1].id
+        return sorted(found, key=lambda c: -len(c.members))
+
+    def rebuild_edges(self, media_type: str | None = None, tenant: str | None = None) -> int:
+        """Search every item of the tenant (of one kind, or of every kind) again and keep the
+        edges found: for a catalog indexed before edges were kept. Returns the number of items
+        searched."""
         tenant = tenant or self.tenant
         chosen = [get_kind(media_type)] if media_type else list(kinds().values())
-        clusters: builtins.list[Cluster] = []
+        searched = 0
         for kind in chosen:
-            clusters += self._group(self._edges(kind, tenant, min_confidence, neighbours))
-        return clusters
-
-    def _edges(self, kind: AnyKind, tenant: str, min_confidence: str, neighbours: int
-               ) -> dict[tuple[int, int], Match]:
-        """Search proposes the pairs; each pair is then scored once, both ways as `compare`
-        does, so an edge does not depend on which item happened to search for the other."""
-        load = self._loader(kind)
-        scored: dict[tuple[int, int], Match] = {}
-        for seq, stored in self._tenant_fingerprints(kind, tenant):
-            query = kind.query_of(stored)
-            found = self.indexes.search(kind.name, query, tenant, neighbours, 0.0, exclude=seq)
-            others = load([m.key for m in found if _pair(seq, m.key) not in scored])
-            for key, other in others.items():
-                match = both_ways(kind, query, stored, kind.query_of(other), other)
-                scored[_pair(seq, key)] = match if seq < key else match.swapped()
-        return {pair: m for pair, m in scored.items()
-                if at_least(kind.calibration.label(m.score), min_confidence)}
+            for seq, stored in self._tenant_fingerprints(kind, tenant):
+                self.review.keep(tenant, kind.name, seq,
+                                 self._neighbours(kind, tenant, seq, stored))
+                searched += 1
+        return searched
 
     def decide(self, media_id: str, action: str, *, other_media_id: str | None = None,
-               note: str | None = None, tenant: str | None = None) -> dict[str, Any]:
-        """Store a reviewer's decision on an item or a pair (both must be in the tenant)."""
-        tenant = tenant or self.tenant
-        if action not in decisions.ACTIONS:
-            raise InvalidInput(f"action must be one of {', '.join(decisions.ACTIONS)}")
-        for media in (media_id, other_media_id):
-            if media is not None:
-                self.store.get(tenant, media)  # NotFound for unknown or other tenants' ids
-        return decisions.record(self.store, tenant, media_id, action, other_media_id, note)
+               cluster_id: int | None = None, note: str | None = None,
+               tenant: str | None = None, actor: Actor | None = None) -> dict[str, Any]:
+        """Apply a reviewer's decision (see `medialayer.review`); the decision made, or the
+        earlier one if it changes nothing, with `created` telling which."""
+        _storable(media_id=media_id, other_media_id=other_media_id, note=note)
+        made, created = self.review.decide(tenant or self.tenant, actor or Actor(None, None),
+                                           action, media_id, other_media_id=other_media_id,
+                                           cluster_id=cluster_id, note=note)
+        return {**made, "created": created}
 
     def decisions(self, media_id: str | None = None, limit: int = 100,
                   tenant: str | None = None) -> builtins.list[dict[str, Any]]:
-        return decisions.listing(self.store, tenant or self.tenant, media_id, limit)
+        return self.review.decisions(tenant or self.tenant, media_id, None, limit)[0]
 
     def warm_up(self) -> None:
         """Build every kind's index from the catalog now, not on the first request."""
@@ -203,7 +261,8 @@ class MediaLayer:
 
     def _add(self, kind: AnyKind, tenant: str, stored: Any, *, name: str | None,
              external_id: str | None, metadata: dict[str, Any] | None, source: str | None,
-             if_exists: str, within: Within | None = None) -> MediaRecord:
+             if_exists: str, within: Within | None = None,
+             found: builtins.list[Match] | None = None) -> MediaRecord:
         item = NewMedia(tenant=tenant, media_type=kind.name, fingerprint=kind.encode(stored),
                         fingerprint_version=kind.version, name=name, external_id=external_id,
                         source=source, metadata=metadata or {})
@@ -216,7 +275,22 @@ class MediaLayer:
                     return known
             raise
         self.indexes.added(kind.name, [(record.seq, record.tenant, stored)])
+        self._keep_edges(record, stored, found)
         return record
+
+    def _keep_edges(self, record: MediaRecord, stored: Any,
+                    found: builtins.list[Match] | None = None) -> None:
+        """Keep a new item's matches as edges: those `found` by the search that added it, else
+        a search for its neighbours now (review hook: medialayer.review)."""
+        if found is None:
+            found = self._neighbours(get_kind(record.media_type), record.tenant, record.seq,
+                                     stored)
+        self.review.keep(record.tenant, record.media_type, record.seq, found)
+
+    def _neighbours(self, kind: AnyKind, tenant: str, seq: int, stored: Any
+                    ) -> builtins.list[Match]:
+        return self.indexes.search(kind.name, kind.query_of(stored), tenant, NEIGHBOURS, 0.0,
+                                   exclude=seq)
 
     def _loader(self, kind: AnyKind) -> Loader[Any]:
         """How a kind's index reads its candidates' fingerprints back from the catalog."""
@@ -234,23 +308,24 @@ class MediaLayer:
             if row.version == kind.version:
                 yield row.seq, kind.decode(row.encoded)
 
-    def _hits(self, kind: AnyKind, matches: builtins.list[Match]) -> builtins.list[SearchHit]:
+    def _answer(self, kind: AnyKind, tenant: str, matches: builtins.list[Match],
+                metadata: dict[str, Any] | None, added: MediaRecord | None = None
+                ) -> SearchResult:
+        """The hits with their canonical items and the tenant's policy's actions; an ingested
+        query the policy auto-rejects is marked rejected (audited as the policy's decision)."""
         records = self.store.records([m.key for m in matches])
-        return [SearchHit(records[m.key], m.score, kind.calibration.label(m.score),
-                          list(m.segments), m.explanation)
+        marks = self.review.marks(tenant, [r.id for r in records.values()])
+        rules = self.policies.rules(tenant)
+        hits = [SearchHit(records[m.key], m.score, kind.calibration.label(m.score),
+                          list(m.segments), m.explanation, _canonical(marks.get(records[m.key].id)),
+                          verdict(rules, kind.name, m.score, metadata or {},
+                                  records[m.key].metadata))
                 for m in matches if m.key in records]
-
-    def _group(self, edges: dict[tuple[int, int], Match]) -> builtins.list[Cluster]:
-        groups = connected_groups({pair: m.score for pair, m in edges.items()})
-        records = self.store.records([key for group in groups for key in group])
-        clusters = []
-        for group in groups:
-            members = set(group)
-            pairs = [ClusterPair(records[a].id, records[b].id, m.score, m.explanation)
-                     for (a, b), m in sorted(edges.items())
-                     if a in members and a in records and b in records]
-            clusters.append(Cluster([records[k] for k in group if k in records], pairs))
-        return clusters
+        action = most_severe([h.action for h in hits])
+        if added is not None and action == "auto_reject":
+            self.review.decide(tenant, POLICY_ACTOR, "reject", added.id,
+                               note="auto_reject by the tenant's policy")
+        return SearchResult(hits, added, action)
 
     def _kind_of_operands(self, a: Source, b: Source, media_type: str | None,
                           tenant: str) -> AnyKind:
@@ -313,9 +388,6 @@ def _size_and_head(path: Path) -> tuple[int, bytes]:
         raise InvalidInput(f"cannot read {path}: {e.strerror}") from e
 
 
-def _pair(a: int, b: int) -> tuple[int, int]:
-    return (a, b) if a < b else (b, a)
-
 
 def _storable(**fields: Any) -> None:
     """InvalidInput before any look-up if a field could not be stored (NUL, NaN): PostgreSQL
@@ -323,6 +395,10 @@ def _storable(**fields: Any) -> None:
     for name, value in fields.items():
         if reason := problem(value):
             raise InvalidInput(f"{name} {reason}")
+
+
+def _canonical(mark: Mark | None) -> str | None:
+    return mark.canonical_id if mark else None
 
 
 def _name_of(source: Source) -> str | None:

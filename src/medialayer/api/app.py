@@ -25,7 +25,17 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from medialayer import __version__
-from medialayer.api import ops, routes_decisions, routes_jobs, routes_media, routes_search
+from medialayer.api import (
+    docs,
+    ops,
+    routes_jobs,
+    routes_media,
+    routes_policies,
+    routes_review,
+    routes_search,
+    routes_ui,
+    routes_webhooks,
+)
 from medialayer.api.auth import KeyCache, RateLimiter
 from medialayer.api.logs import configure_logging
 from medialayer.config import Settings
@@ -42,6 +52,7 @@ from medialayer.errors import (
 from medialayer.jobs import JobRunner
 from medialayer.kinds.image import limit_heavy_decodes
 from medialayer.service import MediaLayer
+from medialayer.webhooks import Dispatcher
 
 log = logging.getLogger("medialayer.api")
 
@@ -71,12 +82,13 @@ def create_app(settings: Settings | None = None, ml: MediaLayer | None = None) -
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.cpu_limiter = anyio.CapacityLimiter(max(1, settings.cpu_threads))
         await asyncio.to_thread(service.warm_up)  # indexes built before the first request
-        async with _job_runner(service, settings):
+        async with _job_runner(service, settings), _webhook_dispatcher(service, settings):
             yield
         if owned:
             service.close()
 
-    app = FastAPI(title="MediaLayer", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="MediaLayer", version=__version__, lifespan=lifespan, docs_url=None,
+                  redoc_url=None,
                   description="Find copied and near-duplicate media in a marketplace catalog. "
                               "Every /v1 route needs an `X-API-Key` header.")
     app.state.settings = settings
@@ -84,8 +96,11 @@ def create_app(settings: Settings | None = None, ml: MediaLayer | None = None) -
     app.state.rate_limiter = RateLimiter()
     app.state.key_cache = KeyCache(settings.key_cache_seconds)
     app.state.metrics = ops.Metrics(service)
-    for module in (ops, routes_media, routes_search, routes_decisions, routes_jobs):
+    for module in (ops, routes_media, routes_search, routes_review, routes_jobs, routes_policies,
+                   routes_webhooks, routes_ui):
         app.include_router(module.router)
+    app.mount("/ui/static", routes_ui.static, name="ui-static")
+    docs.install(app)
     app.add_exception_handler(MediaLayerError, _service_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
@@ -112,6 +127,21 @@ async def _job_runner(ml: MediaLayer, settings: Settings) -> AsyncIterator[None]
         stop.set()
         await task
         runner.close()
+
+
+@asynccontextmanager
+async def _webhook_dispatcher(ml: MediaLayer, settings: Settings) -> AsyncIterator[None]:
+    """Send webhook deliveries in the background of this process, unless settings say not."""
+    if not settings.run_webhooks:
+        yield
+        return
+    stop = asyncio.Event()
+    task = asyncio.create_task(Dispatcher(ml.store, settings).run_forever(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
 
 
 def error_response(status: int, code: str, message: str,

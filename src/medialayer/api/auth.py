@@ -137,4 +137,7 @@ def require_scope_for(key: KeyInfo, scope: str, what: str) -> None:
 IndexKey = Annotated[KeyInfo, Depends(require("index"))]
 SearchKey = Annotated[KeyInfo, Depends(require("search"))]
 ReadKey = Annotated[KeyInfo, Depends(require("search", "index"))]
-ReviewKey = Annotated[KeyInfo, Depends(require("index", "admin"))]
+ReviewKey = Annotated[KeyInfo, Depends(require("review", "index"))]
+"""Deciding: the `review` scope (and `index`, which could always record decisions)."""
+ReviewReadKey = Annotated[KeyInfo, Depends(require("review", "search"))]
+AdminKey = Annotated[KeyInfo, Depends(require("admin"))]

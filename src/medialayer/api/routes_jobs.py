@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.concurrency import run_in_threadpool
+from fastapi.concurrency import iterate_in_threadpool, run_in_threadpool
+from fastapi.responses import StreamingResponse
 
 from medialayer.api.auth import IndexKey, ReadKey
 from medialayer.api.deps import ML, AppSettings, invalid_field, read_upload
@@ -15,10 +16,12 @@ from medialayer.api.schemas import (
     JobAccepted,
     JobErrors,
     JobOut,
+    JobPage,
     PathId,
     errors,
 )
 from medialayer.catalog import jobs as job_rows
+from medialayer.csvfile import csv_lines
 from medialayer.jobs import submit_csv
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -55,3 +58,28 @@ async def job_errors(job_id: PathId, key: ReadKey, ml: ML,
                                    limit + 1)
     page = rows[:limit]
     return {"errors": page, "next_after": page[-1]["row"] if len(rows) > limit else None}
+
+
+@router.get("/jobs", response_model=JobPage, responses=errors(403, 404))
+async def jobs(key: ReadKey, ml: ML, cursor: Annotated[str | None, Query(max_length=64)] = None,
+               limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict[str, Any]:
+    """The tenant's jobs with their progress, newest first, a page at a time."""
+    found = await run_in_threadpool(job_rows.list_jobs, ml.store, key.tenant, cursor, limit + 1)
+    page = found[:limit]
+    return {"items": [j.as_dict() for j in page],
+            "next_cursor": page[-1].id if len(found) > limit else None}
+
+
+@router.get("/jobs/{job_id}/errors.csv", response_class=StreamingResponse,
+            responses={**errors(403, 404), 200: {"content": {"text/csv": {}},
+                                                 "description": "row,url,external_id,error"}})
+async def job_errors_csv(job_id: PathId, key: ReadKey, ml: ML) -> StreamingResponse:
+    """Every failed row as a CSV download, to fix and submit again; cells a spreadsheet would
+    run as formulas are quoted."""
+    await run_in_threadpool(job_rows.progress, ml.store, key.tenant, job_id)  # 404 first
+    rows = ([r["row"], r["url"], r["external_id"], r["error"]]
+            for r in job_rows.failed_rows(ml.store, key.tenant, job_id))
+    lines = csv_lines(["row", "url", "external_id", "error"], rows)
+    return StreamingResponse(iterate_in_threadpool(lines), media_type="text/csv",
+                             headers={"Content-Disposition":
+                                      f'attachment; filename="job-{job_id}-errors.csv"'})

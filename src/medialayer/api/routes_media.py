@@ -10,6 +10,7 @@ import base64
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi import Path as FastPath
 from fastapi.concurrency import run_in_threadpool
 
 from medialayer.api.auth import IndexKey, ReadKey
@@ -24,6 +25,7 @@ from medialayer.api.schemas import (
     MediaOut,
     MediaPage,
     PathId,
+    UpsertUrl,
     errors,
 )
 from medialayer.errors import InvalidInput
@@ -43,6 +45,23 @@ async def index_url(request: Request, body: IndexUrl, media_type: MediaType, key
     record = await cpu_bound(
         request, ml.index, data, media_type, name=body.name, external_id=body.external_id,
         metadata=body.metadata, tenant=key.tenant, source_label=str(body.url))
+    return record.as_dict()
+
+
+@router.put("/media/{media_type}/external/{external_id}", response_model=MediaOut,
+            responses={**errors(400, 403, 413, 415, 502),
+                       201: {"model": MediaOut, "description": "Added: the id was new."}})
+async def upsert_url(request: Request, body: UpsertUrl, media_type: MediaType,
+                     external_id: Annotated[str, FastPath(min_length=1, max_length=512)],
+                     key: IndexKey, ml: ML, settings: AppSettings,
+                     response: Response) -> dict[str, Any]:
+    """Add or update the item with this external id (SKU): 201 when added; 200 when updated,
+    with the same media id whether its media changed (re-fingerprinted) or only its fields."""
+    data = await fetch(str(body.url), settings)
+    record, added = await cpu_bound(
+        request, ml.upsert, data, media_type, external_id, name=body.name,
+        metadata=body.metadata, tenant=key.tenant, source_label=str(body.url))
+    response.status_code = 201 if added else 200
     return record.as_dict()
 
 
@@ -68,10 +87,17 @@ async def get_media(media_id: PathId, key: ReadKey, ml: ML) -> dict[str, Any]:
 @router.get("/media", response_model=MediaPage, responses=errors(400, 403))
 async def list_media(key: ReadKey, ml: ML, media_type: str | None = None,
                      cursor: Annotated[str | None, Query(max_length=64)] = None,
-                     limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
-    """The tenant's media in insertion order, a page at a time."""
+                     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+                     external_id: Annotated[str | None, Query(min_length=1, max_length=512,
+                                                              description="A SKU: the item "
+                                                              "with this external id, if any."
+                                                              )] = None) -> dict[str, Any]:
+    """The tenant's media in insertion order, a page at a time; or the one with an external id."""
     if media_type is not None:
         get_kind(media_type)
+    if external_id is not None:
+        found = await run_in_threadpool(ml.store.get_by_external_id, key.tenant, external_id)
+        return {"items": [found.as_dict()] if found else [], "next_cursor": None}
     records = await run_in_threadpool(ml.list, media_type, after=_decode_cursor(cursor),
                                       limit=limit + 1, tenant=key.tenant)
     page = records[:limit]

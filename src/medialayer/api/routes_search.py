@@ -1,19 +1,16 @@
-"""Matching routes: search the tenant's catalog, compare two items, list duplicate clusters."""
+"""Matching routes: search the tenant's catalog, compare two items."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
-from fastapi.concurrency import run_in_threadpool
 
 from medialayer.api.auth import SearchKey, require_scope_for
 from medialayer.api.deps import ML, AppSettings, MediaType, cpu_bound, read_upload
 from medialayer.api.schemas import (
-    ClustersOut,
     CompareOut,
     CompareRequest,
-    Confidence,
     FormExternalId,
     FormFile,
     FormMetadata,
@@ -93,17 +90,6 @@ async def compare_upload(request: Request, key: SearchKey, ml: ML, settings: App
     result = await cpu_bound(request, ml.compare, data_a, data_b, media_type,
                              tenant=key.tenant)
     return result.as_dict()
-
-
-@router.get("/duplicates/clusters", response_model=ClustersOut, responses=errors(400, 403))
-async def clusters(key: SearchKey, ml: ML, media_type: str | None = None,
-                   min_confidence: Confidence = "medium") -> dict[str, Any]:
-    """Groups of the tenant's media that match each other at `min_confidence` or better
-    (of one media type, or of every type)."""
-    if media_type is not None:
-        get_kind(media_type)
-    found = await run_in_threadpool(ml.clusters, media_type, min_confidence, tenant=key.tenant)
-    return {"clusters": [c.as_dict() for c in found]}
 
 
 async def _source(operand: Operand, settings: Settings) -> Source:

@@ -13,7 +13,6 @@ from medialayer.fields import checked
 Url = AnyHttpUrl
 """Only http(s) URLs pass validation; where they may point is the fetcher's business."""
 Confidence = Literal["low", "medium", "high"]
-Action = Literal["consolidate", "flag", "reject", "dismiss"]
 NAME_MAX = 1000
 EXTERNAL_ID_MAX = 512
 MAX_SQL_INT = 2**63 - 1
@@ -55,6 +54,12 @@ class IndexUrl(Strict):
     metadata: Metadata = None
 
 
+class UpsertUrl(Strict):
+    url: Url
+    name: Name = None
+    metadata: dict[str, Any] | None = None
+
+
 class SearchUrl(Strict):
     url: Url
     top_k: int = Field(default=5, ge=1, le=100, description="How many matches at most.")
@@ -83,13 +88,6 @@ class CompareRequest(Strict):
     b: Operand
     media_type: str | None = Field(default=None, max_length=32, description=(
         "The media kind; default: that of a media_id operand, else sniffed from a's content."))
-
-
-class DecisionRequest(Strict):
-    media_id: MediaId
-    other_media_id: MediaId | None = None
-    action: Action
-    note: Annotated[str | None, Field(default=None, max_length=4000), Storable] = None
 
 
 class MediaOut(BaseModel):
@@ -146,11 +144,18 @@ class HitOut(BaseModel):
     confidence: Confidence
     segments: list[SegmentOut] | None = None
     explanation: ExplanationOut | None = None
+    canonical_id: str | None = Field(default=None, description="The item a reviewer "
+                                     "consolidated this one into (itself for the canonical).")
+    action: Literal["allow", "queue_review", "auto_reject"] = Field(
+        default="allow", description="What the tenant's policy says this match means.")
 
 
 class SearchOut(BaseModel):
     query_media_id: str | None = Field(description="The query's id when it was indexed "
                                                    "(index=true), else null.")
+    action: Literal["allow", "queue_review", "auto_reject"] = Field(
+        default="allow", description="The most severe of the results' policy actions; an "
+        "ingested query (index=true) that the policy auto-rejects is marked rejected.")
     results: list[HitOut]
 
 
@@ -159,35 +164,6 @@ class CompareOut(BaseModel):
     confidence: Confidence
     segments: list[SegmentOut]
     explanation: ExplanationOut | None = None
-
-
-class PairOut(BaseModel):
-    a: str
-    b: str
-    similarity_score: float
-    explanation: ExplanationOut | None = None
-
-
-class ClusterOut(BaseModel):
-    members: list[MediaOut]
-    pairs: list[PairOut]
-
-
-class ClustersOut(BaseModel):
-    clusters: list[ClusterOut]
-
-
-class DecisionOut(BaseModel):
-    id: str
-    media_id: str
-    other_media_id: str | None
-    action: Action
-    note: str | None
-    created_at: datetime | None
-
-
-class DecisionList(BaseModel):
-    items: list[DecisionOut]
 
 
 class ErrorBody(BaseModel):
@@ -221,6 +197,11 @@ class JobOut(BaseModel):
     finished_at: datetime | None
     rate_per_second: float | None = Field(description="Rows finished per second so far.")
     eta_seconds: float | None
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None
 
 
 class JobRowError(BaseModel):

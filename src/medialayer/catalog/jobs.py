@@ -10,6 +10,7 @@ claimable again once its claim is older than the stale timeout.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -187,3 +188,26 @@ def row_outcomes(store: SqlCatalogStore, job_id: str) -> list[tuple[int, str, st
             select(JobRow.row_number, JobRow.state, JobRow.media_id)
             .where(JobRow.job_id == job_id).order_by(JobRow.row_number))]
 
+
+
+def list_jobs(store: SqlCatalogStore, tenant: str, before: str | None = None,
+              limit: int = 50) -> list[Progress]:
+    """The tenant's jobs, newest first; `before` is the last job id of the previous page."""
+    q = select(Job.id).where(Job.tenant == tenant)
+    with store.session() as s:
+        if before is not None:
+            last = s.scalar(select(Job).where(Job.id == before, Job.tenant == tenant))
+            if last is None:
+                raise NotFound(f"no job {before}")
+            q = q.where(or_(Job.created_at < last.created_at,
+                            and_(Job.created_at == last.created_at, Job.id < last.id)))
+        ids = list(s.scalars(q.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)))
+    return [progress(store, tenant, job_id) for job_id in ids]
+
+
+def failed_rows(store: SqlCatalogStore, tenant: str, job_id: str) -> Iterator[dict[str, Any]]:
+    """Every failed row of a job, in row order, read a batch at a time."""
+    after = 0
+    while batch := row_errors(store, tenant, job_id, after, 1000):
+        yield from batch
+        after = batch[-1]["row"]

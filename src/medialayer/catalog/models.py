@@ -121,7 +121,11 @@ class ApiKey(Base):
 
 
 class Decision(Base):
-    """A reviewer's decision on a match or a cluster (consolidate, flag, reject, dismiss)."""
+    """A reviewer's decision on a match or a cluster (consolidate, flag, reject, dismiss).
+
+    Each row is also the audit entry: who (key id and name), when, what, and the state the
+    subject was in before (`from_state`) and after (`to_state`).
+    """
 
     __tablename__ = "decisions"
 
@@ -132,6 +136,14 @@ class Decision(Base):
     action: Mapped[str] = mapped_column(String(16), nullable=False)
     note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    cluster_id: Mapped[int | None] = mapped_column(BigInteger)
+    member_ids: Mapped[list[str] | None] = mapped_column(JSON)
+    actor_key_id: Mapped[str | None] = mapped_column(String(36))
+    actor_name: Mapped[str | None] = mapped_column(Text)
+    from_state: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    to_state: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    __table_args__ = (Index("ix_decisions_tenant_created", "tenant", "created_at", "id"),)
 
 
 class Job(Base):

@@ -123,7 +123,7 @@ class SqlCatalogStore:
             with self.session.begin() as s:
                 s.add_all(rows)
                 s.flush()
-                _add_codes_and_chunks(s, [(r.seq, i.fingerprint)
+                add_codes_and_chunks(s, [(r.seq, i.fingerprint)
                                           for r, i in zip(rows, items, strict=True)])
                 if within is not None:
                     within(s, [r.id for r in rows])
@@ -302,7 +302,7 @@ def _stored(seq: int, tenant: str, version: int, blob: bytes, duration: float | 
                      Encoded(blob, chunks=tuple(chunks.get(seq, ())), duration=duration))
 
 
-def _add_codes_and_chunks(s: Session, written: builtins.list[tuple[int, Encoded]]) -> None:
+def add_codes_and_chunks(s: Session, written: builtins.list[tuple[int, Encoded]]) -> None:
     codes = [{"media_seq": seq, "position": i, "code": code}
              for seq, e in written for i, code in enumerate(e.codes)]
     chunks = [{"media_seq": seq, "chunk": c.number, "t_start": c.t_start, "t_end": c.t_end,

@@ -92,6 +92,7 @@ class Match:
     score: float
     segments: tuple[Segment, ...] = ()
     explanation: Mapping[str, object] | None = None
+    """Why it matched (tier, inliers, matched boxes), when the kind can say; kept on edges."""
 
     def keyed(self, key: int) -> Match:
         return replace(self, key=key)
