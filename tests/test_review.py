@@ -63,7 +63,7 @@ def test_bulk_added_items_get_their_edges(ml: MediaLayer) -> None:
     kind = get_kind("image")
     blobs = [kind.encode(kind.stored(io.BytesIO(synth.jpeg(im))))
              for im in (synth.photo(3), synth.pad(synth.photo(3), 0.1, "white"))]
-    ml.index_fingerprints([NewMedia("default", "image", b, name=f"bulk-{i}")
+    ml.index_fingerprints([NewMedia("default", "image", b, kind.version, name=f"bulk-{i}")
                            for i, b in enumerate(blobs)])
     assert groups(ml) == [{"bulk-0", "bulk-1"}]
 
