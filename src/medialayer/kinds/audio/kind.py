@@ -22,7 +22,6 @@ from medialayer.kinds.base import (
     Loader,
     Match,
     MediaInput,
-    Segment,
 )
 from medialayer.sniff import AUDIO_FORMATS, sniff
 
@@ -37,9 +36,7 @@ MAX_DECODE_SECONDS = 60.0
 
 
 def _match(found: AudioMatch, key: int) -> Match:
-    segments = tuple(Segment(s.query_start, s.query_end, s.reference_start, s.reference_end,
-                             s.score) for s in found.segments)
-    return Match(key, found.score, segments, {
+    return Match(key, found.score, tuple(found.segments), {
         "tier": "landmarks", "aligned_hashes": found.votes, "speed": round(found.speed, 4),
         "offset": round(found.offset, 3), "query_covered": round(found.covered, 4)})
 

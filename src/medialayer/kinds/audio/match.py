@@ -26,6 +26,7 @@ from medialayer.kinds.audio.landmarks import (
     query_scales,
     reference_landmarks,
 )
+from medialayer.kinds.base import Segment
 
 SPEEDS = (0.97, 0.985, 1.0, 1.015, 1.03)
 """Speeds the query is tried at: each covers about +-0.75 %, so together +-3.75 %."""
@@ -43,17 +44,6 @@ SEGMENT_GAP = 3.0
 
 
 @dataclass(frozen=True)
-class AudioSegment:
-    """Aligned time ranges (seconds): the query's span and where it sits in the reference."""
-
-    query_start: float
-    query_end: float
-    reference_start: float
-    reference_end: float
-    score: float
-
-
-@dataclass(frozen=True)
 class AudioMatch:
     """One catalog item's best alignment with the query."""
 
@@ -64,7 +54,7 @@ class AudioMatch:
     pitch: float  # query frequency x pitch = reference frequency
     offset: float  # seconds: reference time at query time 0
     covered: float  # share of the query's duration spanned by segments
-    segments: list[AudioSegment] = field(default_factory=list)
+    segments: list[Segment] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -186,7 +176,7 @@ def _align(key: int, scale: int, bin_: int, grid: int, votes: _Votes, query_seco
 
 
 def _segments(times: np.ndarray, scale: Scale, offset: float,
-              shorter: float) -> list[AudioSegment]:
+              shorter: float) -> list[Segment]:
     """Runs of aligned hits (query seconds) with no gap over SEGMENT_GAP, mapped onto the
     reference along the fitted line; each scored on its own."""
     if len(times) == 0:
@@ -195,7 +185,7 @@ def _segments(times: np.ndarray, scale: Scale, offset: float,
     segments = []
     for run in np.split(times, breaks):
         start, end = float(run[0]), float(run[-1])
-        segments.append(AudioSegment(
+        segments.append(Segment(
             round(start, 3), round(end, 3), round(offset + scale.time * start, 3),
             round(offset + scale.time * end, 3),
             calibration.score(len(run), (end - start) / shorter)))

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from medialayer.kinds.base import Segment
 from medialayer.kinds.video.frames import THUMB, VideoFingerprint
 
 SPEEDS = (0.8, 1.25)
@@ -52,17 +53,6 @@ FLAT = 0.5
 
 
 @dataclass(frozen=True)
-class Span:
-    """Aligned time ranges in seconds, with the mean frame agreement inside them."""
-
-    query_start: float
-    query_end: float
-    reference_start: float
-    reference_end: float
-    score: float
-
-
-@dataclass(frozen=True)
 class Alignment:
     """The best line between two videos and the evidence along it."""
 
@@ -72,7 +62,7 @@ class Alignment:
     window: tuple[float, float, float]  # scale, x, y of the reference window the query shows
     agreement: np.ndarray  # float32 per reference frame in the overlap (NaN: no evidence)
     reference_times: np.ndarray  # the times of those frames
-    spans: list[Span]
+    spans: list[Segment]
     query_share: float
     reference_share: float
 
@@ -250,13 +240,13 @@ def _agreement(tq: np.ndarray, tr: np.ndarray, s: np.ndarray, lines: np.ndarray
 
 
 def _spans(query: VideoFingerprint, reference: VideoFingerprint, a: float, b: float,
-           agreement: np.ndarray, times: np.ndarray) -> list[Span]:
+           agreement: np.ndarray, times: np.ndarray) -> list[Segment]:
     """Runs of agreeing reference frames, each reaching halfway to its disagreeing neighbours
     (or to the ends of the overlap)."""
     lo = max(0.0, b)
     hi = min(reference.duration, a * query.duration + b)
     good = agreement >= AGREE
-    spans: list[Span] = []
+    spans: list[Segment] = []
     k = 0
     while k < len(times):
         if not good[k]:
@@ -269,7 +259,7 @@ def _spans(query: VideoFingerprint, reference: VideoFingerprint, a: float, b: fl
         end_t = hi if end == len(times) - 1 else (times[end] + times[end + 1]) / 2
         run = agreement[k : end + 1]
         score = float(np.nanmean(run))
-        spans.append(Span(round((start_t - b) / a, 2), round((end_t - b) / a, 2),
+        spans.append(Segment(round((start_t - b) / a, 2), round((end_t - b) / a, 2),
                           round(float(start_t), 2), round(float(end_t), 2), round(score, 4)))
         k = end + 1
     return spans

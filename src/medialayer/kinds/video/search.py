@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from medialayer.index.timed import Candidate, TimedCodeIndex
+from medialayer.kinds.base import Segment
 from medialayer.kinds.video import calibration
 from medialayer.kinds.video.frames import VideoFingerprint
-from medialayer.kinds.video.match import Prepared, Span, align, prepare
+from medialayer.kinds.video.match import Prepared, align, prepare
 
 CODE_RADIUS = 8
 """Frame codes within this many bits (of 64) vote for their video."""
@@ -36,7 +37,7 @@ class VideoMatch:
     key: int
     score: float
     confidence: str
-    spans: list[Span]
+    spans: list[Segment]
     query_share: float
     reference_share: float
     speed: float
