@@ -13,7 +13,8 @@ HEAVY = ("sqlalchemy", "alembic", "fastapi", "cv2", "PIL", "uvicorn")
 
 @pytest.mark.parametrize("module", ["medialayer", "medialayer.kinds", "medialayer.kinds.base",
                                     "medialayer.index", "medialayer.index.hamming",
-                                    "medialayer.index.registry", "medialayer.cli"])
+                                    "medialayer.index.registry", "medialayer.cli",
+                                    "medialayer.client"])
 def test_importing_loads_nothing_heavy(module: str) -> None:
     code = (f"import sys, {module}; "
             f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")

@@ -319,6 +319,15 @@ def keys_revoke(key_id: str, data_dir: DataDir = None) -> None:
     info = _run(lambda: revoke_key(ml.store, key_id))
     ml.close()
     console.print(f"revoked {info.id} ({info.prefix}…)")
+    from medialayer.config import Settings
+
+    settings = Settings()
+    if settings.redis_url:
+        from medialayer.api.shared import forget_key
+
+        if not forget_key(settings.redis_url, settings.redis_prefix, info.id):
+            err.print(f"could not reach Redis: servers may trust this key for up to "
+                      f"{settings.key_cache_seconds:g} s more")
 
 
 def _one_of(value: str, allowed: tuple[str, ...]) -> str:

@@ -41,12 +41,17 @@ class Settings(BaseSettings):
     key_cache_seconds: float = 5.0
     """How long a process trusts a key it has looked up: a key revoked from another process
     (the CLI) is refused within this time; 0 looks every request up."""
+    redis_url: str | None = None
+    """A Redis (`redis://host:6379/0`) that every process shares rate limits and the key cache
+    through; None keeps both per process."""
+    redis_prefix: str = "medialayer:"
+    """Prefix of every Redis key, so deployments can share one Redis."""
     heavy_decodes: int = 1
     """Images decoding to more than 32 MiB that one process decodes at once; the others wait,
     so several large images arriving together cannot multiply the memory peak."""
     cpu_threads: int = 2
     """Requests per process fingerprinting or searching at once; the rest queue. More threads
-    than cores only fight over the GIL: at 16 concurrent searches, 2 threads serve more."""
+    than cores only fight over the GIL (docs/configuration.md)."""
     bulk_max_rows: int = 1_000_000
     bulk_concurrency: int = 16
     bulk_workers: int | None = None
@@ -70,8 +75,7 @@ class Settings(BaseSettings):
 
     def bulk_pool_size(self) -> int:
         """Fingerprint processes per worker: by default the cores shared out among the HTTP
-        workers. More processes than cores only queue (2 workers x 2 processes on 2 cores
-        ingested 107-114 rows/s, 2 x 1 126-133/s, in bench/http.py's bulk job)."""
+        workers. More processes than cores only queue (docs/configuration.md)."""
         if self.bulk_workers:
             return max(1, self.bulk_workers)
         return max(1, (os.cpu_count() or 1) // max(1, self.workers))

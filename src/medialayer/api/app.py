@@ -38,6 +38,7 @@ from medialayer.api import (
 )
 from medialayer.api.auth import KeyCache, RateLimiter
 from medialayer.api.logs import configure_logging
+from medialayer.api.shared import Redis
 from medialayer.config import Settings
 from medialayer.errors import (
     Conflict,
@@ -84,6 +85,8 @@ def create_app(settings: Settings | None = None, ml: MediaLayer | None = None) -
         await asyncio.to_thread(service.warm_up)  # indexes built before the first request
         async with _job_runner(service, settings), _webhook_dispatcher(service, settings):
             yield
+        if shared is not None:
+            await shared.close()
         if owned:
             service.close()
 
@@ -93,8 +96,10 @@ def create_app(settings: Settings | None = None, ml: MediaLayer | None = None) -
                               "Every /v1 route needs an `X-API-Key` header.")
     app.state.settings = settings
     app.state.ml = service
+    shared = Redis(settings.redis_url, settings.redis_prefix) if settings.redis_url else None
+    app.state.shared = shared
     app.state.rate_limiter = RateLimiter()
-    app.state.key_cache = KeyCache(settings.key_cache_seconds)
+    app.state.key_cache = KeyCache(settings.key_cache_seconds, shared=shared)
     app.state.metrics = ops.Metrics(service)
     for module in (ops, routes_media, routes_search, routes_review, routes_jobs, routes_policies,
                    routes_webhooks, routes_ui):

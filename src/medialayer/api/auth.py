@@ -1,12 +1,14 @@
 """API keys on every /v1 route: who is calling (tenant), what they may do (scopes), how often.
 
 The key arrives in `X-API-Key` and is only ever hashed and compared (medialayer.keys); it is never
-logged. Rate limits are per key and per process, in memory: a limit exists to stop one client's
-runaway loop from starving the others, and per-process accuracy is enough for that.
+logged. Rate limits are per key: in memory, per process, by default; shared by every process
+through Redis when one is configured (medialayer.api.shared), so N workers do not give a key N
+times its limit.
 
-Live keys are cached per process for `key_cache_seconds`: a look-up is a thread hop and a query
-(about 2 ms of CPU with the hand-offs, see docs/benchmarks-http.md), and a busy client presents
-the same key hundreds of times a second. A revoked key is refused within the cache time.
+Live keys are cached for `key_cache_seconds`: a look-up is a thread hop and a query (its cost is
+in docs/benchmarks-http.md), and a busy client presents the same key hundreds of times a second.
+Per process, a revoked key is refused within the cache time; in the shared cache, `keys revoke`
+removes it at once.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader
 from starlette.exceptions import HTTPException
 
+from medialayer.api.shared import Redis, decode_key, encode_key, key_entry, key_index
 from medialayer.catalog.store import SqlCatalogStore
 from medialayer.keys import KeyInfo, authenticate, digest
 
@@ -66,15 +69,18 @@ class KeyCache:
     """Live keys by digest, each trusted for `seconds` after it was read from the catalog.
 
     Unknown and revoked keys are never cached: they are looked up every time, so a key created
-    a moment ago works at once. Bounded: past `max_keys` entries the cache starts over.
+    a moment ago works at once. Bounded: past `max_keys` entries the cache starts over. With
+    `shared`, the entries live in Redis instead, for every process, where a revocation finds
+    them.
     """
 
     def __init__(self, seconds: float, max_keys: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, shared: Redis | None = None) -> None:
         self.seconds = seconds
         self._max_keys = max_keys
         self._clock = clock
         self._keys: dict[str, tuple[KeyInfo, float]] = {}
+        self._shared = shared
 
     def get(self, plaintext: str) -> KeyInfo | None:
         """The cached live key for `plaintext`, or None if it must be looked up."""
@@ -86,6 +92,8 @@ class KeyCache:
     async def authenticate(self, store: SqlCatalogStore, plaintext: str) -> KeyInfo | None:
         """The live key for `plaintext`: from the cache, else from the catalog (in a thread,
         so the query never blocks the event loop)."""
+        if self._shared is not None and self.seconds > 0:
+            return await self._shared_authenticate(self._shared, store, plaintext)
         key = self.get(plaintext)
         if key is not None:
             return key
@@ -95,6 +103,42 @@ class KeyCache:
                 self._keys.clear()
             self._keys[digest(plaintext)] = (key, self._clock())
         return key
+
+    async def _shared_authenticate(self, shared: Redis, store: SqlCatalogStore,
+                                   plaintext: str) -> KeyInfo | None:
+        entry = key_entry(shared.prefix, digest(plaintext))
+
+        async def cached() -> KeyInfo | None:
+            found = await shared.client.get(entry)
+            return decode_key(found) if found is not None else None
+
+        key = await shared.call(cached, None)
+        if key is not None:
+            return key
+        key = await run_in_threadpool(authenticate, store, plaintext)
+        if key is not None:
+            live = key
+
+            async def remember() -> None:
+                ttl = max(1, math.ceil(self.seconds))
+                async with shared.client.pipeline(transaction=True) as pipe:
+                    pipe.set(entry, encode_key(live), ex=ttl)
+                    pipe.set(key_index(shared.prefix, live.id), digest(plaintext), ex=ttl)
+                    await pipe.execute()
+
+            await shared.call(remember, None)
+        return key
+
+
+async def throttle(local: RateLimiter, shared: Redis | None, key_id: str,
+                   per_minute: int) -> float:
+    """Seconds `key_id` must wait (0: go ahead): from the shared bucket when there is one and it
+    answers, else from this process's."""
+    if shared is not None and per_minute > 0:
+        wait = await shared.take_token(key_id, per_minute)
+        if wait is not None:
+            return wait
+    return local.acquire(key_id, per_minute)
 
 
 def require(*scopes: str) -> Callable[..., Awaitable[KeyInfo]]:
@@ -115,7 +159,7 @@ def require(*scopes: str) -> Callable[..., Awaitable[KeyInfo]]:
         request.scope[KEY_ID_SCOPE] = key.id
         per_minute = key.rate_limit if key.rate_limit is not None else \
             state.settings.default_rate_limit
-        wait = state.rate_limiter.acquire(key.id, per_minute)
+        wait = await throttle(state.rate_limiter, state.shared, key.id, per_minute)
         if wait > 0:
             raise HTTPException(429, f"rate limit of {per_minute} requests per minute exceeded",
                                 headers={"Retry-After": str(max(1, math.ceil(wait)))})
