@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -69,3 +70,43 @@ def _check_operation(operation: APIOperation, key: str, mode: GenerationMode) ->
             (case.method, case.path, response.text)
 
     check()
+
+
+def test_every_operation_shows_request_and_answer_examples_that_fit_its_schema(
+        service: tuple[Any, str]) -> None:
+    """Each body an operation takes or answers with has an example at /docs, and every example
+    is valid against the schema it illustrates (so the examples cannot drift from the API)."""
+    app, _key = service
+    spec = app.openapi()
+    components = spec["components"]["schemas"]
+    missing = []
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            for where, content in _bodies(operation):
+                schema = content.get("schema", {})
+                if not (content.get("example") or _examples(schema, components)):
+                    missing.append(f"{method.upper()} {path} {where}")
+    assert missing == []
+    for name, schema in components.items():
+        for example in schema.get("examples", []):
+            try:
+                jsonschema_rs.validate({**schema, "components": spec["components"]}, example)
+            except jsonschema_rs.ValidationError as error:
+                raise AssertionError(f"the example of {name} does not fit: {error.message}"
+                                     ) from error
+
+
+def _bodies(operation: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for content in operation.get("requestBody", {}).get("content", {}).values():
+        yield "request", content
+    for status, answer in operation.get("responses", {}).items():
+        if status.startswith("2"):
+            for media_type, content in answer.get("content", {}).items():
+                if media_type == "application/json" or media_type.startswith("multipart"):
+                    yield f"answer {status}", content
+
+
+def _examples(schema: dict[str, Any], components: dict[str, Any]) -> list[Any]:
+    if "$ref" in schema:
+        schema = components[schema["$ref"].rsplit("/", 1)[-1]]
+    return list(schema.get("examples", []))

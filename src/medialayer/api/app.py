@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from medialayer import __version__
 from medialayer.api import (
     docs,
+    openapi_examples,
     ops,
     routes_jobs,
     routes_media,
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None, ml: MediaLayer | None = None) -
         app.include_router(module.router)
     app.mount("/ui/static", routes_ui.static, name="ui-static")
     docs.install(app)
+    openapi_examples.install(app)
     app.add_exception_handler(MediaLayerError, _service_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
