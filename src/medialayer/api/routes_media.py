@@ -25,6 +25,7 @@ from medialayer.api.schemas import (
     MediaOut,
     MediaPage,
     PathId,
+    Storable,
     UpsertUrl,
     errors,
 )
@@ -52,7 +53,7 @@ async def index_url(request: Request, body: IndexUrl, media_type: MediaType, key
             responses={**errors(400, 403, 413, 415, 502),
                        201: {"model": MediaOut, "description": "Added: the id was new."}})
 async def upsert_url(request: Request, body: UpsertUrl, media_type: MediaType,
-                     external_id: Annotated[str, FastPath(min_length=1, max_length=512)],
+                     external_id: Annotated[str, FastPath(min_length=1, max_length=512), Storable],
                      key: IndexKey, ml: ML, settings: AppSettings,
                      response: Response) -> dict[str, Any]:
     """Add or update the item with this external id (SKU): 201 when added; 200 when updated,
@@ -88,10 +89,10 @@ async def get_media(media_id: PathId, key: ReadKey, ml: ML) -> dict[str, Any]:
 async def list_media(key: ReadKey, ml: ML, media_type: str | None = None,
                      cursor: Annotated[str | None, Query(max_length=64)] = None,
                      limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                     external_id: Annotated[str | None, Query(min_length=1, max_length=512,
-                                                              description="A SKU: the item "
-                                                              "with this external id, if any."
-                                                              )] = None) -> dict[str, Any]:
+                     external_id: Annotated[str | None, Query(
+                         min_length=1, max_length=512,
+                         description="A SKU: the item with this external id, if any."),
+                         Storable] = None) -> dict[str, Any]:
     """The tenant's media in insertion order, a page at a time; or the one with an external id."""
     if media_type is not None:
         get_kind(media_type)
