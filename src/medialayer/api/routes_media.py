@@ -17,6 +17,7 @@ from medialayer.api.auth import IndexKey, ReadKey
 from medialayer.api.deps import ML, AppSettings, MediaType, cpu_bound, read_upload
 from medialayer.api.schemas import (
     MAX_SQL_INT,
+    MEDIA_LINKS,
     FormExternalId,
     FormFile,
     FormMetadata,
@@ -38,7 +39,7 @@ CURSOR_PREFIX = "seq:"
 
 
 @router.post("/media/{media_type}/url", status_code=201, response_model=MediaOut,
-             responses=errors(400, 403, 409, 413, 415, 502))
+             responses={**errors(400, 403, 409, 413, 415, 502), 201: MEDIA_LINKS})
 async def index_url(request: Request, body: IndexUrl, media_type: MediaType, key: IndexKey,
                     ml: ML, settings: AppSettings) -> dict[str, Any]:
     """Fetch the URL (SSRF-safe, capped), fingerprint it and add it to the catalog."""
@@ -50,8 +51,9 @@ async def index_url(request: Request, body: IndexUrl, media_type: MediaType, key
 
 
 @router.put("/media/{media_type}/external/{external_id}", response_model=MediaOut,
-            responses={**errors(400, 403, 413, 415, 502),
-                       201: {"model": MediaOut, "description": "Added: the id was new."}})
+            responses={**errors(400, 403, 413, 415, 502), 200: MEDIA_LINKS,
+                       201: {"model": MediaOut, "description": "Added: the id was new.",
+                             **MEDIA_LINKS}})
 async def upsert_url(request: Request, body: UpsertUrl, media_type: MediaType,
                      external_id: Annotated[str, FastPath(min_length=1, max_length=512), Storable],
                      key: IndexKey, ml: ML, settings: AppSettings,
@@ -67,7 +69,7 @@ async def upsert_url(request: Request, body: UpsertUrl, media_type: MediaType,
 
 
 @router.post("/media/{media_type}/upload", status_code=201, response_model=MediaOut,
-             responses=errors(400, 403, 409, 413, 415))
+             responses={**errors(400, 403, 409, 413, 415), 201: MEDIA_LINKS})
 async def index_upload(request: Request, media_type: MediaType, key: IndexKey, ml: ML,
                        settings: AppSettings, file: FormFile, name: FormName = None,
                        external_id: FormExternalId = None,

@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import AnyHttpUrl, BaseModel, Field
 
 from medialayer.api.auth import AdminKey
-from medialayer.api.schemas import PathId, Strict, errors
+from medialayer.api.schemas import PathId, Strict, errors, links
 from medialayer.webhooks import Webhooks
 
 router = APIRouter(prefix="/v1", tags=["webhooks"])
@@ -66,7 +66,11 @@ def _hooks(request: Request) -> Webhooks:
 
 
 @router.post("/webhooks", status_code=201, response_model=WebhookCreated,
-             responses=errors(400, 403))
+             responses={**errors(400, 403), 201: links(
+                 "id", TestWebhook=("POST", "/v1/webhooks/{webhook_id}/test", "path.webhook_id"),
+                 WebhookDeliveries=("GET", "/v1/webhooks/{webhook_id}/deliveries",
+                                    "path.webhook_id"),
+                 DeleteWebhook=("DELETE", "/v1/webhooks/{webhook_id}", "path.webhook_id"))})
 async def register(body: WebhookIn, key: AdminKey, request: Request) -> dict[str, Any]:
     """Register a receiver; its address must not be private (unless allow-listed)."""
     hook, secret = await run_in_threadpool(_hooks(request).register, key.tenant, str(body.url),
