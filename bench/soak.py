@@ -47,6 +47,11 @@ HERE = Path(__file__).resolve().parent
 MIX = (("search-copy", 45), ("search-novel", 25), ("upload", 14), ("delete", 14), ("bulk", 2))
 """Request kinds and their weights in the traffic mix."""
 BULK_ROWS = 20
+KEEPALIVE_SECONDS = 2.0
+"""How long the client keeps an idle connection: less than the server's keep-alive timeout
+(uvicorn's `timeout_keep_alive`, 5 s). With both at 5 s the client now and then sent a request
+on a connection the server was closing that very moment, and lost it (a ReadError or
+RemoteProtocolError: a client-side race, reproduced in docs/benchmarks-http.md)."""
 MAX_IN_FLIGHT = 64
 """Open-loop requests beyond this many outstanding are counted as shed, not sent: a server
 that falls behind shows up as shed requests and latency, not as an unbounded client."""
@@ -141,7 +146,8 @@ async def probe(traffic: Traffic, url: str, clients: int, seconds: float) -> flo
     minute = Minute()
     deadline = time.perf_counter() + seconds
     async with httpx.AsyncClient(base_url=url, headers=traffic.headers, timeout=120,
-                                 trust_env=False) as client:
+                                 trust_env=False,
+                                 limits=httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS)) as client:
         async def loop(seed: int) -> None:
             rng = random.Random(seed)
             while time.perf_counter() < deadline:
@@ -165,7 +171,9 @@ async def soak(traffic: Traffic, url: str, rate: float, minutes: float,
     end = start + minutes * 60
     async with httpx.AsyncClient(base_url=url, headers=traffic.headers, timeout=120,
                                  trust_env=False,
-                                 limits=httpx.Limits(max_connections=MAX_IN_FLIGHT)) as client:
+                                 limits=httpx.Limits(max_connections=MAX_IN_FLIGHT,
+                                                     keepalive_expiry=KEEPALIVE_SECONDS)
+                                 ) as client:
         next_at = start
         while (now := time.perf_counter()) < end:
             index = int((now - start) // 60)

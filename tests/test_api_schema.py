@@ -1,5 +1,7 @@
-"""Property test over the OpenAPI spec (schemathesis): no generated request gets a 5xx, and
-every error answer has the one error shape. Bounded to a few examples per route for speed."""
+"""Property tests over the OpenAPI spec (schemathesis): no generated request gets a 5xx, and
+every error answer has the one error shape. Each route alone, and as sequences that follow the
+spec's links (an added item's id to reading, deciding on and deleting it; a bulk job's id to its
+progress and errors). Bounded to a few examples per route for speed."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import jsonschema_rs
 import pytest
 import schemathesis
@@ -21,7 +24,11 @@ from medialayer.config import Settings
 from medialayer.keys import create_key
 from medialayer.service import MediaLayer
 
+import synth
+
 MAX_EXAMPLES = 12
+UPLOAD = "/v1/media/{media_type}/upload"
+JPEG = synth.jpeg(synth.photo(3))
 
 
 def _unresolvable(host: str, *args: Any, **kwargs: Any) -> Any:
@@ -51,6 +58,48 @@ def test_no_server_errors(service: tuple[Any, str], mode: GenerationMode) -> Non
             _check_operation(operation, key, mode)
 
 
+def test_sequences_following_links(service: tuple[Any, str]) -> None:
+    """Stateful: walks over the links (derandomized, so the same walks every run). An upload
+    gets a real photo (random bytes would only ever be refused, and no link would be followed),
+    so its id can be read, decided on and deleted; no step may meet a 5xx."""
+    app, key = service
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    # valid requests with the test's key: a walk of refused requests follows no link
+    schema.config.generation.update(modes=[GenerationMode.POSITIVE],
+                                    with_security_parameters=False)
+    followed: set[tuple[str, int]] = set()
+
+    class Walk(schema.as_state_machine()):  # type: ignore[misc]
+        def before_call(self, case: Case) -> None:
+            if case.operation.path == UPLOAD and isinstance(case.body, dict):
+                case.path_parameters["media_type"] = "image"
+                case.body = {**case.body, "file": JPEG}
+
+        def get_call_kwargs(self, case: Case) -> dict[str, Any]:
+            return {"headers": {"X-API-Key": key}}
+
+        def validate_response(self, response: Any, case: Case, **kwargs: Any) -> None:
+            followed.add((f"{case.method} {case.operation.path}", response.status_code))
+            _check_answer(case, response)
+
+    Walk.run(settings=hypothesis.settings(
+        max_examples=20, stateful_step_count=5, deadline=None, database=None, derandomize=True,
+        suppress_health_check=list(HealthCheck)))
+    assert (f"POST {UPLOAD}", 201) in followed
+    # the id of an uploaded item was followed to a route that found it
+    assert {("GET /v1/media/{media_id}", 200), ("DELETE /v1/media/{media_id}", 204)} & followed
+
+
+def _check_answer(case: Case, response: Any) -> None:
+    error: dict[str, Any] = {}
+    if response.status_code >= 400:
+        error = response.json()["error"]
+        assert isinstance(error["code"], str) and isinstance(error["message"], str)
+    # 502 is the source URL failing (the generated hosts resolve nowhere), not the service
+    assert response.status_code < 500 or error["code"] == "fetch_failed", \
+        (case.method, case.path, response.text)
+
+
 def _has_inputs(operation: APIOperation) -> bool:
     """Negative cases need something to break: a parameter or a body."""
     return bool(list(operation.iter_parameters()) or operation.body)
@@ -61,13 +110,7 @@ def _check_operation(operation: APIOperation, key: str, mode: GenerationMode) ->
     @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     def check(case: Case) -> None:
-        response = case.call(headers={"X-API-Key": key})
-        if response.status_code >= 400:
-            error = response.json()["error"]
-            assert isinstance(error["code"], str) and isinstance(error["message"], str)
-        # 502 is the source URL failing (the generated hosts resolve nowhere), not the service
-        assert response.status_code < 500 or error["code"] == "fetch_failed", \
-            (case.method, case.path, response.text)
+        _check_answer(case, case.call(headers={"X-API-Key": key}))
 
     check()
 

@@ -11,7 +11,7 @@ from alembic import command
 from alembic.config import Config
 
 from medialayer import MediaLayer
-from medialayer.catalog.store import MIGRATIONS
+from medialayer.catalog.store import MIGRATIONS, migrating
 
 import synth
 
@@ -30,7 +30,7 @@ def check_upgrade_from_0002(url: str, data_dir: Path) -> None:
     ml = MediaLayer(data_dir, database_url=url)
     record = ml.index(synth.jpeg(synth.photo(5)), name="old")
     engine = ml.store.engine
-    with engine.begin() as conn:
+    with migrating(engine) as conn:
         command.downgrade(_alembic(conn), "0002")
     with engine.connect() as conn:
         assert not {"fingerprint_chunks", "match_edges"} & set(sa.inspect(conn).get_table_names())
@@ -46,3 +46,22 @@ def check_upgrade_from_0002(url: str, data_dir: Path) -> None:
 
 def test_upgrade_and_downgrade_on_sqlite(tmp_path: Path) -> None:
     check_upgrade_from_0002(f"sqlite:///{tmp_path / 'catalog.db'}", tmp_path)
+
+
+def test_a_deleted_highest_seq_is_never_handed_out_again(tmp_path: Path) -> None:
+    """A catalog written before 0005 (SQLite reused the highest rowid) whose newest item was
+    deleted: after the upgrade the next item gets a new seq, and so does one after that."""
+    ml = MediaLayer(tmp_path)
+    with migrating(ml.store.engine) as conn:
+        command.downgrade(_alembic(conn), "0004")
+    ml.index(synth.jpeg(synth.photo(1)), name="kept")
+    gone = ml.index(synth.jpeg(synth.photo(2)), name="gone")
+    ml.delete(gone.id)
+    ml.close()
+    ml = MediaLayer(tmp_path)  # upgrades to head
+    later = ml.index(synth.jpeg(synth.photo(3)), name="later")
+    assert later.seq > gone.seq
+    ml.delete(later.id)
+    last = ml.index(synth.jpeg(synth.photo(4)), name="last")
+    assert last.seq > later.seq
+    ml.close()

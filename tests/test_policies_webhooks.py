@@ -209,3 +209,55 @@ def test_webhooks_refuse_private_receivers_and_other_tenants(api: Api) -> None:
     assert api.client.get("/v1/webhooks", headers=rival).json()["items"] == []
     assert api.client.post("/v1/webhooks", headers=api.key(), json={
         "url": "http://127.0.0.1:9/", "events": ["match"]}).status_code == 403
+
+
+def test_a_receiver_name_rebound_to_loopback_is_refused_at_delivery(make_api, monkeypatch
+                                                                   ) -> None:
+    """DNS rebinding: the name passed the check at registration, then answers loopback. A
+    delivery resolves the name once, refuses that answer, and never connects; while the name
+    still answers a public address, the request goes to that address itself (Host header
+    and TLS SNI keep the name), so no second lookup can swap it."""
+    api = make_api(run_webhooks=False, fetch_allow_networks=[])
+    admin = api.key(scopes=("admin",))
+    answers = ["93.184.216.34"]
+    lookups: list[str] = []
+
+    def resolve(host: str, port: object, *args: object, **kwargs: object) -> list:
+        lookups.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[0], 80))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    made = api.client.post("/v1/webhooks", headers=admin, json={
+        "url": "http://receiver.example:8080/hook", "events": ["ping"]})
+    assert made.status_code == 201, made.text
+    hook_id = made.json()["id"]
+    sent: list[httpx.Request] = []
+
+    def receive(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(204)
+
+    def fire() -> dict:
+        api.client.post(f"/v1/webhooks/{hook_id}/test", headers=admin)
+        lookups.clear()
+
+        async def run() -> None:
+            async with httpx.AsyncClient(transport=httpx.MockTransport(receive)) as client:
+                await Dispatcher(api.ml.store, api.settings).send_due(client)
+
+        asyncio.run(run())
+        return api.client.get(f"/v1/webhooks/{hook_id}/deliveries",
+                              headers=admin).json()["items"][0]
+
+    delivered = fire()
+    assert delivered["state"] == "delivered"
+    assert lookups == ["receiver.example"]
+    assert sent[0].url.host == "93.184.216.34"
+    assert sent[0].headers["Host"] == "receiver.example:8080"
+
+    for rebound in ("127.0.0.1", "10.0.0.7"):
+        answers[0] = rebound
+        refused = fire()
+        assert refused["state"] == "pending" and refused["last_status"] is None
+        assert rebound in refused["last_error"], refused
+        assert len(sent) == 1  # nothing was sent to the rebound address

@@ -17,6 +17,7 @@ import socket
 import ssl
 from collections.abc import Iterable
 from functools import lru_cache
+from typing import Any
 
 import httpx
 
@@ -125,13 +126,18 @@ def _embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
     return None
 
 
+def allowed_networks(settings: Settings) -> tuple[IPNetwork, ...]:
+    """The networks `fetch_allow_networks` lets through although private or loopback."""
+    return _networks(tuple(settings.fetch_allow_networks))
+
+
 @lru_cache(maxsize=32)
 def _networks(cidrs: tuple[str, ...]) -> tuple[IPNetwork, ...]:
     return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
 
 
 async def _fetch(url: str, settings: Settings) -> bytes:
-    allowed = _networks(tuple(settings.fetch_allow_networks))
+    allowed = allowed_networks(settings)
     timeout = httpx.Timeout(settings.fetch_read_timeout, connect=settings.fetch_connect_timeout)
     headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
     # trust_env=False: a proxy from the environment would do its own DNS and void the pinning.
@@ -139,7 +145,7 @@ async def _fetch(url: str, settings: Settings) -> bytes:
                                  follow_redirects=False, verify=_tls_context()) as client:
         target = _parse(url)
         for _hop in range(settings.fetch_max_redirects + 1):
-            ip = await _vetted_address(target, allowed)
+            ip = await vetted_address(target, allowed)
             result = await _get(client, target, ip, settings.fetch_max_bytes)
             if isinstance(result, bytes):
                 return result
@@ -169,7 +175,7 @@ def _parse(url: str | httpx.URL, location: str | None = None) -> httpx.URL:
     return target
 
 
-async def _vetted_address(target: httpx.URL, allowed: tuple[IPNetwork, ...]) -> IPAddress:
+async def vetted_address(target: httpx.URL, allowed: tuple[IPNetwork, ...]) -> IPAddress:
     """The address to connect to, after every address the host resolves to passed `refusal`.
 
     All of them, not only the first: a resolver may rotate its answers between our check and
@@ -208,11 +214,10 @@ async def _get(client: httpx.AsyncClient, target: httpx.URL, ip: IPAddress, limi
 
     Host and TLS SNI (so certificate checks too) still name the original host.
     """
-    host = target.raw_host.decode("ascii")
-    extensions = {} if _is_ip_literal(host) else {"sni_hostname": host}
+    url, headers, extensions = pinned(target, ip)
     try:
-        async with client.stream("GET", target.copy_with(host=str(ip)), extensions=extensions,
-                                 headers={"Host": target.netloc.decode("ascii")}) as response:
+        async with client.stream("GET", url, headers=headers,
+                                 extensions=extensions) as response:
             if response.has_redirect_location:
                 return _parse(target, response.headers["location"])
             if not response.is_success:
@@ -220,6 +225,17 @@ async def _get(client: httpx.AsyncClient, target: httpx.URL, ip: IPAddress, limi
             return await _read_capped(response, limit)
     except httpx.HTTPError as e:
         raise _failure(e, target) from None
+
+
+def pinned(target: httpx.URL, ip: IPAddress
+           ) -> tuple[httpx.URL, dict[str, str], dict[str, Any]]:
+    """The URL, headers and request extensions that connect to the vetted `ip` itself, not to
+    whatever a second lookup of the host would answer; Host and TLS SNI (so the certificate
+    check too) still name the original host."""
+    host = target.raw_host.decode("ascii")
+    extensions: dict[str, Any] = {} if _is_ip_literal(host) else {"sni_hostname": host}
+    return (target.copy_with(host=str(ip)), {"Host": target.netloc.decode("ascii")},
+            extensions)
 
 
 def _is_ip_literal(host: str) -> bool:

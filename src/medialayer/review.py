@@ -16,15 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, and_, desc, or_, select
+from sqlalchemy import Select, Subquery, and_, desc, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from medialayer import webhooks
 from medialayer.catalog import decisions, edges
 from medialayer.catalog.decisions import NO_MARK, STATUS_OF, Actor, Mark
 from medialayer.catalog.models import Media
-from medialayer.catalog.review_models import MatchEdge, MediaMark
-from medialayer.catalog.store import MediaRecord, SqlCatalogStore
+from medialayer.catalog.review_models import ClusterMember, MatchEdge, MediaMark
+from medialayer.catalog.store import RECORD_COLUMNS, MediaRecord, SqlCatalogStore
 from medialayer.clusters import bridges
 from medialayer.errors import InvalidInput, NotFound
 from medialayer.kinds import get_kind
@@ -61,13 +61,15 @@ class KeptCluster:
 
     id: int
     level: str
+    media_type: str
     members: list[MediaRecord]
     pairs: list[Pair]
     proposed_canonical_id: str | None
     marks: dict[str, Mark]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "level": self.level, "size": len(self.members),
+        return {"id": self.id, "level": self.level, "media_type": self.media_type,
+                "size": len(self.members),
                 "proposed_canonical_id": self.proposed_canonical_id,
                 "members": [{**m.as_dict(), **self.marks.get(m.id, NO_MARK).as_dict()}
                             for m in self.members],
@@ -116,20 +118,19 @@ class Review:
 
     # -- reads -------------------------------------------------------------------------------
 
-    def clusters(self, tenant: str, media_type: str, level: str = "medium",
+    def clusters(self, tenant: str, media_type: str | None, level: str = "medium",
                  before: int | None = None, limit: int = 50) -> list[KeptCluster]:
-        """A page of kept clusters, newest first; `before` is the last page's smallest id."""
-        level = _level(level)
-        with self.store.session() as s:
-            rows = edges.page(s, tenant, media_type, level, before, limit)
-        return self._views(tenant, [(r.id, r.level) for r in rows])
+        """A page of kept clusters of one media type (all if None), newest first; `before` is
+        the last page's smallest id."""
+        return self._views(tenant, edges.page(tenant, media_type, _level(level), before, limit))
 
     def cluster(self, tenant: str, cluster_id: int) -> KeptCluster:
         with self.store.session() as s:
             row = edges.resolve(s, tenant, cluster_id)
-        if row is None:
+        views = self._views(tenant, edges.one(row.id)) if row is not None else []
+        if not views:
             raise NotFound(f"no cluster {cluster_id}")
-        return self._views(tenant, [(row.id, row.level)])[0]
+        return views[0]
 
     def cluster_of(self, tenant: str, media_id: str, level: str = "medium") -> int | None:
         record = self.store.get(tenant, media_id)
@@ -215,37 +216,44 @@ class Review:
             raise InvalidInput("consolidate needs other_media_id or cluster_id")
         return [subject, other]
 
-    def _views(self, tenant: str, clusters: list[tuple[int, str]]) -> list[KeptCluster]:
-        """Clusters with their members' records and marks (read outside the session that
-        found the ids: SQLite's one pooled connection is not shared)."""
+    def _views(self, tenant: str, clusters: Subquery) -> list[KeptCluster]:
+        """The clusters of a page with their members' records, marks and edges: two queries
+        joined on the page (no per-cluster or per-member reads, no lists of ids sent back)."""
         with self.store.session() as s:
-            member_seqs = edges.members(s, [c for c, _ in clusters])
-            kept = _edges_by_cluster(s, clusters, member_seqs)
-        records = self.store.records([q for seqs in member_seqs.values() for q in seqs])
-        marks = self.marks(tenant, [r.id for r in records.values()])
+            rows = s.execute(_members_query(tenant, clusters)).all()
+            kept = edges.page_edges(s, clusters)
+        found: dict[int, tuple[str, str, list[MediaRecord]]] = {}
+        marks: dict[str, Mark] = {}
+        for r in rows:
+            found.setdefault(r.cluster_id, (r.cluster_level, r.cluster_media_type, []))[2].append(
+                MediaRecord.from_row(r))
+            if r.status is not None or r.canonical_id is not None:
+                marks[r.id] = Mark(r.status, r.canonical_id)
+        records = {m.seq: m for _, _, members in found.values() for m in members}
+        by_cluster: dict[int, list[Any]] = {c: [] for c in found}
+        for e in kept:
+            by_cluster.setdefault(e.cluster_id, []).append(e)
         views = []
-        for cluster_id, level in clusters:
-            seqs = [q for q in member_seqs[cluster_id] if q in records]
-            rows = [e for e in kept[cluster_id] if e.a_seq in records and e.b_seq in records]
-            split = bridges([(e.a_seq, e.b_seq) for e in rows])
+        for cluster_id, (level, media_type, members) in found.items():
+            split = bridges([(e.a_seq, e.b_seq) for e in by_cluster[cluster_id]])
             pairs = [_pair(e, records, marks, split.get((e.a_seq, e.b_seq), 0) >= 2)
-                     for e in rows]
-            members = [records[q] for q in seqs]
-            views.append(KeptCluster(cluster_id, level, members, pairs,
+                     for e in by_cluster[cluster_id]]
+            views.append(KeptCluster(cluster_id, level, media_type, members, pairs,
                                      _proposed_canonical(members, marks), marks))
         return views
 
 
-def _edges_by_cluster(s: Session, clusters: list[tuple[int, str]],
-                      member_seqs: dict[int, list[int]]) -> dict[int, list[Any]]:
-    """Each cluster's live edges, one query per level for the whole page."""
-    found: dict[int, list[Any]] = {c: [] for c, _ in clusters}
-    for level in {lv for _, lv in clusters}:
-        cluster_of = {q: c for c, lv in clusters if lv == level for q in member_seqs[c]}
-        for row in edges.live_edges(s, list(cluster_of), level):
-            if cluster_of[row.a_seq] == cluster_of[row.b_seq]:
-                found[cluster_of[row.a_seq]].append(row)
-    return found
+def _members_query(tenant: str, clusters: Subquery) -> Select[Any]:
+    """Each member of the page's clusters with its record's columns and its mark, clusters
+    newest first and members oldest first."""
+    return (select(clusters.c.id.label("cluster_id"), clusters.c.level.label("cluster_level"),
+                   clusters.c.media_type.label("cluster_media_type"), *RECORD_COLUMNS,
+                   MediaMark.status, MediaMark.canonical_id)
+            .join_from(clusters, ClusterMember, and_(ClusterMember.cluster_id == clusters.c.id,
+                                                     ClusterMember.level == clusters.c.level))
+            .join(Media, Media.seq == ClusterMember.media_seq)
+            .outerjoin(MediaMark, and_(MediaMark.media_id == Media.id, MediaMark.tenant == tenant))
+            .order_by(clusters.c.id.desc(), Media.seq))
 
 
 def _as_seen_from_a(match: Match, query_is_a: bool) -> dict[str, Any] | None:

@@ -32,12 +32,12 @@ import httpx
 from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.orm import Session
 
+from medialayer import fetch
 from medialayer.catalog.models import Job, JobRow, utcnow
 from medialayer.catalog.review_models import Webhook, WebhookDelivery
 from medialayer.catalog.store import SqlCatalogStore, as_utc
 from medialayer.config import Settings
-from medialayer.errors import InvalidInput, NotFound
-from medialayer.fetch import refusal
+from medialayer.errors import FetchFailed, InvalidInput, NotFound
 
 log = logging.getLogger("medialayer.webhooks")
 EVENTS = ("match", "decision", "job.completed", "ping")
@@ -152,7 +152,9 @@ class Dispatcher:
         self.settings = settings
 
     async def run_forever(self, stop: asyncio.Event, idle_sleep: float = 0.5) -> None:
-        async with httpx.AsyncClient(timeout=TIMEOUT_SECONDS, follow_redirects=False) as client:
+        # trust_env=False: a proxy from the environment would resolve the name again itself.
+        async with httpx.AsyncClient(timeout=TIMEOUT_SECONDS, follow_redirects=False,
+                                     trust_env=False) as client:
             while not stop.is_set():
                 try:
                     sent = await self.send_due(client)
@@ -224,17 +226,21 @@ class Dispatcher:
     async def _send(self, client: httpx.AsyncClient, due: Due) -> None:
         status, error = None, None
         try:
-            await asyncio.to_thread(vet, due.url, self.settings)
+            # Resolved once, checked, and connected to that very address: a receiver whose
+            # name passed at registration cannot rebind it to a private address since.
+            target = httpx.URL(due.url)
+            ip = await fetch.vetted_address(target, fetch.allowed_networks(self.settings))
+            url, host, extensions = fetch.pinned(target, ip)
             timestamp = int(time.time())
-            response = await client.post(due.url, content=due.body, headers={
-                "Content-Type": "application/json", "User-Agent": "MediaLayer-Webhooks",
+            response = await client.post(url, content=due.body, extensions=extensions, headers={
+                **host, "Content-Type": "application/json", "User-Agent": "MediaLayer-Webhooks",
                 "X-MediaLayer-Event": due.event, "X-MediaLayer-Delivery": due.id,
                 "X-MediaLayer-Timestamp": str(timestamp),
                 "X-MediaLayer-Signature": sign(due.secret, timestamp, due.body)})
             status = response.status_code
             if not 200 <= status < 300:
                 error = f"the receiver answered {status}"
-        except (httpx.HTTPError, InvalidInput, OSError) as e:
+        except (httpx.HTTPError, FetchFailed, OSError) as e:
             error = str(e) or e.__class__.__name__
         await asyncio.to_thread(self._record, due, status, error)
 
@@ -260,13 +266,13 @@ def vet(url: str, settings: Settings) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidInput("a webhook URL must be http(s)://host/...")
-    allowed = tuple(ipaddress.ip_network(n) for n in settings.fetch_allow_networks)
+    allowed = fetch.allowed_networks(settings)
     try:
         infos = socket.getaddrinfo(parts.hostname, parts.port or 443, type=socket.SOCK_STREAM)
     except OSError as e:
         raise InvalidInput(f"cannot resolve {parts.hostname}: {e}") from e
     for info in infos:
-        why = refusal(ipaddress.ip_address(info[4][0]), allowed)
+        why = fetch.refusal(ipaddress.ip_address(info[4][0]), allowed)
         if why:
             raise InvalidInput(f"webhook receiver refused: {why}")
 

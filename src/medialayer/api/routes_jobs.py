@@ -19,6 +19,7 @@ from medialayer.api.schemas import (
     JobPage,
     PathId,
     errors,
+    links,
 )
 from medialayer.catalog import jobs as job_rows
 from medialayer.csvfile import csv_lines
@@ -28,7 +29,10 @@ router = APIRouter(prefix="/v1", tags=["jobs"])
 
 
 @router.post("/media/bulk", status_code=202, response_model=JobAccepted,
-             responses=errors(400, 403, 413))
+             responses={**errors(400, 403, 413), 202: links(
+                 "job_id", GetJob=("GET", "/v1/jobs/{job_id}", "path.job_id"),
+                 JobErrors=("GET", "/v1/jobs/{job_id}/errors", "path.job_id"),
+                 JobErrorsCsv=("GET", "/v1/jobs/{job_id}/errors.csv", "path.job_id"))})
 async def bulk(key: IndexKey, ml: ML, settings: AppSettings, file: FormCsv) -> dict[str, Any]:
     """Queue a CSV (columns url, media_type, name, external_id; others become metadata).
 

@@ -17,6 +17,7 @@ from medialayer.api.auth import IndexKey, ReadKey
 from medialayer.api.deps import ML, AppSettings, MediaType, cpu_bound, read_upload
 from medialayer.api.schemas import (
     MAX_SQL_INT,
+    MEDIA_LINKS,
     FormExternalId,
     FormFile,
     FormMetadata,
@@ -25,6 +26,7 @@ from medialayer.api.schemas import (
     MediaOut,
     MediaPage,
     PathId,
+    Storable,
     UpsertUrl,
     errors,
 )
@@ -37,7 +39,7 @@ CURSOR_PREFIX = "seq:"
 
 
 @router.post("/media/{media_type}/url", status_code=201, response_model=MediaOut,
-             responses=errors(400, 403, 409, 413, 415, 502))
+             responses={**errors(400, 403, 409, 413, 415, 502), 201: MEDIA_LINKS})
 async def index_url(request: Request, body: IndexUrl, media_type: MediaType, key: IndexKey,
                     ml: ML, settings: AppSettings) -> dict[str, Any]:
     """Fetch the URL (SSRF-safe, capped), fingerprint it and add it to the catalog."""
@@ -49,10 +51,11 @@ async def index_url(request: Request, body: IndexUrl, media_type: MediaType, key
 
 
 @router.put("/media/{media_type}/external/{external_id}", response_model=MediaOut,
-            responses={**errors(400, 403, 413, 415, 502),
-                       201: {"model": MediaOut, "description": "Added: the id was new."}})
+            responses={**errors(400, 403, 413, 415, 502), 200: MEDIA_LINKS,
+                       201: {"model": MediaOut, "description": "Added: the id was new.",
+                             **MEDIA_LINKS}})
 async def upsert_url(request: Request, body: UpsertUrl, media_type: MediaType,
-                     external_id: Annotated[str, FastPath(min_length=1, max_length=512)],
+                     external_id: Annotated[str, FastPath(min_length=1, max_length=512), Storable],
                      key: IndexKey, ml: ML, settings: AppSettings,
                      response: Response) -> dict[str, Any]:
     """Add or update the item with this external id (SKU): 201 when added; 200 when updated,
@@ -66,7 +69,7 @@ async def upsert_url(request: Request, body: UpsertUrl, media_type: MediaType,
 
 
 @router.post("/media/{media_type}/upload", status_code=201, response_model=MediaOut,
-             responses=errors(400, 403, 409, 413, 415))
+             responses={**errors(400, 403, 409, 413, 415), 201: MEDIA_LINKS})
 async def index_upload(request: Request, media_type: MediaType, key: IndexKey, ml: ML,
                        settings: AppSettings, file: FormFile, name: FormName = None,
                        external_id: FormExternalId = None,
@@ -88,10 +91,10 @@ async def get_media(media_id: PathId, key: ReadKey, ml: ML) -> dict[str, Any]:
 async def list_media(key: ReadKey, ml: ML, media_type: str | None = None,
                      cursor: Annotated[str | None, Query(max_length=64)] = None,
                      limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                     external_id: Annotated[str | None, Query(min_length=1, max_length=512,
-                                                              description="A SKU: the item "
-                                                              "with this external id, if any."
-                                                              )] = None) -> dict[str, Any]:
+                     external_id: Annotated[str | None, Query(
+                         min_length=1, max_length=512,
+                         description="A SKU: the item with this external id, if any."),
+                         Storable] = None) -> dict[str, Any]:
     """The tenant's media in insertion order, a page at a time; or the one with an external id."""
     if media_type is not None:
         get_kind(media_type)

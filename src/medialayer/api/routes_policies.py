@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
@@ -10,7 +10,7 @@ from pydantic import Field
 
 from medialayer.api.auth import AdminKey
 from medialayer.api.deps import ML
-from medialayer.api.schemas import Strict, errors
+from medialayer.api.schemas import Storable, Strict, errors
 from medialayer.policies import Rule
 
 router = APIRouter(prefix="/v1", tags=["policies"])
@@ -18,13 +18,13 @@ router = APIRouter(prefix="/v1", tags=["policies"])
 
 class RuleIn(Strict):
     action: Literal["allow", "queue_review", "auto_reject"]
-    media_type: str | None = None
+    media_type: Annotated[str | None, Storable] = None
     min_score: float = Field(default=0.0, ge=0.0, le=1.0)
     max_score: float = Field(default=1.0, ge=0.0, le=1.0)
     cross_seller: bool | None = Field(default=None, description="true: only matches between "
                                       "two sellers (metadata `seller`); false: same seller.")
-    metadata: dict[str, str] | None = Field(default=None, description="Every key must have "
-                                            "this value in the new listing's metadata.")
+    metadata: Annotated[dict[str, str] | None, Storable] = Field(
+        default=None, description="Every key must have this value in the new listing's metadata.")
 
 
 class Policy(Strict):

@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from medialayer.api.auth import ReviewKey, ReviewReadKey
 from medialayer.api.deps import ML
-from medialayer.api.schemas import Confidence, MediaId, errors
+from medialayer.api.schemas import Confidence, MediaId, Storable, errors
 from medialayer.api.schemas_review import (
     ID_MAX,
     ClusterOut,
@@ -26,21 +26,25 @@ from medialayer.review import Pair, QueueFilter
 
 router = APIRouter(prefix="/v1", tags=["review"])
 Limit = Annotated[int, Query(ge=1, le=500)]
+KindFilter = Annotated[str | None, Query(max_length=16, description="One media type's "
+                                         "items only; every type's if absent."), Storable]
 
 
 @router.get("/duplicates/clusters", response_model=ClustersOut, responses=errors(400, 403))
-async def clusters(key: ReviewReadKey, ml: ML, media_type: str = "image",
+async def clusters(key: ReviewReadKey, ml: ML, media_type: KindFilter = None,
                    min_confidence: Confidence = "medium",
                    cursor: Annotated[str | None, Query(max_length=32)] = None,
                    limit: Limit = 50) -> dict[str, Any]:
     """Kept clusters of the tenant's near-duplicates, newest first, a page at a time.
 
     Read from the match edges kept as items were added, minus pairs dismissed as "not a
-    duplicate"; `low` reads as `medium` (low matches are not kept).
+    duplicate"; `low` reads as `medium` (low matches are not kept). Every media type's clusters
+    unless `media_type` narrows them (a cluster never mixes types: matches are within a kind).
     """
-    get_kind(media_type)
-    page = await run_in_threadpool(ml.review.clusters, key.tenant, media_type, min_confidence,
-                                   _before(cursor), limit + 1)
+    if media_type:
+        get_kind(media_type)
+    page = await run_in_threadpool(ml.review.clusters, key.tenant, media_type or None,
+                                   min_confidence, _before(cursor), limit + 1)
     shown = page[:limit]
     return {"clusters": [c.as_dict() for c in shown],
             "next_cursor": str(shown[-1].id) if len(page) > limit else None}
@@ -55,10 +59,10 @@ async def cluster(cluster_id: Annotated[int, Path(ge=1, le=ID_MAX)], key: Review
 
 
 @router.get("/duplicates/pairs", response_model=QueueOut, responses=errors(400, 403))
-async def queue(key: ReviewReadKey, ml: ML, media_type: str | None = None,
+async def queue(key: ReviewReadKey, ml: ML, media_type: KindFilter = None,
                 min_confidence: Confidence = "medium",
-                seller: Annotated[str | None, Query(max_length=200)] = None,
-                category: Annotated[str | None, Query(max_length=200)] = None,
+                seller: Annotated[str | None, Query(max_length=200), Storable] = None,
+                category: Annotated[str | None, Query(max_length=200), Storable] = None,
                 cross_seller: bool = False, sort: str = "newest",
                 offset: Annotated[int, Query(ge=0, le=ID_MAX)] = 0,
                 limit: Limit = 50) -> dict[str, Any]:

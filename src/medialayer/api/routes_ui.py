@@ -158,15 +158,15 @@ async def pair(request: Request, signed: Session, a: Annotated[str, Query(max_le
 
 
 @router.get("/clusters")
-async def clusters(request: Request, signed: Session, media_type: str = "image",
+async def clusters(request: Request, signed: Session, media_type: str = "",
                    min_confidence: str = "medium",
                    cursor: Annotated[str | None, Query(max_length=32)] = None) -> HTMLResponse:
     try:
-        if media_type not in kinds():
+        if media_type and media_type not in kinds():
             raise InvalidInput(f"unknown media type {media_type!r}")
         before = int(cursor) if cursor and cursor.isdigit() and int(cursor) <= ID_MAX else None
         found = await run_in_threadpool(_ml(request).review.clusters, signed.tenant,
-                                        media_type, min_confidence, before, 51)
+                                        media_type or None, min_confidence, before, 51)
     except MediaLayerError as e:
         return _error(request, signed, e)
     shown = found[:50]

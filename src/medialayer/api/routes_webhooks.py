@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import AnyHttpUrl, BaseModel, Field
 
 from medialayer.api.auth import AdminKey
-from medialayer.api.schemas import Strict, errors
+from medialayer.api.schemas import PathId, Strict, errors, links
 from medialayer.webhooks import Webhooks
 
 router = APIRouter(prefix="/v1", tags=["webhooks"])
@@ -66,7 +66,11 @@ def _hooks(request: Request) -> Webhooks:
 
 
 @router.post("/webhooks", status_code=201, response_model=WebhookCreated,
-             responses=errors(400, 403))
+             responses={**errors(400, 403), 201: links(
+                 "id", TestWebhook=("POST", "/v1/webhooks/{webhook_id}/test", "path.webhook_id"),
+                 WebhookDeliveries=("GET", "/v1/webhooks/{webhook_id}/deliveries",
+                                    "path.webhook_id"),
+                 DeleteWebhook=("DELETE", "/v1/webhooks/{webhook_id}", "path.webhook_id"))})
 async def register(body: WebhookIn, key: AdminKey, request: Request) -> dict[str, Any]:
     """Register a receiver; its address must not be private (unless allow-listed)."""
     hook, secret = await run_in_threadpool(_hooks(request).register, key.tenant, str(body.url),
@@ -81,14 +85,14 @@ async def listing(key: AdminKey, request: Request) -> dict[str, Any]:
 
 @router.delete("/webhooks/{webhook_id}", status_code=204, response_class=Response,
                responses=errors(403, 404))
-async def remove(webhook_id: str, key: AdminKey, request: Request) -> Response:
+async def remove(webhook_id: PathId, key: AdminKey, request: Request) -> Response:
     await run_in_threadpool(_hooks(request).remove, key.tenant, webhook_id)
     return Response(status_code=204)
 
 
 @router.post("/webhooks/{webhook_id}/test", status_code=202, response_model=Fired,
              responses=errors(403, 404))
-async def test_fire(webhook_id: str, key: AdminKey, request: Request) -> dict[str, Any]:
+async def test_fire(webhook_id: PathId, key: AdminKey, request: Request) -> dict[str, Any]:
     """Queue a `ping` delivery; watch it in the delivery log."""
     return {"delivery_id": await run_in_threadpool(_hooks(request).test_fire, key.tenant,
                                                    webhook_id)}
@@ -96,7 +100,7 @@ async def test_fire(webhook_id: str, key: AdminKey, request: Request) -> dict[st
 
 @router.get("/webhooks/{webhook_id}/deliveries", response_model=DeliveryList,
             responses=errors(403, 404))
-async def deliveries(webhook_id: str, key: AdminKey, request: Request,
+async def deliveries(webhook_id: PathId, key: AdminKey, request: Request,
                      limit: Annotated[int, Query(ge=1, le=500)] = 100) -> dict[str, Any]:
     """The delivery log: every event sent or to be sent, newest first."""
     return {"items": await run_in_threadpool(_hooks(request).deliveries, key.tenant,

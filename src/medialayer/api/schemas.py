@@ -182,6 +182,29 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorOut} for status in (401, 422, 429, *statuses)}
 
 
+def links(field: str, **targets: tuple[str, str, str]) -> dict[str, Any]:
+    """OpenAPI links from an answer's `field` (an id it created) to the operations that take
+    it, so clients and stateful API tests can follow them: each target is named, with its
+    method, path and the parameter (`path.x`, `query.x`, or `body.x` for a JSON body field)
+    the id goes into."""
+    found: dict[str, Any] = {}
+    for name, (method, path, parameter) in targets.items():
+        ref = "#/paths/" + path.replace("~", "~0").replace("/", "~1") + "/" + method.lower()
+        value = f"$response.body#/{field}"
+        where, _, key = parameter.partition(".")
+        carried = {"requestBody": {key: value}} if where == "body" else {
+            "parameters": {parameter: value}}
+        found[name] = {"operationRef": ref, **carried}
+    return {"links": found}
+
+
+MEDIA_LINKS = links("id", GetMedia=("GET", "/v1/media/{media_id}", "path.media_id"),
+                    DeleteMedia=("DELETE", "/v1/media/{media_id}", "path.media_id"),
+                    DecideOnMedia=("POST", "/v1/decisions", "body.media_id"),
+                    MediaDecisions=("GET", "/v1/decisions", "query.media_id"))
+"""Where an added item's id leads."""
+
+
 class JobAccepted(BaseModel):
     job_id: str
 

@@ -77,6 +77,7 @@ class ClusterOut(BaseModel):
     id: int = Field(description="Stable: a cluster that merges into a larger one is found "
                     "under its old id too.")
     level: Literal["medium", "high"]
+    media_type: str
     size: int
     proposed_canonical_id: str | None
     members: list[MemberOut]

@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, func, insert, or_, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Subquery, Table, and_, delete, func, insert, or_, select, text, update
+from sqlalchemy.orm import Session, aliased
 
 from medialayer.catalog.models import utcnow
 from medialayer.catalog.review_models import ClusterMember, ClusterRow, MatchEdge
@@ -181,15 +181,45 @@ def resolve(session: Session, tenant: str, cluster_id: int) -> ClusterRow | None
     return None
 
 
-def page(session: Session, tenant: str, media_type: str, level: str, before: int | None,
-         limit: int) -> list[ClusterRow]:
-    """Live clusters, newest first (by id), `limit` at most, ids below `before` if given."""
-    q = select(ClusterRow).where(ClusterRow.tenant == tenant, ClusterRow.media_type == media_type,
-                                 ClusterRow.level == level, ClusterRow.merged_into.is_(None),
-                                 ClusterRow.size >= 2)
+def page(tenant: str, media_type: str | None, level: str, before: int | None,
+         limit: int) -> Subquery:
+    """Live clusters, newest first (by id), `limit` at most, ids below `before` if given, of one
+    media type or all: a keyset page as a subquery the page's member and edge reads join on, so
+    a page costs two queries whatever its size."""
+    q = select(ClusterRow.id, ClusterRow.level, ClusterRow.media_type).where(
+        ClusterRow.tenant == tenant, ClusterRow.level == level,
+        ClusterRow.merged_into.is_(None), ClusterRow.size >= 2)
+    if media_type is not None:
+        q = q.where(ClusterRow.media_type == media_type)
     if before is not None:
         q = q.where(ClusterRow.id < before)
-    return list(session.scalars(q.order_by(ClusterRow.id.desc()).limit(limit)))
+    return q.order_by(ClusterRow.id.desc()).limit(limit).subquery("page")
+
+
+def one(cluster_id: int) -> Subquery:
+    """A single cluster, shaped as `page`'s subquery."""
+    return select(ClusterRow.id, ClusterRow.level, ClusterRow.media_type).where(
+        ClusterRow.id == cluster_id).subquery("page")
+
+
+def page_edges(session: Session, clusters: Subquery) -> list[Any]:
+    """Undismissed edges inside each cluster of `clusters` that reach the cluster's level, with
+    its id (`cluster_id`), strongest first: both ends are looked up as members of that cluster,
+    never as a product of two lists of seqs."""
+    table = cast(Table, MatchEdge.__table__)
+    a, b = aliased(ClusterMember), aliased(ClusterMember)
+    strong = or_(*(and_(clusters.c.level == level,
+                        table.c.confidence.in_([c for c in LEVELS if at_least(c, level)]))
+                   for level in LEVELS))
+    return list(session.execute(
+        select(a.cluster_id, table.c.a_seq, table.c.b_seq, table.c.score, table.c.confidence,
+               table.c.dismissed, table.c.explanation, table.c.found_at)
+        .join_from(clusters, a, and_(a.cluster_id == clusters.c.id, a.level == clusters.c.level))
+        .join(table, table.c.a_seq == a.media_seq)
+        .join(b, and_(b.level == a.level, b.media_seq == table.c.b_seq,
+                      b.cluster_id == a.cluster_id))
+        .where(table.c.dismissed.is_(False), strong)
+        .order_by(table.c.score.desc(), table.c.a_seq, table.c.b_seq)))
 
 
 def members(session: Session, cluster_ids: list[int]) -> dict[int, list[int]]:

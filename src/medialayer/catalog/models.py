@@ -59,6 +59,7 @@ class Media(Base):
         Index("ix_media_tenant_type_seq", "tenant", "media_type", "seq"),
         Index("ix_media_type_seq", "media_type", "seq"),
         Index("ux_media_tenant_external_id", "tenant", "external_id", unique=True),
+        {"sqlite_autoincrement": True},  # a deleted item's seq is never handed out again
     )
 
 

@@ -63,7 +63,8 @@ class ClusterRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
-    __table_args__ = (Index("ix_clusters_page", "tenant", "media_type", "level", "id"),)
+    __table_args__ = (Index("ix_clusters_page", "tenant", "media_type", "level", "id"),
+                      Index("ix_clusters_tenant_level", "tenant", "level", "id"))
 
 
 class ClusterMember(Base):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import builtins
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -192,7 +193,7 @@ class SqlCatalogStore:
                  limit: int | None = None) -> builtins.list[MediaRecord]:
         """Records matching `where`, reading only their columns: never the fingerprint, a
         10 KB blob per image (reading it made a search's five results cost 2 ms)."""
-        q = select(*_RECORD_COLUMNS).where(*where)
+        q = select(*RECORD_COLUMNS).where(*where)
         if order_by is not None:
             q = q.order_by(order_by)
         if limit is not None:
@@ -271,11 +272,11 @@ class SqlCatalogStore:
             return row
 
 
-_RECORD_COLUMNS = (Media.id, Media.seq, Media.tenant, Media.media_type, Media.name,
+RECORD_COLUMNS = (Media.id, Media.seq, Media.tenant, Media.media_type, Media.name,
                    Media.external_id, Media.source, Media.metadata_, Media.created_at)
 
 
-_RECORDS_BY_SEQ = select(*_RECORD_COLUMNS).where(Media.seq.in_(bindparam("seqs", expanding=True)))
+_RECORDS_BY_SEQ = select(*RECORD_COLUMNS).where(Media.seq.in_(bindparam("seqs", expanding=True)))
 """Built once: every search reads its results' records, and building costs more than running."""
 
 _SEQS_SINCE = (select(Media.seq)
@@ -366,9 +367,28 @@ def migrate(engine: Engine) -> None:
     """Bring the schema to the latest Alembic revision (idempotent, safe at every start)."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
+    with migrating(engine) as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+@contextmanager
+def migrating(engine: Engine) -> Iterator[Connection]:
+    """A connection in a transaction for Alembic. On SQLite foreign keys are off meanwhile: a
+    migration that rebuilds a table drops the old one, and with them on, the drop would delete
+    the rows that reference it (an item's codes and chunks)."""
+    with engine.connect() as conn:
+        sqlite = engine.dialect.name == "sqlite"
+        if sqlite:  # outside a transaction, where SQLite lets the pragma change
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            conn.commit()
+        try:
+            with conn.begin():
+                yield conn
+        finally:
+            if sqlite:
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                conn.commit()
 
 
 def open_store(data_dir: str | Path | None = None, database_url: str | None = None
