@@ -15,6 +15,8 @@ from medialayer.catalog.store import MIGRATIONS
 
 import synth
 
+CODES = sa.text("select position, code from media_codes order by position")
+
 
 def _alembic(conn: sa.Connection) -> Config:
     cfg = Config()
@@ -42,13 +44,13 @@ def check_upgrade_from_0002(url: str, data_dir: Path) -> None:
     with ml.store.engine.connect() as conn:
         tables = set(sa.inspect(conn).get_table_names())
         assert {"fingerprint_chunks", "media_codes", "match_edges", "clusters"} <= tables
-        codes = conn.execute(sa.text("select position, code from media_codes order by position")).all()
+        codes = conn.execute(CODES).all()
     assert [p for p, _ in codes] == [0, 1]
     ml.close()
     ml = MediaLayer(data_dir, database_url=url)
     ml.warm_up()
     with ml.store.engine.connect() as conn:
-        assert conn.execute(sa.text("select position, code from media_codes order by position")).all() == codes
+        assert conn.execute(CODES).all() == codes
     ml.close()
 
 

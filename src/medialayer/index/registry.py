@@ -8,7 +8,8 @@ highest one seen `trail` seconds ago) and fetches the rows the index lacks. Dele
 idempotent, so their trailing window is simply applied again.
 
 Searches share a read lock; writes to an index take the exclusive one, but what costs time
-(reading and decoding rows) is done before taking it.
+(reading and decoding rows) is done before taking it, and a merge of big tables that an index
+can run apart (`MergesOffLock`) runs between two short exclusive sections, searches going on.
 
 A kind whose index has a code tier (`TieredIndex`) is built in two steps when the catalog keeps
 codes in columns (`CodeFeed`): the code tier from the integer columns alone, streamed in large
@@ -118,6 +119,21 @@ class TieredIndex(Protocol):
     def add_details(self, items: Sequence[tuple[int, str, Any]]) -> None: ...
 
 
+class OffLockMerge(Protocol):
+    def run(self) -> None: ...
+
+
+@runtime_checkable
+class MergesOffLock(Protocol):
+    """An index that can merge its tables without the exclusive lock: `begin_merge` (under
+    it) does the pending work and hands out the merge due, if any; `run` needs no lock; then
+    `end_merge` (under it) swaps the result in."""
+
+    def begin_merge(self) -> Any: ...
+
+    def end_merge(self, merge: Any) -> None: ...
+
+
 class _Trail:
     """The highest seq seen at each poll, so a poll can start below what was seen `trail`
     seconds ago."""
@@ -221,8 +237,7 @@ class IndexRegistry:
             with entry.lock.read():
                 if entry.index.ready():
                     return entry.index.search(query, tenant, top_k, min_score, exclude)
-            with entry.lock.write():
-                entry.index.prepare()
+            self._prepare(entry)
 
     def added(self, media_type: str, items: Sequence[tuple[int, str, Any]]) -> None:
         """Rows this process wrote: indexed now, not when the feed brings them."""
@@ -263,9 +278,21 @@ class IndexRegistry:
         self.poll(self.get(media_type), force=True)
 
     def prepare(self, media_type: str) -> None:
-        entry = self.get(media_type)
+        self._prepare(self.get(media_type))
+
+    @staticmethod
+    def _prepare(entry: KindIndex) -> None:
+        """The index's pending work under the exclusive lock; a merge due, off it."""
+        index = entry.index
+        merger = index if isinstance(index, MergesOffLock) else None
         with entry.lock.write():
-            entry.index.prepare()
+            merge: OffLockMerge | None = merger.begin_merge() if merger else None
+            if merge is None:
+                index.prepare()
+        if merger and merge:
+            merge.run()
+            with entry.lock.write():
+                merger.end_merge(merge)
 
     def sizes(self) -> dict[str, tuple[int, int]]:
         """Per media type: (items, bytes) of the indexes built so far."""

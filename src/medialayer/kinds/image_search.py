@@ -13,7 +13,7 @@ from PIL import Image
 
 from medialayer.calibration import IMAGE, IMAGE_CODE_MIN_INFORMATION, image_score
 from medialayer.index.hamming import HammingIndex
-from medialayer.index.local import MAX_DESCRIPTORS, LocalFeatureIndex, Vote, grown
+from medialayer.index.local import MAX_DESCRIPTORS, LocalFeatureIndex, Merge, Vote, grown
 from medialayer.index.tenants import TenantMap
 from medialayer.kinds import image
 from medialayer.kinds.base import (
@@ -118,6 +118,15 @@ class ImageIndex:
     def ready(self) -> bool:
         """Whether a search would change nothing, so concurrent searches are safe."""
         return not self._loaded and self.local.ready()
+
+    def begin_merge(self) -> Merge | None:
+        """Pending work now, and the keypoint tables' merge if one is due, to run off the
+        lock (see `LocalFeatureIndex.begin_merge`)."""
+        self._add_loaded()
+        return self.local.begin_merge()
+
+    def end_merge(self, merge: Merge) -> None:
+        self.local.end_merge(merge)
 
     def upsert(self, key: int, tenant: str, stored: ImageFingerprint) -> None:
         self.upsert_many([(key, tenant, stored)])
