@@ -92,6 +92,10 @@ def populate(url: str, items: int, keypoints: bool, tenants: int = 1) -> None:
                               for p in (0, 1)]
             conn.execute(sa.insert(Media.__table__), rows)
             conn.execute(sa.insert(MediaCode.__table__), code_rows)
+    if store.engine.dialect.name == "postgresql":  # as autovacuum would, before any start
+        with store.engine.begin() as conn:
+            conn.execute(sa.text("analyze media"))
+            conn.execute(sa.text("analyze media_codes"))
     store.engine.dispose()
 
 

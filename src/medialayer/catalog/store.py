@@ -334,10 +334,12 @@ _DELETIONS_SINCE = (select(Deletion.seq, Deletion.media_seq)
                     .order_by(Deletion.seq))
 _CODE_ROWS = (select(Media.seq, Media.tenant, Media.fingerprint_version, MediaCode.code)
               .outerjoin(MediaCode, and_(MediaCode.media_seq == Media.seq,
-                                         MediaCode.position == 0))
+                                         MediaCode.position == 0,
+                                         MediaCode.media_seq > bindparam("after")))
               .where(Media.media_type == bindparam("type"), Media.seq > bindparam("after"))
               .order_by(Media.seq).limit(bindparam("batch")))
-"""A batch of rows with their first code (NULL for a row with none)."""
+"""A batch of rows with their first code (NULL for a row with none). The codes' own bound on
+seq lets PostgreSQL's merge join start at the batch, not at the first code."""
 _TENANT_SEPARATOR = "\x1f"
 _CODE_ROWS_SUB = _CODE_ROWS.subquery()
 _CODE_COLUMNS = select(
