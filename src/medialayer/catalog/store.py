@@ -23,7 +23,6 @@ from sqlalchemy import (
     String,
     and_,
     bindparam,
-    case,
     cast,
     create_engine,
     delete,
@@ -247,17 +246,18 @@ class SqlCatalogStore:
             with self.engine.connect() as c:
                 found = c.execute(_CODE_COLUMNS, {"type": media_type, "after": after,
                                                   "batch": batch}).one()
-                count, top, seqs, versions, codes, uncoded, tenants = found
+                count, coded, version, top_version, top, seqs, codes, tenants = found
                 if not count:
                     return
                 names = tenants.split(_TENANT_SEPARATOR)
-                if len(names) != count:  # a tenant name holds the separator: row by row
+                if coded == count and version == top_version and len(names) == count:
+                    yield CodeBatch(_ints(seqs), np.array(names, object),
+                                    np.full(count, version, np.int64),
+                                    _ints(codes).view(np.uint64), np.ones(count, bool))
+                else:  # NULL codes, versions, or a tenant name holding the separator
                     rows = c.execute(_CODE_ROWS, {"type": media_type, "after": after,
                                                   "batch": batch}).all()
                     yield _code_batch([(r[0], r[1], r[2], r[3]) for r in rows])
-                else:
-                    yield CodeBatch(_ints(seqs), np.array(names, object), _ints(versions),
-                                    _ints(codes).view(np.uint64), _ints(uncoded) == 0)
             after = top
 
     def store_codes(self, written: Sequence[tuple[int, Encoded]]) -> None:
@@ -343,15 +343,15 @@ seq lets PostgreSQL's merge join start at the batch, not at the first code."""
 _TENANT_SEPARATOR = "\x1f"
 _CODE_ROWS_SUB = _CODE_ROWS.subquery()
 _CODE_COLUMNS = select(
-    func.count(), func.max(_CODE_ROWS_SUB.c.seq),
-    *(func.aggregate_strings(cast(column, String), ",") for column in (
-        _CODE_ROWS_SUB.c.seq, _CODE_ROWS_SUB.c.fingerprint_version,
-        func.coalesce(_CODE_ROWS_SUB.c.code, 0))),
-    func.aggregate_strings(case((_CODE_ROWS_SUB.c.code.is_(None), "1"), else_="0"), ","),
+    func.count(), func.count(_CODE_ROWS_SUB.c.code), func.min(_CODE_ROWS_SUB.c.fingerprint_version),
+    func.max(_CODE_ROWS_SUB.c.fingerprint_version), func.max(_CODE_ROWS_SUB.c.seq),
+    func.aggregate_strings(cast(_CODE_ROWS_SUB.c.seq, String), ","),
+    func.aggregate_strings(cast(_CODE_ROWS_SUB.c.code, String), ","),
     func.aggregate_strings(_CODE_ROWS_SUB.c.tenant, _TENANT_SEPARATOR))
-"""The same batch as one row of comma-separated columns (tenants apart by a control
+"""The same batch as one row: counts, and comma-separated columns (tenants apart by a control
 character). One aggregation reads the rows once and adds each to every column in turn, so the
-columns stay aligned whatever order it reads them in."""
+columns stay aligned whatever order it reads them in. A batch with rows of several versions or
+without codes (rare, and once: their codes are then written) is read again as rows."""
 _FINGERPRINT_COLUMNS = (Media.seq, Media.tenant, Media.fingerprint_version, Media.fingerprint,
                         Media.duration, Media.duration.is_not(None).label("has_chunks"))
 """Only time-based rows (with a duration) can have chunks: still media skip the chunk read."""
