@@ -5,8 +5,12 @@
 
 1. Global tier: `--items` synthetic image rows (random 64-bit codes, no keypoints) are written
    to a fresh SQLite catalog (and a fresh schema of `--postgres`, if given); a new process opens
-   the catalog and builds the index as `medialayer serve` does (`MediaLayer.warm_up`). Printed:
-   items, seconds, items per second, the process's peak RSS (VmHWM) and RSS added.
+   the catalog and builds the index as `medialayer serve` does: the code tier from the code
+   columns (`MediaLayer.warm_up(wait=False)`, after which the service takes requests), then the
+   keypoint tier from the stored fingerprints (`MediaLayer.warm_up()`), each on its own row.
+   Printed: items, seconds, items per second, CPU seconds, the process's peak RSS (VmHWM) and
+   RSS added since the start, the index's bytes. Per tier: the keypoint row counts from the end
+   of the code tier.
 2. Keypoint tier, separately: `--keypoint-items` rows with 256 random ORB-sized descriptors.
 3. Tenants: the same number of items (`--tenant-items`, with keypoints) indexed as 1 tenant, and
    as tenants of 100 items each, in a fresh process each: the index's bytes and the RSS added.
@@ -60,6 +64,7 @@ def populate(url: str, items: int, keypoints: bool, tenants: int = 1) -> None:
     """Write `items` synthetic image rows (and their codes) straight into the catalog."""
     from medialayer.catalog.models import Media, MediaCode
     from medialayer.catalog.store import SqlCatalogStore
+    from medialayer.kinds.image_search import ImageKind
 
     store = SqlCatalogStore(url)  # creates the schema
     rng = np.random.default_rng(7)
@@ -79,59 +84,58 @@ def populate(url: str, items: int, keypoints: bool, tenants: int = 1) -> None:
                     points, desc = empty_points, empty_desc
                 rows.append({"seq": seq, "id": str(uuid.UUID(int=seq)),
                              "tenant": f"t{seq % tenants}", "media_type": "image",
-                             "metadata": {}, "created_at": now, "fingerprint_version": 1,
+                             "metadata": {}, "created_at": now,
+                             "fingerprint_version": ImageKind.version,
                              "fingerprint": blob(int(codes[i, 0]), int(codes[i, 1]), points,
                                                  desc)})
                 code_rows += [{"media_seq": seq, "position": p, "code": int(codes[i, p])}
                               for p in (0, 1)]
             conn.execute(sa.insert(Media.__table__), rows)
             conn.execute(sa.insert(MediaCode.__table__), code_rows)
+    if store.engine.dialect.name == "postgresql":  # as autovacuum would, before any start
+        with store.engine.begin() as conn:
+            conn.execute(sa.text("analyze media"))
+            conn.execute(sa.text("analyze media_codes"))
     store.engine.dispose()
 
 
 def measure_start(url: str) -> dict[str, Any]:
-    """In this (fresh) process: open the catalog and build every index, as `serve` does."""
+    """In this (fresh) process: open the catalog and build every index, as `serve` does, one
+    stage at a time: open (migrations), the other kinds (their imports; no rows), the image
+    code tier from the code columns, which together make the service ready
+    (`warm_up(wait=False)`); then the keypoint tier behind it (`warm_up()`, searches wait for
+    it)."""
+    from medialayer.kinds import kinds
     from medialayer.service import MediaLayer
 
     before = status_mb("VmRSS")
-    t0, c0 = time.perf_counter(), cpu_seconds()
+    stages: list[dict[str, Any]] = []
+    clock = [time.perf_counter(), cpu_seconds()]
+
+    def stage(name: str, items: int) -> None:
+        now = [time.perf_counter(), cpu_seconds()]
+        stages.append({"stage": name, "items": items, "seconds": now[0] - clock[0],
+                       "cpu": now[1] - clock[1], "peak_mb": status_mb("VmHWM"),
+                       "added_mb": status_mb("VmRSS") - before,
+                       "index_mb": ml.index_sizes().get("image", (0, 0))[1] / 2**20})
+        clock[:] = now
+
     ml = MediaLayer(Path(tempfile.gettempdir()), database_url=url)
+    stage("open catalog", 0)
+    for other in kinds():  # first, so the image kind's background load overlaps none of it
+        if other != "image":
+            ml.indexes.prepare(other)
+    stage("other kinds (imports, no rows)", 0)
+    ml.warm_up(wait=False)
+    items = ml.index_sizes()["image"][0]
+    stage("global tier (image codes)", items)
+    ready = {"stage": "start to ready", "items": items,
+             **{k: sum(s[k] for s in stages) for k in ("seconds", "cpu")},
+             **{k: stages[-1][k] for k in ("peak_mb", "added_mb", "index_mb")}}
     ml.warm_up()
-    seconds, cpu = time.perf_counter() - t0, cpu_seconds() - c0
-    items, nbytes = ml.index_sizes().get("image", (0, 0))
+    stage("keypoint tier, after ready", items)
     ml.close()
-    return {"items": items, "seconds": seconds, "cpu": cpu, "peak_mb": status_mb("VmHWM"),
-            "added_mb": status_mb("VmRSS") - before, "index_mb": nbytes / 2**20}
-
-
-def measure_codes(url: str) -> dict[str, Any]:
-    """In this (fresh) process: the global tier alone, loaded columnar from the catalog's code
-    column (media_codes) into the Hamming index and the tenant map: what a two-phase start
-    (global tier first, keypoints after) would cost before the global tier answers."""
-    from medialayer.index.hamming import HammingIndex
-    from medialayer.index.tenants import TenantMap
-
-    before = status_mb("VmRSS")
-    t0, c0 = time.perf_counter(), cpu_seconds()
-    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
-    codes, tenants = HammingIndex(bits=64, bands=4), TenantMap()
-    query = sa.text("select c.media_seq, c.code, m.tenant from media_codes c join media m "
-                    "on m.seq = c.media_seq where c.position = 0 and m.media_type = 'image' "
-                    "order by c.media_seq")
-    with engine.connect() as conn:
-        result = conn.execution_options(stream_results=True, yield_per=BATCH).execute(query)
-        for part in result.partitions(BATCH):
-            seqs = np.fromiter((r[0] for r in part), np.int64, len(part))
-            values = np.fromiter((r[1] for r in part), np.int64, len(part)).view(np.uint64)
-            codes.add_many(seqs, values)
-            names = np.array([r[2] for r in part])
-            for name in np.unique(names):
-                tenants.set_many(seqs[names == name], str(name))
-    seconds, cpu = time.perf_counter() - t0, cpu_seconds() - c0
-    engine.dispose()
-    return {"items": len(codes), "seconds": seconds, "cpu": cpu, "peak_mb": status_mb("VmHWM"),
-            "added_mb": status_mb("VmRSS") - before,
-            "index_mb": (codes.nbytes() + tenants.nbytes()) / 2**20}
+    return {"stages": [*stages[:3], ready, stages[3]]}
 
 
 def measure_tenants(items: int, per_tenant: int) -> dict[str, Any]:
@@ -157,8 +161,9 @@ def measure_tenants(items: int, per_tenant: int) -> dict[str, Any]:
 
 
 def child(*args: str) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True,
-                         text=True)
+    # -P: not this folder first on the path, where http.py (bench/http.py) hides the stdlib's
+    out = subprocess.run([sys.executable, "-P", __file__, *args], check=True,
+                         capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
@@ -186,7 +191,6 @@ def catalogs(args: argparse.Namespace, tmp: Path, name: str) -> list[tuple[str, 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1].startswith("--child-"):
         result = {"--child-start": lambda: measure_start(sys.argv[2]),
-                  "--child-codes": lambda: measure_codes(sys.argv[2]),
                   "--child-tenants": lambda: measure_tenants(int(sys.argv[2]),
                                                              int(sys.argv[3]))}[sys.argv[1]]()
         print(json.dumps(result))
@@ -197,23 +201,21 @@ def main() -> None:
     ap.add_argument("--tenant-items", type=int, default=100_000)
     ap.add_argument("--postgres", help="a PostgreSQL URL (a fresh schema is made and dropped)")
     args = ap.parse_args()
-    print("| tier | database | items | start to ready | items/s | CPU | items per CPU-s "
+    print("| catalog | database | stage | items | wall | items/s | CPU | items per CPU-s "
           "| peak RSS | RSS added | index |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory() as tmp:
         for tier, items, keypoints in (("global", args.items, False),
                                        ("keypoint", args.keypoint_items, True)):
             for db, url in catalogs(args, Path(tmp), tier):
                 populate(url, items, keypoints)
-                runs = [(tier, "--child-start")]
-                if not keypoints:
-                    runs.append(("global, codes column only", "--child-codes"))
-                for what, how in runs:
-                    r = child(how, url)
-                    print(f"| {what} | {db} | {r['items']:,} | {r['seconds']:.2f} s "
-                          f"| {r['items'] / r['seconds']:,.0f} | {r['cpu']:.2f} s "
-                          f"| {r['items'] / r['cpu']:,.0f} | {r['peak_mb']:,.0f} MB "
-                          f"| {r['added_mb']:,.0f} MB | {r['index_mb']:,.1f} MB |", flush=True)
+                for m in child("--child-start", url)["stages"]:
+                    rate = (f"{m['items'] / m['seconds']:,.0f} | {m['cpu']:.2f} s "
+                            f"| {m['items'] / m['cpu']:,.0f}") if m["items"] else (
+                                f"- | {m['cpu']:.2f} s | -")
+                    print(f"| {tier} | {db} | {m['stage']} | {m['items']:,} "
+                          f"| {m['seconds']:.2f} s | {rate} | {m['peak_mb']:,.0f} MB "
+                          f"| {m['added_mb']:,.0f} MB | {m['index_mb']:,.1f} MB |", flush=True)
                 if db == "PostgreSQL":
                     drop_postgres(args.postgres, url)
     print("\n| tenants x items | index | RSS added | peak RSS |")

@@ -211,3 +211,40 @@ def test_a_bulk_load_built_straight_into_key_starts_equals_the_two_step_build() 
     assert np.array_equal(direct.slots, two_step.slots)
     assert np.array_equal(direct.starts, two_step.starts)
     assert np.array_equal(np.sort(direct.slots[0]), np.sort(slots))
+
+
+def test_a_merge_run_apart_keeps_every_item_voting_throughout(monkeypatch) -> None:
+    """While a merge runs off the lock, the frozen delta votes, adds and removals go on, and
+    no second merge starts; after the swap, votes are those of one index built at once."""
+    monkeypatch.setattr(local, "MERGE_AT", 1000)
+    items = {key: descriptors() for key in range(40)}
+    idx = LocalFeatureIndex()
+    for key in range(30):
+        idx.add(key, items[key])
+    idx.prepare()
+    assert idx.begin_merge() is None  # nothing due
+    for key in range(30, 36):
+        idx.add(key, items[key])
+    merge = idx.begin_merge()
+    assert merge is not None and idx.begin_merge() is None  # one at a time
+    for key in range(36, 40):
+        idx.add(key, items[key])
+    idx.remove(31)
+    idx.prepare()  # folds, does not merge while one is running
+    assert idx.ready()
+
+    def best() -> dict[int, int]:
+        found = {}
+        for key, d in items.items():
+            votes = idx.vote(flip_bits(d[:100], 0.05), top=1)
+            found[key] = votes[0].key if votes else -1
+        return found
+
+    during = best()
+    merge.run()
+    assert best() == during  # the merge changed nothing yet
+    idx.end_merge(merge)
+    after = best()
+    assert after == during == {key: (-1 if key == 31 else key) for key in items}
+    with pytest.raises(ValueError):
+        idx.end_merge(merge)

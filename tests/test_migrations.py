@@ -15,6 +15,8 @@ from medialayer.catalog.store import MIGRATIONS, migrating
 
 import synth
 
+CODES = sa.text("select position, code from media_codes order by position")
+
 
 def _alembic(conn: sa.Connection) -> Config:
     cfg = Config()
@@ -25,8 +27,9 @@ def _alembic(conn: sa.Connection) -> Config:
 
 def check_upgrade_from_0002(url: str, data_dir: Path) -> None:
     """Write an image at revision 0002 (one blob per row), open the catalog (upgrade to head),
-    find the image, then downgrade to 0002 (through the review tables of 0004 and the time-based
-    kinds' of 0003) and upgrade again."""
+    find the image (its codes, which 0002 had no column for, written back by the index build,
+    once), then downgrade to 0002 (through the review tables of 0004 and the time-based kinds'
+    of 0003) and upgrade again."""
     ml = MediaLayer(data_dir, database_url=url)
     record = ml.index(synth.jpeg(synth.photo(5)), name="old")
     engine = ml.store.engine
@@ -41,6 +44,13 @@ def check_upgrade_from_0002(url: str, data_dir: Path) -> None:
     with ml.store.engine.connect() as conn:
         tables = set(sa.inspect(conn).get_table_names())
         assert {"fingerprint_chunks", "media_codes", "match_edges", "clusters"} <= tables
+        codes = conn.execute(CODES).all()
+    assert [p for p, _ in codes] == [0, 1]
+    ml.close()
+    ml = MediaLayer(data_dir, database_url=url)
+    ml.warm_up()
+    with ml.store.engine.connect() as conn:
+        assert conn.execute(CODES).all() == codes
     ml.close()
 
 

@@ -1,12 +1,20 @@
 """The index registry's change feed on a fake catalog: a seq that commits after higher ones is
-still applied, within the trail; the trail then moves up; deletions are replayed idempotently."""
+still applied, within the trail; the trail then moves up; deletions are replayed idempotently.
+And the two-step build (code columns, then keypoints) on a real catalog."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+import numpy as np
+import sqlalchemy as sa
+
+from medialayer.catalog.models import Media, MediaCode
+from medialayer.catalog.store import NewMedia, SqlCatalogStore
 from medialayer.index import registry
 from medialayer.index.registry import FeedRow, IndexRegistry
+from medialayer.kinds.image import Features, ImageFingerprint
+from medialayer.kinds.image_search import ImageKind
 
 import fakekind
 
@@ -77,3 +85,66 @@ def test_a_late_seq_is_applied_and_the_trail_moves_up(monkeypatch) -> None:
     now[0] += 1
     reg.sync("lines")
     assert 2 not in entry.index and 1 in entry.index
+
+
+def _image_row(kind: ImageKind, rng: np.random.Generator, tenant: str, points: int) -> NewMedia:
+    code, mirror = (int(c) for c in rng.integers(0, 2**63, 2, dtype=np.int64))
+    features = Features(rng.uniform(0, 480, (points, 2)).astype(np.float32),
+                        rng.integers(0, 256, (points, 32), dtype=np.uint8), (480, 360))
+    return NewMedia(tenant=tenant, media_type="image", fingerprint_version=kind.version,
+                    fingerprint=kind.encode(ImageFingerprint(code, features, (mirror,))))
+
+
+def _codes_of(store: SqlCatalogStore, seq: int) -> list[int]:
+    with store.engine.connect() as c:
+        return list(c.execute(sa.select(MediaCode.code).where(MediaCode.media_seq == seq)
+                              .order_by(MediaCode.position)).scalars())
+
+
+def test_a_two_step_build_loads_codes_then_keypoints_and_backfills_codes(tmp_path) -> None:
+    """Codes from the code columns, keypoints from the stored fingerprints after; a row with
+    no codes (written before the columns) is indexed whole and its codes written, once; a row
+    of another version is left out."""
+    store = SqlCatalogStore(f"sqlite:///{tmp_path / 'catalog.db'}")
+    kind = ImageKind()
+    rng = np.random.default_rng(3)
+    seqs = [r.seq for r in store.add_many(
+        [_image_row(kind, rng, f"t{i % 3}", 0 if i % 4 == 0 else 40) for i in range(12)])]
+    uncoded, old = seqs[1], seqs[2]
+    expected = _codes_of(store, uncoded)
+    with store.engine.begin() as c:
+        c.execute(sa.delete(MediaCode).where(MediaCode.media_seq == uncoded))
+        c.execute(sa.update(Media).where(Media.seq == old).values(
+            fingerprint_version=kind.version - 1))
+
+    def registry() -> IndexRegistry:
+        return IndexRegistry(store, lambda name: kind,
+                             lambda k: lambda keys, windows=None: {})
+
+    entry = registry().wait("image")
+    index = entry.index
+    current = [s for s in seqs if s != old]
+    assert [s for s in seqs if s in index] == current and entry.stale == {old}
+    assert [s for s in seqs if s in index.local] == [s for i, s in enumerate(seqs)
+                                                     if i % 4 and s != old]
+    assert [index.tenants.count(f"t{t}") for t in range(3)] == [4, 4, 3]  # t2 lost `old`
+    for seq in current:
+        code = _codes_of(store, seq)[0] % 2**64
+        assert (seq, 0) in index.codes.radius(code, 0)
+    assert _codes_of(store, uncoded) == expected  # written back
+
+    writes: list[object] = []
+    store_codes = store.store_codes
+    store.store_codes = lambda written: writes.append(written)  # type: ignore[method-assign]
+    assert len(registry().wait("image").index) == len(current) and writes == []
+    store_codes([(uncoded, kind.encode(kind.decode(store.rows_of([uncoded])[0].encoded)))])
+    assert _codes_of(store, uncoded) == expected  # once: a second backfill changes nothing
+
+    added = store.add(_image_row(kind, rng, "t0", 40)).seq
+    store.delete("t1", store.records([seqs[4]])[seqs[4]].id)
+    reg = registry()
+    entry = reg.wait("image")
+    added_later = store.add(_image_row(kind, rng, "t0", 40)).seq
+    reg.sync("image")
+    assert added in entry.index.local and added_later in entry.index.local
+    assert seqs[4] not in entry.index

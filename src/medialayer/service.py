@@ -232,11 +232,16 @@ class MediaLayer:
                   tenant: str | None = None) -> builtins.list[dict[str, Any]]:
         return self.review.decisions(tenant or self.tenant, media_id, None, limit)[0]
 
-    def warm_up(self) -> None:
-        """Build every kind's index from the catalog now, not on the first request."""
+    def warm_up(self, wait: bool = True) -> None:
+        """Build every kind's index from the catalog now, not on the first request; without
+        `wait`, return once the code tiers are in (the rest loads behind them, and searches
+        wait for it)."""
         for media_type in kinds():
             self.indexes.prepare(media_type)
-        _release_freed_heap()
+        if wait:
+            for media_type in kinds():
+                self.indexes.wait(media_type)
+            _release_freed_heap()
 
     def index_sizes(self) -> dict[str, tuple[int, int]]:
         """Per media type: (items, bytes) held by this process's in-memory indexes."""
@@ -249,6 +254,7 @@ class MediaLayer:
             self.indexes.sync(name)
 
     def close(self) -> None:
+        self.indexes.close()
         self.store.engine.dispose()
 
     # -- internals ------------------------------------------------------------------------

@@ -83,13 +83,15 @@ def create_app(settings: Settings | None = None, ml: MediaLayer | None = None) -
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.cpu_limiter = anyio.CapacityLimiter(max(1, settings.cpu_threads))
-        await asyncio.to_thread(service.warm_up)  # indexes built before the first request
+        await asyncio.to_thread(service.warm_up, False)  # code tiers before the first request
+        rest = asyncio.create_task(asyncio.to_thread(service.warm_up))  # the others behind
         async with _job_runner(service, settings), _webhook_dispatcher(service, settings):
             yield
         if shared is not None:
             await shared.close()
         if owned:
             service.close()
+        await asyncio.gather(rest, return_exceptions=True)  # a load stopped by close() fails
 
     app = FastAPI(title="MediaLayer", version=__version__, lifespan=lifespan, docs_url=None,
                   redoc_url=None,

@@ -14,13 +14,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import (
     ColumnElement,
     Engine,
+    String,
     and_,
     bindparam,
+    cast,
     create_engine,
     delete,
     event,
@@ -36,10 +40,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from medialayer.catalog.models import Deletion, FingerprintChunk, Media, MediaCode
 from medialayer.errors import Conflict, InvalidInput, NotFound
 from medialayer.fields import problem
-from medialayer.index.registry import FeedRow
+from medialayer.index.registry import CodeBatch, FeedRow
 from medialayer.kinds.base import Chunk, Encoded, Window
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+CODE_BATCH = 65_536
+"""Rows per fetch of a start-up's code load: large enough that per-fetch costs vanish."""
 Within = Callable[[Session, str], None]
 WithinMany = Callable[[Session, list[str]], None]
 
@@ -229,6 +235,47 @@ class SqlCatalogStore:
                         for seq, owner, version, blob, duration, _ in rows)
             after_seq = rows[-1][0]
 
+    def code_batches(self, media_type: str, batch: int = CODE_BATCH) -> Iterator[CodeBatch]:
+        """Every row of `media_type` with its first code, as batches of columns (by seq).
+
+        Each batch is one result row: the database joins the rows and concatenates each
+        column into one string, which numpy parses. Fetched as rows, the driver's and
+        SQLAlchemy's objects for every value cost more than the rest of a start-up's load.
+        """
+        after = 0
+        while True:
+            with self.engine.connect() as c:
+                found = c.execute(_CODE_COLUMNS, {"type": media_type, "after": after,
+                                                  "batch": batch}).one()
+                count, coded, version, top_version, top, seqs, codes, tenants = found
+                if not count:
+                    return
+                names = tenants.split(_TENANT_SEPARATOR)
+                if coded == count and version == top_version and len(names) == count:
+                    yield CodeBatch(_ints(seqs), np.array(names, object),
+                                    np.full(count, version, np.int64),
+                                    _ints(codes).view(np.uint64), np.ones(count, bool))
+                else:  # NULL codes, versions, or a tenant name holding the separator
+                    rows = c.execute(_CODE_ROWS, {"type": media_type, "after": after,
+                                                  "batch": batch}).all()
+                    yield _code_batch([(r[0], r[1], r[2], r[3]) for r in rows])
+            after = top
+
+    def store_codes(self, written: Sequence[tuple[int, Encoded]]) -> None:
+        """The codes of rows that have none (rows written before the code columns existed);
+        rows deleted or given codes meanwhile are skipped, so it can run again."""
+        seqs = [seq for seq, _ in written]
+        try:
+            with self.session.begin() as s:
+                present = set(s.scalars(select(Media.seq).where(Media.seq.in_(seqs))))
+                present -= set(s.scalars(select(MediaCode.media_seq)
+                                         .where(MediaCode.media_seq.in_(seqs))))
+                rows = _code_rows([(seq, e) for seq, e in written if seq in present])
+                if rows:
+                    s.execute(insert(MediaCode), rows)
+        except IntegrityError:  # deleted or written by another process meanwhile: next start
+            pass
+
     def rows_of(self, seqs: Sequence[int]) -> builtins.list[FeedRow]:
         return list(self.fingerprints_of(None, list(seqs)).values())
 
@@ -286,6 +333,26 @@ _DELETIONS_SINCE = (select(Deletion.seq, Deletion.media_seq)
                     .where(Deletion.media_type == bindparam("type"),
                            Deletion.seq > bindparam("after"))
                     .order_by(Deletion.seq))
+_CODE_ROWS = (select(Media.seq, Media.tenant, Media.fingerprint_version, MediaCode.code)
+              .outerjoin(MediaCode, and_(MediaCode.media_seq == Media.seq,
+                                         MediaCode.position == 0,
+                                         MediaCode.media_seq > bindparam("after")))
+              .where(Media.media_type == bindparam("type"), Media.seq > bindparam("after"))
+              .order_by(Media.seq).limit(bindparam("batch")))
+"""A batch of rows with their first code (NULL for a row with none). The codes' own bound on
+seq lets PostgreSQL's merge join start at the batch, not at the first code."""
+_TENANT_SEPARATOR = "\x1f"
+_CODE_ROWS_SUB = _CODE_ROWS.subquery()
+_CODE_COLUMNS = select(
+    func.count(), func.count(_CODE_ROWS_SUB.c.code), func.min(_CODE_ROWS_SUB.c.fingerprint_version),
+    func.max(_CODE_ROWS_SUB.c.fingerprint_version), func.max(_CODE_ROWS_SUB.c.seq),
+    func.aggregate_strings(cast(_CODE_ROWS_SUB.c.seq, String), ","),
+    func.aggregate_strings(cast(_CODE_ROWS_SUB.c.code, String), ","),
+    func.aggregate_strings(_CODE_ROWS_SUB.c.tenant, _TENANT_SEPARATOR))
+"""The same batch as one row: counts, and comma-separated columns (tenants apart by a control
+character). One aggregation reads the rows once and adds each to every column in turn, so the
+columns stay aligned whatever order it reads them in. A batch with rows of several versions or
+without codes (rare, and once: their codes are then written) is read again as rows."""
 _FINGERPRINT_COLUMNS = (Media.seq, Media.tenant, Media.fingerprint_version, Media.fingerprint,
                         Media.duration, Media.duration.is_not(None).label("has_chunks"))
 """Only time-based rows (with a duration) can have chunks: still media skip the chunk read."""
@@ -304,14 +371,37 @@ def _stored(seq: int, tenant: str, version: int, blob: bytes, duration: float | 
 
 
 def add_codes_and_chunks(s: Session, written: builtins.list[tuple[int, Encoded]]) -> None:
-    codes = [{"media_seq": seq, "position": i, "code": code}
-             for seq, e in written for i, code in enumerate(e.codes)]
+    codes = _code_rows(written)
     chunks = [{"media_seq": seq, "chunk": c.number, "t_start": c.t_start, "t_end": c.t_end,
                "blob": c.blob} for seq, e in written for c in e.chunks]
     if codes:
         s.execute(insert(MediaCode), codes)
     if chunks:
         s.execute(insert(FingerprintChunk), chunks)
+
+
+def _code_rows(written: Sequence[tuple[int, Encoded]]) -> builtins.list[dict[str, int]]:
+    return [{"media_seq": seq, "position": i, "code": code}
+            for seq, e in written for i, code in enumerate(e.codes)]
+
+
+def _code_batch(rows: Sequence[tuple[int, str, int, int | None]]) -> CodeBatch:
+    """Fetched (seq, tenant, version, code) rows as columns; code is NULL for a row that has
+    none."""
+    seqs, tenants, versions, codes = zip(*rows, strict=True)
+    try:
+        values = np.array(codes, np.int64)
+        coded = np.ones(len(rows), bool)
+    except TypeError:  # some NULL: the rare case, row by row
+        coded = np.array([code is not None for code in codes], bool)
+        values = np.array([code or 0 for code in codes], np.int64)
+    return CodeBatch(np.array(seqs, np.int64), np.array(tenants, object),
+                     np.array(versions, np.int64), values.view(np.uint64), coded)
+
+
+def _ints(joined: str) -> npt.NDArray[np.int64]:
+    """Comma-separated integers, parsed in C."""
+    return np.fromstring(joined, np.int64, sep=",")
 
 
 def _chunks(conn: Session | Connection, seqs: builtins.list[int],

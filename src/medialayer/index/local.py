@@ -15,6 +15,10 @@ arrays (a linear merge, not a sort) once it outgrows a sixty-fourth of them. The
 keep where each of the 2^KEY_BITS keys starts, so a probe there is two array reads rather than
 two binary searches over tens of millions of entries (which cost most of a search at 100k items);
 the small delta is probed with `searchsorted`.
+
+Merging the delta into the main arrays rewrites them all (seconds at catalog scale), so it can
+run off the caller's exclusive lock: `begin_merge` freezes the delta as a third level that votes
+like the others, the merge reads only immutable levels, and `end_merge` swaps the result in.
 """
 
 from __future__ import annotations
@@ -261,6 +265,20 @@ class _Tables:
         return sum(a.nbytes for a in (self.keys, self.slots, self.starts) if a is not None)
 
 
+class Merge:
+    """The delta frozen by `begin_merge`, merged into main by `run` (no lock needed: it reads
+    only levels that nothing changes any more)."""
+
+    def __init__(self, main: _Tables, frozen: _Tables) -> None:
+        self._main = main
+        self._frozen = frozen
+        self.merged: _Tables | None = None
+
+    def run(self) -> None:
+        merged = self._main.merged(self._frozen)  # may be one of them, which votes meanwhile:
+        self.merged = _Tables(merged.keys, merged.slots, merged.starts).with_starts()  # a copy
+
+
 class LocalFeatureIndex:
     """Descriptors of many items, voted on by a query's descriptors."""
 
@@ -269,6 +287,9 @@ class LocalFeatureIndex:
         self._key_of_slot: list[int] = []
         self._live = np.zeros(1024, dtype=bool)
         self._main = _Tables.empty()
+        self._frozen = _Tables.empty()
+        """A delta being merged into main off the lock (see `begin_merge`)."""
+        self._merge: Merge | None = None
         self._delta = _Tables.empty()
         self._pending = _Pending()
 
@@ -305,7 +326,8 @@ class LocalFeatureIndex:
 
     def nbytes(self) -> int:
         pending = self._pending.nbytes()
-        return self._main.nbytes() + self._delta.nbytes() + pending + self._live.nbytes
+        levels = self._main.nbytes() + self._frozen.nbytes() + self._delta.nbytes()
+        return levels + pending + self._live.nbytes
 
     def vote(self, descriptors: np.ndarray, top: int = 5, min_votes: int = 3,
              exclude: int | None = None, chance: float = CHANCE,
@@ -371,7 +393,7 @@ class LocalFeatureIndex:
         crowd some buckets, so this can be low, and more chance items get verified: slower,
         never less accurate.
         """
-        per_bucket = (self._main.size + self._delta.size) / (1 << KEY_BITS)
+        per_bucket = (self._main.size + self._frozen.size + self._delta.size) / (1 << KEY_BITS)
         return probes * per_bucket / len(self._slot_of)
 
     def _collisions(self, probes: np.ndarray, owners: np.ndarray
@@ -383,7 +405,7 @@ class LocalFeatureIndex:
         """
         tables, keys = probes >> KEY_BITS, probes & ((1 << KEY_BITS) - 1)
         qidx, entries = [], []
-        for level in (self._main, self._delta):
+        for level in (self._main, self._frozen, self._delta):
             p, e = level.probe(tables, keys)
             qidx.append(owners[p])
             entries.append(e)
@@ -397,21 +419,42 @@ class LocalFeatureIndex:
         """True when a vote would not reorganise anything (safe under a shared lock)."""
         return not self._pending and not self._delta_outgrown()
 
-    def _delta_outgrown(self) -> bool:
-        return self._delta.size > max(MERGE_AT, self._main.size // 64)
+    def begin_merge(self) -> Merge | None:
+        """Sort what is pending and, if the delta has outgrown, freeze it for a merge into
+        main: run the merge off the lock, then `end_merge` under it. None if none is due (or
+        one is running already)."""
+        self._fold(merge=False)
+        if self._merge is not None or not self._delta_outgrown():
+            return None
+        self._frozen, self._delta = self._delta, _Tables.empty()
+        self._merge = Merge(self._main, self._frozen)
+        return self._merge
 
-    def _fold(self) -> None:
-        """Sort what waits into the delta, and the delta into main once it has grown."""
+    def end_merge(self, merge: Merge) -> None:
+        """Swap in what `merge` built (main and the frozen delta, as one main level)."""
+        if merge is not self._merge or merge.merged is None:
+            raise ValueError("not this index's running merge, or not run")
+        self._main, self._frozen, self._merge = merge.merged, _Tables.empty(), None
+        self._compact()
+
+    def _delta_outgrown(self) -> bool:
+        """While a merge runs, the delta takes what comes and waits for the next."""
+        return self._merge is None and self._delta.size > max(MERGE_AT, self._main.size // 64)
+
+    def _fold(self, merge: bool = True) -> None:
+        """Sort what waits into the delta, and (if `merge`) the delta into main once it has
+        grown."""
         if self._pending:
             pending, self._pending = self._pending, _Pending()
-            if self._main.size == 0 and self._delta.size == 0 and pending.size > MERGE_AT:
+            empty = self._main.size + self._frozen.size + self._delta.size == 0
+            if empty and self._merge is None and pending.size > MERGE_AT:
                 # a bulk load (start-up): straight into a keyless main level, as the delta
                 # would go there at once anyway, and 4 bytes per entry lighter on the way
                 self._main = _Tables.build(pending, with_starts=True)
                 self._compact()
                 return
             self._delta = self._delta.merged(_Tables.build(pending))
-        if self._delta_outgrown():
+        if merge and self._delta_outgrown():
             self._main = self._main.merged(self._delta)
             self._delta = _Tables.empty()
             self._compact()

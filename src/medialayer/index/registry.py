@@ -8,7 +8,16 @@ highest one seen `trail` seconds ago) and fetches the rows the index lacks. Dele
 idempotent, so their trailing window is simply applied again.
 
 Searches share a read lock; writes to an index take the exclusive one, but what costs time
-(reading and decoding rows) is done before taking it.
+(reading and decoding rows) is done before taking it, and a merge of big tables that an index
+can run apart (`MergesOffLock`) runs between two short exclusive sections, searches going on.
+
+A kind whose index has a code tier (`TieredIndex`) is built in two steps when the catalog keeps
+codes in columns (`CodeFeed`): the code tier from the integer columns alone, streamed in large
+batches without decoding any stored fingerprint; then the rest (an image's keypoints), from the
+stored fingerprints, in a background thread, merged batch by batch. Searches wait for both, so
+an answer never lacks a tier; writes, feed polls and everything else go on meanwhile. Rows that
+have no code in the columns (written before they existed) are indexed whole from their stored
+fingerprint and their codes written back, once.
 """
 
 from __future__ import annotations
@@ -17,10 +26,13 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
 
 from medialayer.kinds.base import CandidateIndex, Encoded, Loader, Match, MediaKind
 from medialayer.locks import ReadWriteLock
@@ -73,6 +85,55 @@ class ChangeFeed(Protocol):
     def last_deletion(self, media_type: str) -> int: ...
 
 
+@dataclass(frozen=True)
+class CodeBatch:
+    """Consecutive rows of a kind (in seq order) as columns: each row's first searchable code,
+    without its stored fingerprint."""
+
+    seqs: npt.NDArray[np.int64]
+    tenants: npt.NDArray[np.object_]
+    versions: npt.NDArray[np.int64]
+    codes: npt.NDArray[np.uint64]
+    coded: npt.NDArray[np.bool_]
+    """False for a row with no code in the columns (its `codes` entry is meaningless)."""
+
+
+@runtime_checkable
+class CodeFeed(Protocol):
+    """A catalog that keeps searchable codes in integer columns."""
+
+    def code_batches(self, media_type: str) -> Iterator[CodeBatch]: ...
+
+    def store_codes(self, written: Sequence[tuple[int, Encoded]]) -> None:
+        """Write the codes of rows that have none (idempotent)."""
+        ...
+
+
+@runtime_checkable
+class TieredIndex(Protocol):
+    """An index whose code tier can be loaded from codes alone, the rest added after."""
+
+    def add_codes(self, keys: npt.NDArray[np.int64], tenants: Collection[str],
+                  codes: npt.NDArray[np.uint64]) -> None: ...
+
+    def add_details(self, items: Sequence[tuple[int, str, Any]]) -> None: ...
+
+
+class OffLockMerge(Protocol):
+    def run(self) -> None: ...
+
+
+@runtime_checkable
+class MergesOffLock(Protocol):
+    """An index that can merge its tables without the exclusive lock: `begin_merge` (under
+    it) does the pending work and hands out the merge due, if any; `run` needs no lock; then
+    `end_merge` (under it) swaps the result in."""
+
+    def begin_merge(self) -> Any: ...
+
+    def end_merge(self, merge: Any) -> None: ...
+
+
 class _Trail:
     """The highest seq seen at each poll, so a poll can start below what was seen `trail`
     seconds ago."""
@@ -116,6 +177,9 @@ class KindIndex:
         self.polled_at = 0.0
         self.stale: set[int] = set()
         """Seqs of rows of another fingerprint version: never indexed, never fetched again."""
+        self.complete = threading.Event()
+        """Set once every tier is loaded (the details of a two-step build come after)."""
+        self.failure: BaseException | None = None
 
 
 class IndexRegistry:
@@ -133,15 +197,31 @@ class IndexRegistry:
         self._clock = clock
         self._indexes: dict[str, KindIndex] = {}
         self._lock = threading.Lock()
+        self._loaders: list[threading.Thread] = []
+        self._closing = threading.Event()
 
     def get(self, media_type: str) -> KindIndex:
         """The kind's index, built from the whole catalog on first use."""
         with self._lock:
             found = self._indexes.get(media_type)
             if found is None:
-                found = self._build(self._kind_of(media_type))
+                found = self._build(self._kind_of(media_type), background=True)
                 self._indexes[media_type] = found
             return found
+
+    def wait(self, media_type: str) -> KindIndex:
+        """The kind's index once every tier is loaded."""
+        entry = self.get(media_type)
+        entry.complete.wait()
+        if entry.failure is not None:
+            raise RuntimeError(f"the {media_type} index failed to load") from entry.failure
+        return entry
+
+    def close(self) -> None:
+        """Stop background loads (between batches) and wait for them."""
+        self._closing.set()
+        for thread in self._loaders:
+            thread.join()
 
     def search(self, media_type: str, query: Any, tenant: str, top_k: int,
                min_score: float = 0.0, exclude: int | None = None) -> list[Match]:
@@ -151,14 +231,13 @@ class IndexRegistry:
         done under the exclusive lock first, and the search retries until the index is ready
         to be read as it is.
         """
-        entry = self.get(media_type)
+        entry = self.wait(media_type)
         self.poll(entry)
         while True:
             with entry.lock.read():
                 if entry.index.ready():
                     return entry.index.search(query, tenant, top_k, min_score, exclude)
-            with entry.lock.write():
-                entry.index.prepare()
+            self._prepare(entry)
 
     def added(self, media_type: str, items: Sequence[tuple[int, str, Any]]) -> None:
         """Rows this process wrote: indexed now, not when the feed brings them."""
@@ -199,9 +278,21 @@ class IndexRegistry:
         self.poll(self.get(media_type), force=True)
 
     def prepare(self, media_type: str) -> None:
-        entry = self.get(media_type)
+        self._prepare(self.get(media_type))
+
+    @staticmethod
+    def _prepare(entry: KindIndex) -> None:
+        """The index's pending work under the exclusive lock; a merge due, off it."""
+        index = entry.index
+        merger = index if isinstance(index, MergesOffLock) else None
         with entry.lock.write():
-            entry.index.prepare()
+            merge: OffLockMerge | None = merger.begin_merge() if merger else None
+            if merge is None:
+                index.prepare()
+        if merger and merge:
+            merge.run()
+            with entry.lock.write():
+                merger.end_merge(merge)
 
     def sizes(self) -> dict[str, tuple[int, int]]:
         """Per media type: (items, bytes) of the indexes built so far."""
@@ -213,18 +304,26 @@ class IndexRegistry:
                 sizes[name] = (len(entry.index), entry.index.nbytes())
         return sizes
 
-    def _build(self, kind: AnyKind) -> KindIndex:
-        """A new index of every row of the kind, loaded in batches (vectorised adds)."""
+    def _build(self, kind: AnyKind, background: bool = False) -> KindIndex:
+        """A new index of every row of the kind: in two steps if it can (see the module's
+        docstring), the second in a thread of its own if `background`."""
         entry = KindIndex(kind, kind.new_index(self._loader_of(kind), self._bands),
                           self._trail, self._clock)
         entry.deletions.start(self._feed.last_deletion(kind.name))  # before: rows are gone
-        batch: list[FeedRow] = []
-        for row in self._feed.rows_since(kind.name, 0):
-            batch.append(row)
-            if len(batch) == BATCH:
-                entry.index.upsert_many(self._decoded(entry, batch))
-                batch = []
-        entry.index.upsert_many(self._decoded(entry, batch))
+        index, feed = entry.index, self._feed
+        if isinstance(index, TieredIndex) and isinstance(feed, CodeFeed):
+            self._load_codes(entry, index, feed)
+            top = entry.rows.top
+            if background:
+                thread = threading.Thread(target=self._load_details, args=(entry, index, top),
+                                          name=f"index-{kind.name}", daemon=True)
+                self._loaders.append(thread)
+                thread.start()
+            else:
+                self._load_details(entry, index, top)
+        else:
+            self._load_whole(entry)
+            entry.complete.set()
         top = entry.rows.top
         entry.rows = _Trail(self._trail, self._clock)
         entry.rows.start(max(0, top - START_TRAIL_ROWS))
@@ -232,10 +331,79 @@ class IndexRegistry:
         entry.polled_at = self._clock()
         return entry
 
+    def _load_whole(self, entry: KindIndex) -> None:
+        """Every row from its stored fingerprint, in batches (vectorised adds)."""
+        batch: list[FeedRow] = []
+        for row in self._feed.rows_since(entry.kind.name, 0):
+            batch.append(row)
+            if len(batch) == BATCH:
+                entry.index.upsert_many(self._decoded(entry, batch))
+                batch = []
+        entry.index.upsert_many(self._decoded(entry, batch))
+
+    def _load_codes(self, entry: KindIndex, index: TieredIndex, feed: CodeFeed) -> None:
+        """The code tier from the code columns; rows without codes whole, their codes
+        written back."""
+        kind = entry.kind
+        uncoded: list[int] = []
+        stale = 0
+        for batch in feed.code_batches(kind.name):
+            entry.rows.top = max(entry.rows.top, int(batch.seqs[-1]))
+            current = batch.versions == kind.version
+            if not current.all():
+                old = batch.seqs[~current].tolist()
+                entry.stale.update(old)
+                stale += len(old)
+            ready = current & batch.coded
+            index.add_codes(batch.seqs[ready], batch.tenants[ready], batch.codes[ready])
+            uncoded += batch.seqs[current & ~batch.coded].tolist()
+        entry.index.prepare()
+        if stale:
+            _warn_stale(kind, stale)
+        for start in range(0, len(uncoded), BATCH):
+            items = self._decoded(entry, self._feed.rows_of(uncoded[start:start + BATCH]))
+            entry.index.upsert_many(items)
+            feed.store_codes([(seq, kind.encode(stored)) for seq, _, stored in items])
+        if uncoded:
+            log.info("wrote the codes of %d %s rows that had none", len(uncoded), kind.name)
+
+    def _load_details(self, entry: KindIndex, index: TieredIndex, top: int) -> None:
+        """The rest of every row up to `top` from its stored fingerprint; each batch decoded
+        off the lock and merged under it."""
+        kind = entry.kind
+        try:
+            batch: list[FeedRow] = []
+            for row in self._feed.rows_since(kind.name, 0):
+                if self._closing.is_set():
+                    raise RuntimeError("closed before the index was loaded")
+                if row.seq > top:
+                    break
+                if row.version == kind.version:
+                    batch.append(row)
+                if len(batch) == BATCH:
+                    self._add_details(entry, index, batch)
+                    batch = []
+            self._add_details(entry, index, batch)
+            with entry.lock.write():
+                entry.index.prepare()
+        except BaseException as e:  # searches wait on `complete`: they must hear of it
+            entry.failure = e
+            log.exception("loading the %s index failed", kind.name)
+        finally:
+            entry.complete.set()
+
+    @staticmethod
+    def _add_details(entry: KindIndex, index: TieredIndex, rows: list[FeedRow]) -> None:
+        kind = entry.kind
+        items = [(row.seq, row.tenant, kind.decode(row.encoded)) for row in rows]
+        with entry.lock.write():
+            index.add_details(items)
+
     def _rebuild(self, entry: KindIndex) -> None:
         """Build the index afresh, off the lock, and swap it in."""
         fresh = self._build(entry.kind)
         with entry.lock.write():
+            entry.failure = fresh.failure
             entry.index, entry.rows, entry.deletions = fresh.index, fresh.rows, fresh.deletions
             entry.stale, entry.polled_at = fresh.stale, fresh.polled_at
 
@@ -251,12 +419,16 @@ class IndexRegistry:
                 entry.stale.add(row.seq)
                 stale += 1
         if stale:
-            log.warning("%d %s rows have another fingerprint version than this build's (%d) "
-                        "and are not searched: index them again from their sources", stale,
-                        kind.name, kind.version)
+            _warn_stale(kind, stale)
         return items
 
     @staticmethod
     def _saw(entry: KindIndex, seqs: list[int], deletions: list[tuple[int, int]]) -> None:
         entry.rows.saw(max(seqs, default=0))
         entry.deletions.saw(max((d for d, _ in deletions), default=0))
+
+
+def _warn_stale(kind: AnyKind, stale: int) -> None:
+    log.warning("%d %s rows have another fingerprint version than this build's (%d) and are "
+                "not searched: index them again from their sources", stale, kind.name,
+                kind.version)

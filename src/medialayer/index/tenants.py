@@ -6,6 +6,8 @@ tier) in every process; here a tenant costs a dict entry and every key 4 bytes.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
 import numpy.typing as npt
 
@@ -34,16 +36,23 @@ class TenantMap:
         """Give `keys` (distinct, not yet mapped) to `tenant`."""
         if keys.size == 0:
             return
-        tid = self._id_of.setdefault(tenant, len(self._counts))
-        if tid == len(self._counts):
-            self._counts.append(0)
-        top = int(keys.max())
-        if top >= len(self._of):
-            grown = np.zeros(max(top + 1, len(self._of) + len(self._of) // 2), np.int32)
-            grown[: len(self._of)] = self._of
-            self._of = grown
+        tid = self._id(tenant)
+        self._reach(int(keys.max()))
         self._of[keys] = tid
         self._counts[tid] += int(keys.size)
+
+    def set_named(self, keys: npt.NDArray[np.int64], tenants: Collection[str]) -> None:
+        """Give each of `keys` (distinct, not yet mapped) the tenant at its place in `tenants`:
+        a start-up batch of many tenants in one pass, not one `set_many` per tenant."""
+        if keys.size == 0:
+            return
+        for tenant in set(tenants).difference(self._id_of):
+            self._id(tenant)
+        ids = np.fromiter(map(self._id_of.__getitem__, tenants), np.int32, keys.size)
+        self._reach(int(keys.max()))
+        self._of[keys] = ids
+        for tid, added in enumerate(np.bincount(ids, minlength=len(self._counts)).tolist()):
+            self._counts[tid] += added
 
     def drop(self, key: int) -> bool:
         if key not in self:
@@ -62,3 +71,16 @@ class TenantMap:
 
     def nbytes(self) -> int:
         return int(self._of.nbytes)
+
+    def _id(self, tenant: str) -> int:
+        tid = self._id_of.setdefault(tenant, len(self._counts))
+        if tid == len(self._counts):
+            self._counts.append(0)
+        return tid
+
+    def _reach(self, top: int) -> None:
+        """Make room for keys up to `top`, growing by half at least (amortised)."""
+        if top >= len(self._of):
+            grown = np.zeros(max(top + 1, len(self._of) + len(self._of) // 2), np.int32)
+            grown[: len(self._of)] = self._of
+            self._of = grown

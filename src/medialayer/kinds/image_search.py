@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image
 
 from medialayer.calibration import IMAGE, IMAGE_CODE_MIN_INFORMATION, image_score
 from medialayer.index.hamming import HammingIndex
-from medialayer.index.local import MAX_DESCRIPTORS, LocalFeatureIndex, Vote, grown
+from medialayer.index.local import MAX_DESCRIPTORS, LocalFeatureIndex, Merge, Vote, grown
 from medialayer.index.tenants import TenantMap
 from medialayer.kinds import image
 from medialayer.kinds.base import (
@@ -95,6 +96,9 @@ class ImageIndex:
         self.tenants = TenantMap()
         self._load = load
         self._positions = _Positions()
+        self._loaded: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.uint64]]] = []
+        """Codes from `add_codes` not in the Hamming index yet: it takes them in one call, as
+        each call rebuilds its tables."""
 
     def __len__(self) -> int:
         return len(self.tenants)
@@ -108,17 +112,28 @@ class ImageIndex:
 
     def prepare(self) -> None:
         """Finish pending index work now (at start-up, or before shared-lock searches)."""
+        self._add_loaded()
         self.local.prepare()
 
     def ready(self) -> bool:
         """Whether a search would change nothing, so concurrent searches are safe."""
-        return self.local.ready()
+        return not self._loaded and self.local.ready()
+
+    def begin_merge(self) -> Merge | None:
+        """Pending work now, and the keypoint tables' merge if one is due, to run off the
+        lock (see `LocalFeatureIndex.begin_merge`)."""
+        self._add_loaded()
+        return self.local.begin_merge()
+
+    def end_merge(self, merge: Merge) -> None:
+        self.local.end_merge(merge)
 
     def upsert(self, key: int, tenant: str, stored: ImageFingerprint) -> None:
         self.upsert_many([(key, tenant, stored)])
 
     def upsert_many(self, items: Sequence[tuple[int, str, ImageFingerprint]]) -> None:
         """Add or replace items; the codes go into the Hamming index in one vectorised call."""
+        self._add_loaded()
         for key, _, _ in items:
             if key in self.tenants:
                 self.delete(key)
@@ -134,7 +149,30 @@ class ImageIndex:
         for tenant, added in by_tenant.items():
             self.tenants.set_many(np.array(added, np.int64), tenant)
 
+    def add_codes(self, keys: npt.NDArray[np.int64], tenants: Collection[str],
+                  codes: npt.NDArray[np.uint64]) -> None:
+        """The global tier of new keys (absent from the index) straight from the catalog's code
+        column: no stored fingerprint is decoded, so a start-up answers on codes sooner."""
+        self._loaded.append((keys, codes))
+        self.tenants.set_named(keys, tenants)
+
+    def _add_loaded(self) -> None:
+        if self._loaded:
+            keys = np.concatenate([k for k, _ in self._loaded])
+            codes = np.concatenate([c for _, c in self._loaded])
+            self._loaded = []
+            self.codes.add_many(keys, codes)
+
+    def add_details(self, items: Sequence[tuple[int, str, ImageFingerprint]]) -> None:
+        """The keypoint tier of keys that `add_codes` brought; keys deleted since, or already
+        complete (upserted whole meanwhile), are left alone."""
+        for key, _, fp in items:
+            if key in self.tenants and key not in self.local and len(fp.features):
+                self.local.add(key, fp.features.descriptors)
+                self._positions.put(key, fp.features.points)
+
     def delete(self, key: int) -> bool:
+        self._add_loaded()
         self.local.remove(key)
         self._positions.drop(key)
         self.codes.remove(key)
