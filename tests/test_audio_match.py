@@ -11,6 +11,7 @@ from medialayer.index.postings import Hits
 from medialayer.kinds.audio import calibration, match
 from medialayer.kinds.audio.fingerprint import AudioFingerprint, fingerprint_stream
 from medialayer.kinds.audio.index import AudioIndex
+from medialayer.kinds.audio.landmarks import FRAME_SECONDS, Landmarks
 from medialayer.kinds.audio.match import AudioMatch, compare
 
 from audio_synth import RATE, level, melody, mix, noise, speed, telephone, tempo, wav_bytes
@@ -164,3 +165,17 @@ def test_a_true_alignment_stands_out_of_a_million_chance_hits() -> None:
         key, scale, bin_, grid = match._best_bins(votes, None)[0]
         centre = (bin_ - 0.5 * grid + 0.5) * match.OFFSET_BIN
         assert (key, scale) == (77, 3) and abs(centre - true_offset) <= match.OFFSET_BIN / 2
+
+
+@pytest.mark.parametrize(("speed_error", "steady"), [(0.0, True), (0.03, False), (-0.03, False)])
+def test_a_drifting_offset_is_not_taken_for_a_copy_at_its_own_speed(
+        speed_error: float, steady: bool) -> None:
+    """Repetitive music 3 % slower can fill one offset bin at the identity scale; its hits
+    near that offset drift through the query, and the search goes on to the other scales."""
+    rng = np.random.default_rng(5)
+    query_frames = np.sort(rng.uniform(0, 500, 300)).astype(np.float32)  # 10 s
+    reference = 100 + query_frames * (1 + speed_error) + rng.normal(0, 0.5, 300)
+    landmarks = Landmarks(np.zeros(300, np.uint32), query_frames, np.zeros(300, np.uint8))
+    hits = Hits(np.arange(300), np.full(300, 4, np.int32), np.rint(reference).astype(np.int32))
+    found = AudioMatch(4, 1.0, 300, 1.0, 1.0, (100 + 250 * speed_error) * FRAME_SECONDS, 1.0)
+    assert match._steady(landmarks, hits, found) is steady

@@ -78,19 +78,47 @@ def search(index: PostingsIndex, query: Peaks, lengths: Mapping[int, float], top
     gives each item's duration in seconds.
 
     The hashes of the identity scale are looked up first: most copies keep their speed, and
-    one scale costs a ninth of all of them. Only when that finds no confident match are the
-    other scales looked up and all hits voted on together; so when it does, the other results
-    are the items found at the identity scale.
+    one scale costs a ninth of all of them. Only when that finds no confident match that keeps
+    its speed are the other scales looked up and all hits voted on together; so when it does,
+    the other results are the items found at the identity scale.
     """
     landmarks = query_landmarks(query, SCALES)
     first = int(np.count_nonzero(landmarks.scales == 0))  # the identity's hashes lead
     hits = index.lookup(landmarks.hashes[:first], tenant, COMMON_HASH)
     found = _search_hits(landmarks, hits, query.seconds, lengths, top_k, exclude)
-    if found and calibration.confidence(found[0].score) == "high":
+    if (found and calibration.confidence(found[0].score) == "high"
+            and _steady(landmarks, hits, found[0])):
         return found
     rest = index.lookup(landmarks.hashes[first:], tenant, COMMON_HASH)
     hits = Hits.join([hits, rest.shifted(first)])
     return _search_hits(landmarks, hits, query.seconds, lengths, top_k, exclude)
+
+
+def _steady(landmarks: Landmarks, hits: Hits, found: AudioMatch) -> bool:
+    """Whether the item's hits near its offset stay at one offset through the query.
+
+    A copy 3 % slower still fills one offset bin at the identity scale for a few seconds, and
+    repetitive music can string such stretches into a confident match. Its offsets drift,
+    though: the median offset of the later half of its hits differs from the earlier half's
+    by the speed error times the time between them.
+    """
+    query_times = landmarks.times[hits.query]
+    offsets = (hits.times - query_times) * FRAME_SECONDS - found.offset
+    near = (hits.keys == found.key) & (np.abs(offsets) <= DRIFT_WINDOW)
+    times, offsets = query_times[near] * FRAME_SECONDS, offsets[near]
+    later = times > np.median(times)
+    if later.all() or not later.any():
+        return True
+    span = float(np.median(times[later]) - np.median(times[~later]))
+    drift = float(np.median(offsets[later]) - np.median(offsets[~later]))
+    return abs(drift) <= MAX_DRIFT * span
+
+
+DRIFT_WINDOW = 1.0
+"""Seconds either side of a match's offset where its hits are looked at for a drift."""
+MAX_DRIFT = 0.0075
+"""Speed error (half the step between query scales) above which a copy has not kept its
+speed."""
 
 
 def _search_hits(landmarks: Landmarks, hits: Hits, query_seconds: float,
