@@ -21,7 +21,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+# after the standard library: bench/http.py would shadow the `http` package that httpx imports
+_BENCH = Path(__file__).parent.resolve()
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != _BENCH] + [str(_BENCH)]
 from medialayer import MediaLayer  # noqa: E402
 from medialayer.kinds.audio import fingerprint  # noqa: E402
 

@@ -129,10 +129,11 @@ def _encode_all(container: av.container.OutputContainer, stream: av.audio.stream
         container.mux(packet)
 
 
-def wav_bytes(x: np.ndarray, rate: int = RATE) -> bytes:
+def wav_bytes(x: np.ndarray, rate: int = RATE, layout: str = "mono") -> bytes:
+    """`x` in every channel of `layout`."""
     buffer = io.BytesIO()
     with av.open(buffer, "w", format="wav") as container:
-        stream = container.add_stream("pcm_s16le", rate=rate, layout="mono")
+        stream = container.add_stream("pcm_s16le", rate=rate, layout=layout)
         _encode_all(container, stream, x, rate)
     return buffer.getvalue()
 

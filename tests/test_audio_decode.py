@@ -29,13 +29,17 @@ def test_each_format_decodes_to_mono_at_the_working_rate(tmp_path: Path, suffix:
     assert 0.03 < float(np.sqrt(np.mean(pcm.samples**2))) < 0.3  # the signal, not silence
 
 
-def test_the_soundtrack_of_a_video_is_decoded(tmp_path: Path) -> None:
-    path = tmp_path / "clip.mp4"
+@pytest.mark.parametrize(("suffix", "video_codec", "audio_codec"), [
+    (".mp4", "mpeg4", "aac"), (".ts", "mpeg2video", "mp2"), (".flv", "flv", "aac")])
+def test_the_soundtrack_of_a_video_is_decoded(tmp_path: Path, suffix: str, video_codec: str,
+                                              audio_codec: str) -> None:
+    """MPEG-TS and FLV show their streams in their packets: the short probe still finds them."""
+    path = tmp_path / f"clip{suffix}"
     x = (melody(2.0, 2) * 32767).astype(np.int16)
     with av.open(str(path), "w") as container:
-        video = container.add_stream("mpeg4", rate=10)
+        video = container.add_stream(video_codec, rate=10)
         video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
-        audio = container.add_stream("aac", rate=RATE, layout="mono")
+        audio = container.add_stream(audio_codec, rate=RATE, layout="mono")
         for i in range(20):
             image = np.full((48, 64, 3), i * 10, np.uint8)
             for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
@@ -52,6 +56,13 @@ def test_the_soundtrack_of_a_video_is_decoded(tmp_path: Path) -> None:
             for packet in stream.encode(None):
                 container.mux(packet)
     assert decode_path(path).seconds == pytest.approx(2.0, abs=0.1)
+
+
+def test_channels_in_phase_mix_down_to_their_level_without_clipping() -> None:
+    loud = 0.9 * np.sin(2 * np.pi * 440 * np.arange(RATE) / RATE)
+    for layout in ("mono", "stereo", "5.1"):
+        pcm = decode_stream(io.BytesIO(wav_bytes(loud, layout=layout)))
+        assert float(np.max(np.abs(pcm.samples))) == pytest.approx(0.9, abs=0.03), layout
 
 
 def test_a_video_without_sound_is_unsupported(tmp_path: Path) -> None:

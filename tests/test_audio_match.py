@@ -7,9 +7,11 @@ import io
 import numpy as np
 import pytest
 
-from medialayer.kinds.audio import calibration
+from medialayer.index.postings import Hits
+from medialayer.kinds.audio import calibration, match
 from medialayer.kinds.audio.fingerprint import AudioFingerprint, fingerprint_stream
 from medialayer.kinds.audio.index import AudioIndex
+from medialayer.kinds.audio.landmarks import FRAME_SECONDS, Landmarks
 from medialayer.kinds.audio.match import AudioMatch, compare
 
 from audio_synth import RATE, level, melody, mix, noise, speed, telephone, tempo, wav_bytes
@@ -63,6 +65,25 @@ def test_a_sped_up_or_slowed_down_copy_is_found_with_its_speed(
     assert (m.speed, m.pitch) == pytest.approx((factor, 1 / factor), abs=0.008)
     s = m.segments[0]  # query second t sits at reference second 2 * factor + factor * t
     assert s.reference_start == pytest.approx(factor * (2.0 + s.query_start), abs=0.15)
+
+
+def test_a_copy_at_its_own_speed_is_settled_by_the_identity_scale_alone(
+        clips: list[np.ndarray], index: AudioIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The other scales are looked up only when the identity finds nothing confident."""
+    lookups: list[int] = []
+    lookup = index.postings.lookup
+
+    def counted(hashes: np.ndarray, *args: object) -> Hits:
+        lookups.append(len(hashes))
+        return lookup(hashes, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(index.postings, "lookup", counted)
+    m = top(index, excerpt(clips[2], 3.0, 6.0))
+    assert m.key == 2 and m.speed == 1.0 and len(lookups) == 1
+    lookups.clear()
+    m = top(index, excerpt(speed(clips[2], 1.03), 3.0, 6.0))
+    assert m.key == 2 and m.speed == pytest.approx(1.03, abs=0.008) and len(lookups) == 2
+    assert lookups[1] > 4 * lookups[0]  # the eight other scales
 
 
 @pytest.mark.parametrize("factor", [0.97, 1.03])
@@ -125,3 +146,36 @@ def test_a_bulk_loaded_index_finds_what_item_by_item_adds_find(clips: list[np.nd
         == [5]
     assert [m.key for m in bulk.search(query, 1, tenant=1)] == [5]
     assert bulk.search(query, 1, tenant=0) == []  # key 5 is tenant 1's
+
+
+def test_a_true_alignment_stands_out_of_a_million_chance_hits() -> None:
+    """Past SORTED_VOTES hits, only the fullest cells of a hashed histogram are counted
+    exactly: the one bin where an item's hits pile up must survive it, on either grid."""
+    rng = np.random.default_rng(3)
+    n = 1_000_000
+    assert n > match.SORTED_VOTES
+    for true_offset in (1234.1, 1236.0):  # inside a grid 0 bin, on its edge
+        keys = rng.integers(0, 20_000, n).astype(np.int32)
+        offsets = rng.uniform(-500, 9000, n).astype(np.float32)
+        scales = rng.integers(0, len(match.SCALES), n).astype(np.uint8)
+        keys[:25], scales[:25] = 77, 3
+        offsets[:25] = true_offset + rng.uniform(-0.8, 0.8, 25)
+        hits = Hits(np.zeros(n, np.int64), keys, np.zeros(n, np.int32))
+        votes = match._Votes(hits, scales, np.zeros(n, np.float32), offsets)
+        key, scale, bin_, grid = match._best_bins(votes, None)[0]
+        centre = (bin_ - 0.5 * grid + 0.5) * match.OFFSET_BIN
+        assert (key, scale) == (77, 3) and abs(centre - true_offset) <= match.OFFSET_BIN / 2
+
+
+@pytest.mark.parametrize(("speed_error", "steady"), [(0.0, True), (0.03, False), (-0.03, False)])
+def test_a_drifting_offset_is_not_taken_for_a_copy_at_its_own_speed(
+        speed_error: float, steady: bool) -> None:
+    """Repetitive music 3 % slower can fill one offset bin at the identity scale; its hits
+    near that offset drift through the query, and the search goes on to the other scales."""
+    rng = np.random.default_rng(5)
+    query_frames = np.sort(rng.uniform(0, 500, 300)).astype(np.float32)  # 10 s
+    reference = 100 + query_frames * (1 + speed_error) + rng.normal(0, 0.5, 300)
+    landmarks = Landmarks(np.zeros(300, np.uint32), query_frames, np.zeros(300, np.uint8))
+    hits = Hits(np.arange(300), np.full(300, 4, np.int32), np.rint(reference).astype(np.int32))
+    found = AudioMatch(4, 1.0, 300, 1.0, 1.0, (100 + 250 * speed_error) * FRAME_SECONDS, 1.0)
+    assert match._steady(landmarks, hits, found) is steady

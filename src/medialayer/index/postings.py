@@ -87,8 +87,14 @@ class Hits:
     def where(self, mask: np.ndarray) -> Hits:
         return Hits(self.query[mask], self.keys[mask], self.times[mask])
 
+    def shifted(self, by: int) -> Hits:
+        """These hits of hashes that come `by` places later in a longer query."""
+        return Hits(self.query + by, self.keys, self.times)
+
     @classmethod
     def join(cls, parts: list[Hits]) -> Hits:
+        if len(parts) == 1:
+            return parts[0]
         return cls(np.concatenate([p.query for p in parts]),
                    np.concatenate([p.keys for p in parts]),
                    np.concatenate([p.times for p in parts]))

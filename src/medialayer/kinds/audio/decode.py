@@ -8,8 +8,6 @@ video costs the memory of its soundtrack at the working rate, never of the file.
 
 from __future__ import annotations
 
-import functools
-import math
 import os
 import time
 from collections.abc import Iterator
@@ -20,7 +18,6 @@ from typing import BinaryIO
 import av
 import av.error
 import numpy as np
-from scipy import signal
 
 from medialayer.errors import MediaTooLarge, UnsupportedMedia
 
@@ -83,10 +80,15 @@ def _check_size(size: int, limits: Limits) -> None:
 def _decode(source: str | BinaryIO, limits: Limits) -> Pcm:
     deadline = time.monotonic() + limits.max_decode_seconds
     try:
-        with av.open(source, mode="r", metadata_errors="ignore") as container:
-            stream = _audio_stream(container)
-            _check_claimed_duration(container, stream, limits)
-            samples = _read_samples(container, stream, limits, deadline)
+        try:
+            samples = _read(source, limits, deadline, _QUICK_OPEN)
+        except (IndexError, _NoAudioStream):
+            # FLV and MPEG-TS list their streams as their packets arrive, so one may show up
+            # only after a short probe (and PyAV's demuxer trips over it): probe as far as
+            # FFmpeg does by default
+            if not isinstance(source, str):
+                source.seek(0)
+            samples = _read(source, limits, deadline, {})
     except (av.error.FFmpegError, ValueError, IndexError, OSError, EOFError) as e:
         raise UnsupportedMedia(f"cannot decode audio: {e}") from e
     if len(samples) == 0:
@@ -94,12 +96,26 @@ def _decode(source: str | BinaryIO, limits: Limits) -> Pcm:
     return Pcm(samples, SAMPLE_RATE)
 
 
-def _audio_stream(container: av.container.InputContainer) -> av.audio.stream.AudioStream:
-    if not container.streams.audio:
-        raise UnsupportedMedia("no audio stream in the file")
-    stream = container.streams.audio[0]
-    stream.codec_context.thread_type = "AUTO"
-    return stream
+class _NoAudioStream(UnsupportedMedia):
+    pass
+
+
+def _read(source: str | BinaryIO, limits: Limits, deadline: float, options: dict[str, str]
+          ) -> np.ndarray:
+    with av.open(source, mode="r", metadata_errors="ignore", options=options) as container:
+        if not container.streams.audio:
+            raise _NoAudioStream("no audio stream in the file")
+        stream = container.streams.audio[0]
+        stream.codec_context.thread_type = "AUTO"
+        _check_claimed_duration(container, stream, limits)
+        return _read_samples(container, stream, limits, deadline)
+
+
+_QUICK_OPEN = {"probesize": "32", "max_size": str(1 << 16)}
+"""FFmpeg's stream probe otherwise decodes up to 5 MB ahead (most of a short file, once more)
+before the real decode starts; the samples' own rate and layout are read from each decoded
+frame instead. With `max_size` the WAV demuxer hands over 64 KB packets instead of 4 KB ones,
+so that the work per frame in Python stays small."""
 
 
 def _check_claimed_duration(container: av.container.InputContainer,
@@ -117,114 +133,42 @@ def _check_claimed_duration(container: av.container.InputContainer,
 
 def _read_samples(container: av.container.InputContainer, stream: av.audio.stream.AudioStream,
                   limits: Limits, deadline: float) -> np.ndarray:
-    """Mono blocks at the source rate, resampled block by block; stop at the sample cap or
+    """Decoded frames gather in a FIFO and go to FFmpeg's resampler (mix-down to mono and
+    resampling to SAMPLE_RATE) in blocks: a codec's frames are short, and each call into the
+    resampler's filter graph costs more than resampling a frame. Stop at the duration cap or
     the deadline (both errors)."""
-    rate = stream.codec_context.sample_rate or stream.rate
-    if not rate:
-        raise UnsupportedMedia("the audio stream has no sample rate")
-    resampler = _Resampler(rate)
-    cap = int(limits.max_seconds * rate)
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE,
+                                  options=_MIXDOWN)
+    fifo = av.AudioFifo()
     parts: list[np.ndarray] = []
-    decoded = 0
+    decoded = 0.0
     for frame in _frames(container, stream):
-        mono = _mono(frame)
-        decoded += len(mono)
-        if decoded > cap:
+        decoded += frame.samples / (frame.sample_rate or SAMPLE_RATE)
+        if decoded > limits.max_seconds:
             raise MediaTooLarge(f"audio runs past the {limits.max_seconds:.0f} s cap")
         if time.monotonic() > deadline:
             raise MediaTooLarge(
                 f"decoding took over the {limits.max_decode_seconds:.0f} s budget")
-        parts.extend(resampler.push(mono))
-    parts.extend(resampler.flush())
+        frame.pts = None  # the FIFO checks timestamps are contiguous; gaps do not matter here
+        fifo.write(frame)
+        if fifo.samples >= _BLOCK:
+            parts.extend(_resample(resampler, fifo.read()))
+    if fifo.samples:
+        parts.extend(_resample(resampler, fifo.read()))
+    parts.extend(_resample(resampler, None))
     samples = np.concatenate(parts) if parts else np.zeros(0, np.float32)
     return np.clip(samples, -1.0, 1.0)
 
 
-_SCALE = {"s16": 1 / 32768, "s16p": 1 / 32768, "s32": 1 / 2**31, "s32p": 1 / 2**31,
-          "u8": 1 / 128, "u8p": 1 / 128}
+def _resample(resampler: av.AudioResampler, frame: av.AudioFrame | None) -> list[np.ndarray]:
+    return [out.to_ndarray()[0] for out in resampler.resample(frame)]
 
 
-def _mono(frame: av.AudioFrame) -> np.ndarray:
-    """The frame's channels averaged, as float32 in [-1, 1]."""
-    data = frame.to_ndarray()
-    channels = frame.layout.nb_channels
-    if not frame.format.is_planar:
-        data = data.reshape(-1, channels).T
-    mono = data.mean(axis=0, dtype=np.float32) if channels > 1 else data[0].astype(np.float32)
-    name = frame.format.name
-    if name.startswith("u8"):
-        mono -= 128
-    scaled: np.ndarray = mono * np.float32(_SCALE.get(name, 1.0))
-    return scaled
-
-
-class _Resampler:
-    """Polyphase resampling to SAMPLE_RATE in blocks, so the source-rate audio is never held
-    whole. Blocks start at multiples of the rate ratio's denominator and overlap by a margin
-    wider than the filter, so the joined output equals resampling the whole signal."""
-
-    def __init__(self, rate: int) -> None:
-        g = math.gcd(rate, SAMPLE_RATE)
-        self.up, self.down = SAMPLE_RATE // g, rate // g
-        units = max(1, math.ceil(_FILTER_REACH * rate / self.down))
-        self.margin = units * self.down  # source samples, a whole number of ratio periods
-        self.block = max(1, round(_BLOCK_SECONDS * rate / self.down)) * self.down
-        self.taps = _taps(self.up, self.down)
-        self.pending = np.zeros(0, np.float32)
-        self.arrived: list[np.ndarray] = []  # frames not joined to `pending` yet
-        self.arrived_count = 0
-        self.history = np.zeros(0, np.float32)  # the margin before `pending`
-
-    def push(self, mono: np.ndarray) -> list[np.ndarray]:
-        self.arrived.append(mono)
-        self.arrived_count += len(mono)
-        out = []
-        if len(self.pending) + self.arrived_count >= self.block + self.margin:
-            self._join()
-            while len(self.pending) >= self.block + self.margin:
-                out.append(self._emit(self.block))
-        return out
-
-    def flush(self) -> list[np.ndarray]:
-        self._join()
-        if not len(self.pending):
-            return []
-        length = len(self.pending)
-        self.pending = np.concatenate([self.pending, np.zeros(self.margin, np.float32)])
-        full = self._emit(length)
-        return [full[: math.ceil(length * self.up / self.down)]]
-
-    def _join(self) -> None:
-        self.pending = np.concatenate([self.pending, *self.arrived])
-        self.arrived, self.arrived_count = [], 0
-
-    def _emit(self, length: int) -> np.ndarray:
-        """Resample `length` pending samples with the margins around them, keep the middle."""
-        if self.up == self.down:
-            chunk, self.pending = self.pending[:length], self.pending[length:]
-            return chunk
-        window = np.concatenate([self.history, self.pending[: length + self.margin]])
-        resampled = signal.resample_poly(window, self.up, self.down, window=self.taps)
-        start = len(self.history) * self.up // self.down
-        body: np.ndarray = resampled[start : start + length * self.up // self.down]
-        self.history = self.pending[max(0, length - self.margin) : length]
-        self.pending = self.pending[length:]
-        return body
-
-
-@functools.cache
-def _taps(up: int, down: int) -> np.ndarray:
-    """resample_poly's own anti-aliasing filter, designed once per rate pair."""
-    if up == down:
-        return np.ones(1)
-    reach = 10 * max(up, down)
-    taps: np.ndarray = signal.firwin(2 * reach + 1, 1 / max(up, down), window=("kaiser", 5.0))
-    return taps
-
-
-_FILTER_REACH = 0.01
-"""Seconds each side that the anti-aliasing filter reaches; the block margins cover it."""
-_BLOCK_SECONDS = 10.0
+_BLOCK = 1 << 14
+"""Source samples handed to the resampler at a time."""
+_MIXDOWN = {"rematrix_maxval": "1"}
+"""Scale the mix-down so that channels in phase cannot add up past full scale (stereo becomes
+the mean of its channels, not their sum over the square root of two)."""
 
 
 def _frames(container: av.container.InputContainer,

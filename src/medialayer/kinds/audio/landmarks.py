@@ -115,17 +115,29 @@ def query_scales(speeds: tuple[float, ...]) -> tuple[Scale, ...]:
 
 
 _WINDOW = np.hanning(N_FFT).astype(np.float32)
+_FLOOR = np.float32(SILENCE**2)
+_CHUNK = 256
+"""Frames transformed at a time: the windowed frames, their spectrum and its logarithm stay in
+the CPU's cache instead of passing through memory once per step."""
 
 
 def spectrogram(samples: np.ndarray) -> np.ndarray:
     """Log magnitude, frames x bins (the 300-3500 Hz band only); silence sits at the floor."""
     if len(samples) < N_FFT:
         return np.zeros((0, HIGH_BIN - LOW_BIN), np.float32)
-    frames = np.lib.stride_tricks.sliding_window_view(samples, N_FFT)[::HOP]
-    spectrum = scipy.fft.rfft(frames * _WINDOW, axis=1)[:, LOW_BIN:HIGH_BIN]
-    power = np.square(spectrum.real) + np.square(spectrum.imag)
-    log_power: np.ndarray = 0.5 * np.log(np.maximum(power, SILENCE**2, dtype=np.float32))
-    return log_power
+    frames = np.lib.stride_tricks.sliding_window_view(samples.astype(np.float32), N_FFT)[::HOP]
+    out = np.empty((len(frames), HIGH_BIN - LOW_BIN), np.float32)
+    windowed = np.empty((_CHUNK, N_FFT), np.float32)
+    for at in range(0, len(frames), _CHUNK):
+        part = frames[at : at + _CHUNK]
+        spectrum = scipy.fft.rfft(np.multiply(part, _WINDOW, out=windowed[: len(part)]),
+                                  axis=1)[:, LOW_BIN:HIGH_BIN]
+        power = out[at : at + _CHUNK]
+        np.square(spectrum.real, out=power)
+        power += np.square(spectrum.imag)
+        np.log(np.maximum(power, _FLOOR, out=power), out=power)
+    out *= 0.5
+    return out
 
 
 def find_peaks(samples: np.ndarray) -> Peaks:
@@ -135,13 +147,30 @@ def find_peaks(samples: np.ndarray) -> Peaks:
         empty = np.zeros(0, np.float32)
         return Peaks(empty, empty, empty, frames=spec.shape[0])
     contrast = spec - ndimage.uniform_filter(spec, CONTRAST_AREA, mode="nearest")
-    local_max = ndimage.maximum_filter(spec, PEAK_NEIGHBOURHOOD, mode="constant", cval=np.inf)
+    local_max = _running_max(_running_max(spec, PEAK_NEIGHBOURHOOD[0], 0),
+                             PEAK_NEIGHBOURHOOD[1], 1)
     is_peak = (spec == local_max) & (contrast > MIN_CONTRAST) & (spec > np.log(SILENCE))
     ti, fi = np.nonzero(is_peak)
     dt = _vertex(spec, ti, fi, axis=0)
     df = _vertex(spec, ti, fi, axis=1)
     return Peaks((ti + dt).astype(np.float32), (fi + LOW_BIN + df).astype(np.float32),
                  contrast[ti, fi].astype(np.float32), spec.shape[0])
+
+
+def _running_max(x: np.ndarray, width: int, axis: int) -> np.ndarray:
+    """The maximum over a centred window of odd `width` along `axis`, the edges padded with
+    +inf (so that no peak is claimed where part of its neighbourhood is unseen). Maxima of
+    doubling spans: a few whole-array passes, where a filter walks element by element."""
+    x = np.moveaxis(x, axis, 0)
+    half = width // 2
+    padded = np.full((len(x) + 2 * half, *x.shape[1:]), np.inf, x.dtype)
+    padded[half : half + len(x)] = x
+    span, acc = 1, padded
+    while 2 * span <= width:
+        acc = np.maximum(acc[:-span], acc[span:])  # acc[i] = max(padded[i : i + 2 span])
+        span *= 2
+    out = np.maximum(acc[: len(x)], acc[width - span : width - span + len(x)])
+    return np.moveaxis(out, 0, axis)
 
 
 def _vertex(spec: np.ndarray, ti: np.ndarray, fi: np.ndarray, axis: int) -> np.ndarray:

@@ -20,6 +20,7 @@ from medialayer.kinds.audio import calibration
 from medialayer.kinds.audio.landmarks import (
     FRAME_SECONDS,
     HASH_BITS,
+    Landmarks,
     Peaks,
     Scale,
     query_landmarks,
@@ -66,18 +67,71 @@ class _Votes:
     query_times: np.ndarray  # frames, rescaled
     offsets: np.ndarray  # frames
 
+    def of(self, mask: np.ndarray) -> _Votes:
+        return _Votes(self.hits.where(mask), self.scales[mask], self.query_times[mask],
+                      self.offsets[mask])
+
 
 def search(index: PostingsIndex, query: Peaks, lengths: Mapping[int, float], top_k: int,
            tenant: int | None = None, exclude: int | None = None) -> list[AudioMatch]:
     """The `top_k` best-aligned catalog items for the query's peaks, best first; `lengths`
-    gives each item's duration in seconds."""
+    gives each item's duration in seconds.
+
+    The hashes of the identity scale are looked up first: most copies keep their speed, and
+    one scale costs a ninth of all of them. Only when that finds no confident match that keeps
+    its speed are the other scales looked up and all hits voted on together; so when it does,
+    the other results are the items found at the identity scale.
+    """
     landmarks = query_landmarks(query, SCALES)
-    hits = index.lookup(landmarks.hashes, tenant, COMMON_HASH)
+    first = int(np.count_nonzero(landmarks.scales == 0))  # the identity's hashes lead
+    hits = index.lookup(landmarks.hashes[:first], tenant, COMMON_HASH)
+    found = _search_hits(landmarks, hits, query.seconds, lengths, top_k, exclude)
+    if (found and calibration.confidence(found[0].score) == "high"
+            and _steady(landmarks, hits, found[0])):
+        return found
+    rest = index.lookup(landmarks.hashes[first:], tenant, COMMON_HASH)
+    hits = Hits.join([hits, rest.shifted(first)])
+    return _search_hits(landmarks, hits, query.seconds, lengths, top_k, exclude)
+
+
+def _steady(landmarks: Landmarks, hits: Hits, found: AudioMatch) -> bool:
+    """Whether the item's hits near its offset stay at one offset through the query.
+
+    A copy 3 % slower still fills one offset bin at the identity scale for a few seconds, and
+    repetitive music can string such stretches into a confident match. Its offsets drift,
+    though: the median offset of the later half of its hits differs from the earlier half's
+    by the speed error times the time between them.
+    """
+    query_times = landmarks.times[hits.query]
+    offsets = (hits.times - query_times) * FRAME_SECONDS - found.offset
+    near = (hits.keys == found.key) & (np.abs(offsets) <= DRIFT_WINDOW)
+    times, offsets = query_times[near] * FRAME_SECONDS, offsets[near]
+    later = times > np.median(times)
+    if later.all() or not later.any():
+        return True
+    span = float(np.median(times[later]) - np.median(times[~later]))
+    drift = float(np.median(offsets[later]) - np.median(offsets[~later]))
+    return abs(drift) <= MAX_DRIFT * span
+
+
+DRIFT_WINDOW = 1.0
+"""Seconds either side of a match's offset where its hits are looked at for a drift."""
+MAX_DRIFT = 0.0075
+"""Speed error (half the step between query scales) above which a copy has not kept its
+speed."""
+
+
+def _search_hits(landmarks: Landmarks, hits: Hits, query_seconds: float,
+                 lengths: Mapping[int, float], top_k: int, exclude: int | None
+                 ) -> list[AudioMatch]:
     query_times = landmarks.times[hits.query]
     votes = _Votes(hits, landmarks.scales[hits.query], query_times, hits.times - query_times)
-    best = _best_bins(votes, exclude)
-    matches = [_align(key, scale, bin_, grid, votes, query.seconds, lengths.get(key, 0.0))
-               for key, scale, bin_, grid in best[: max(CANDIDATES, top_k)]]
+    best = _best_bins(votes, exclude)[: max(CANDIDATES, top_k)]
+    if not best:
+        return []
+    mine = votes.of(np.isin(hits.keys, [key for key, _, _, _ in best], kind="table"))
+    matches = [_align(key, scale, bin_, grid, mine, query_seconds, lengths.get(key, 0.0))
+               for key, scale, bin_, grid in best]
     found = [m for m in matches if m.score > 0]
     found.sort(key=lambda m: (-m.score, m.key))
     return found[:top_k]
@@ -93,64 +147,70 @@ def compare(query: Peaks, reference: Peaks) -> AudioMatch | None:
 
 
 def _best_bins(votes: _Votes, exclude: int | None) -> list[tuple[int, int, int, int]]:
-    """(key, scale, offset bin, grid) of each item's fullest bin, fullest first."""
+    """(key, scale, offset bin, grid) of each item's fullest bin, fullest first.
+
+    Offsets are cut into half-bins, so that a bin of either grid is two neighbouring half-bins:
+    grid 0 bins are floor(offset / OFFSET_BIN), grid 1 bins floor(offset / OFFSET_BIN + 1/2).
+    """
     if len(votes.hits) == 0:
         return []
-    keys = votes.hits.keys.astype(np.int64)
-    scales = votes.scales.astype(np.int64)
-    codes = np.concatenate([_code(keys, scales, np.floor(votes.offsets / OFFSET_BIN + 0.5 * grid)
-                                  .astype(np.int64), grid) for grid in (0, 1)])
-    unique, counts = np.unique(_fullest(codes), return_counts=True)
-    keys, scales, bins, grids = _decode(unique)
+    half = np.floor(votes.offsets * np.float32(2 / OFFSET_BIN)).astype(np.int64)
+    half += 1 << _BIN_BITS  # from 0: offsets may be negative
+    item = votes.hits.keys.astype(np.int64) << _SCALE_BITS | votes.scales
+    if len(half) > SORTED_VOTES:
+        keep = _in_full_bins(item, half)
+        item, half = item[keep], half[keep]
+    item <<= 1 + _BIN_BITS
+    codes = np.concatenate([item | (half >> 1), item | (1 << _BIN_BITS) | ((half + 1) >> 1)])
+    unique, counts = np.unique(codes, return_counts=True)
+    keys, scales, bins, grid = _decode(unique)
     order = np.lexsort((-counts, keys))  # per key, the fullest bin first
     first = np.ones(len(order), bool)
     first[1:] = keys[order][1:] != keys[order][:-1]
     best = order[first]
     best = best[np.argsort(-counts[best], kind="stable")]
-    return [(int(keys[i]), int(scales[i]), int(bins[i]), int(grids[i])) for i in best
+    return [(int(keys[i]), int(scales[i]), int(bins[i]), int(grid[i])) for i in best
             if int(keys[i]) != exclude and counts[i] >= calibration.MIN_VOTES]
 
 
-def _fullest(codes: np.ndarray) -> np.ndarray:
-    """The codes of the fullest bins (and of few others), found without sorting them all.
+def _in_full_bins(item: np.ndarray, half: np.ndarray) -> np.ndarray:
+    """Which hits lie in the fullest bins of either grid (or in a few others), found without
+    sorting them all.
 
-    A large catalog gives a query up to millions of hits; counting them in a hashed histogram
-    is linear, and only the hits of its fullest cells are then counted exactly. A collision can
-    only add hits to a cell, so no full bin is lost.
+    A large catalog gives a query up to millions of hits. They are counted in a hashed
+    histogram whose cell is a hash of the (item, scale) plus the half-bin, so that the two
+    half-bins of any bin are neighbouring cells; only the hits of the fullest pairs of cells
+    are then counted exactly. A collision can only add hits to a cell, so no full bin is lost.
     """
-    if len(codes) <= SORTED_VOTES:
-        return codes
-    cells = ((codes.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
-             >> np.uint64(64 - CELL_BITS)).astype(np.int64)
-    counts = np.bincount(cells, minlength=1 << CELL_BITS)
-    full = np.flatnonzero(counts >= calibration.MIN_VOTES)
-    if len(full) > FULL_CELLS:  # partition only these: most cells hold 0 or 1 hits
-        full = full[np.argpartition(counts[full], -FULL_CELLS)[-FULL_CELLS:]]
+    cells = item.view(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    cells >>= np.uint64(64 - CELL_BITS)
+    cells += half.view(np.uint64)
+    cells &= np.uint64((1 << CELL_BITS) - 1)
+    counts = np.bincount(cells.view(np.int64), minlength=1 << CELL_BITS)
+    pairs = counts + np.roll(counts, -1)  # cells c and c + 1
+    full = np.flatnonzero(pairs >= calibration.MIN_VOTES)
+    if len(full) > FULL_PAIRS:  # partition only these: most cells hold 0 or 1 hits
+        full = full[np.argpartition(pairs[full], -FULL_PAIRS)[-FULL_PAIRS:]]
     keep = np.zeros(1 << CELL_BITS, bool)
     keep[full] = True
-    return codes[keep[cells]]
+    keep[(full + 1) & ((1 << CELL_BITS) - 1)] = True
+    kept: np.ndarray = keep[cells.view(np.int64)]
+    return kept
 
 
 SORTED_VOTES = 1 << 17
 """Hits up to which all bins are counted exactly (one sort)."""
 CELL_BITS = 20
-FULL_CELLS = 512
-"""Cells of the hashed histogram whose hits are counted exactly: many more than CANDIDATES,
-as one item fills a cell in each grid and at neighbouring scales."""
+FULL_PAIRS = 512
+"""Pairs of cells of the hashed histogram whose hits are counted exactly: many more than
+CANDIDATES, as one item fills neighbouring bins and the same bin at neighbouring scales."""
 
 _BIN_BITS = 24
 _SCALE_BITS = 5
 
 
-def _code(keys: np.ndarray, scales: np.ndarray, bins: np.ndarray, grid: int) -> np.ndarray:
-    """(key, scale, grid, bin) packed into one int64 so one sort counts them all."""
-    shifted = (bins + (1 << (_BIN_BITS - 1))) & ((1 << _BIN_BITS) - 1)
-    packed: np.ndarray = (((keys << _SCALE_BITS | scales) << 1 | grid) << _BIN_BITS) | shifted
-    return packed
-
-
 def _decode(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    bins = (codes & ((1 << _BIN_BITS) - 1)) - (1 << (_BIN_BITS - 1))
+    bins = (codes & ((1 << _BIN_BITS) - 1)) - (1 << (_BIN_BITS - 1))  # as biased above
     rest = codes >> _BIN_BITS
     grid = rest & 1
     rest >>= 1
