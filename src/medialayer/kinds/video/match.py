@@ -235,9 +235,10 @@ def _agreement(tq: np.ndarray, tr: np.ndarray, s: np.ndarray, lines: np.ndarray
     gap = np.abs(tq[None, :, None] - predicted[:, None, :])  # (lines, n, m)
     nearest = gap.min(axis=1, keepdims=True)
     near = (gap <= NEAR) | (gap <= np.minimum(FAR, nearest))
+    near &= (s != 0.0)[None]  # a featureless frame on either side is no evidence either way
     value = np.where(near, s[None] - GAP_COST * gap, -np.inf).max(axis=1)  # (lines, m)
     inside = (predicted >= -NEAR) & (predicted <= tq[-1] + NEAR)
-    agreement = np.where(inside & np.isfinite(value) & (value != 0.0), value, np.nan)
+    agreement = np.where(inside & np.isfinite(value), value, np.nan)
     beyond = np.where(agreement >= AGREE, (agreement - AGREE) / (1 - AGREE), 0.0)
     values = np.nansum(beyond, axis=1)
     return values - SPEED_COST * np.abs(lines[:, 0] - 1), agreement.astype(np.float32)
@@ -259,7 +260,10 @@ def _spans(query: VideoFingerprint, reference: VideoFingerprint, a: float, b: fl
         end = k
         while end + 1 < len(times) and (good[end + 1] or np.isnan(agreement[end + 1])):
             end += 1
-        start_t = lo if k == 0 else (times[k - 1] + times[k]) / 2
+        first = k  # frames without evidence neither start nor end a run
+        while first > 0 and np.isnan(agreement[first - 1]):
+            first -= 1
+        start_t = lo if first == 0 else (times[first - 1] + times[first]) / 2
         end_t = hi if end == len(times) - 1 else (times[end] + times[end + 1]) / 2
         run = agreement[k : end + 1]
         score = float(np.nanmean(run))
