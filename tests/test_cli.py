@@ -16,6 +16,7 @@ from medialayer.cli import app
 from medialayer.csvfile import safe_cell
 
 import synth
+import video_synth
 
 runner = CliRunner()
 
@@ -247,3 +248,19 @@ def test_rebuild_edges_finds_clusters_of_an_old_catalog(photos: Path, tmp_path: 
     assert r.exit_code == 0, r.output
     assert [sorted(m.name for m in c.members) for c in ml.clusters()] == [["b-pad.jpg", "b.jpg"]]
     ml.close()
+
+
+def test_search_prints_the_segments_of_a_video_match(tmp_path: Path) -> None:
+    """A trimmed copy's line says which seconds of the catalog video it shows."""
+    source = video_synth.slideshow(5, 14.0)
+    video_synth.write(source, tmp_path / "demo.mp4", crf=18)
+    video_synth.write(video_synth.trimmed(source, 5.0, 6.0), tmp_path / "cut.mp4")
+    invoke("index", tmp_path / "demo.mp4", "--data-dir", tmp_path / "d")
+    r = invoke("search", tmp_path / "cut.mp4", "--data-dir", tmp_path / "d", "--top-k", "1")
+    assert r.exit_code == 0
+    lines = [line.split() for line in r.stdout.splitlines() if " -> " in line]
+    assert lines and lines[0][0] == "demo.mp4"
+    query_start = float(lines[0][1].split("-")[0])
+    reference_start = float(lines[0][4].split("-")[0])
+    assert query_start == pytest.approx(0.0, abs=1.0)
+    assert reference_start == pytest.approx(5.0, abs=1.0)

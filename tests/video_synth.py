@@ -91,6 +91,20 @@ def letterboxed(clip: Clip) -> Clip:
     return Clip(frame_at, clip.duration, (w, w))
 
 
+def dimmed(clip: Clip, level: float = 0.1, contrast: float = 0.12) -> Clip:
+    """A dark, low-contrast version fading towards black at the top left, like a night-sky
+    wallpaper: its detail is a few grey levels and its darkest pixels are near a bar's black."""
+    w, h = clip.size
+    ramp = (np.linspace(0.4, 1.0, h, dtype=np.float32)[:, None, None]
+            * np.linspace(0.3, 1.0, w, dtype=np.float32)[None, :, None])
+
+    def frame_at(t: float) -> np.ndarray:
+        x = clip.frame_at(t).astype(np.float32) / 255
+        return np.clip((level + contrast * x) * ramp * 255, 0, 255).astype(np.uint8)
+
+    return Clip(frame_at, clip.duration, clip.size)
+
+
 def cropped(clip: Clip, keep: float, fx: float, fy: float) -> Clip:
     """A `keep` x `keep` window at a relative position, scaled back to the original size."""
     w, h = clip.size

@@ -10,7 +10,7 @@ import json
 import os
 import signal
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
@@ -21,7 +21,7 @@ from rich.table import Table
 
 from medialayer.csvfile import write_csv
 from medialayer.errors import MediaLayerError
-from medialayer.kinds.base import CONFIDENCE_ORDER
+from medialayer.kinds.base import CONFIDENCE_ORDER, Segment
 
 if TYPE_CHECKING:
     from medialayer.catalog.store import MediaRecord
@@ -221,6 +221,16 @@ def _print_results(result: SearchResult) -> None:
         table.add_row(h.media.id, h.media.name or "", h.media.external_id or "",
                       f"{h.similarity_score:.3f}", h.confidence)
     console.print(table if result.results else "no match")
+    for h in result.results:
+        for line in _segment_lines(h.segments):
+            console.print(f"{h.media.name or h.media.id}  {line}", soft_wrap=True)
+
+
+def _segment_lines(segments: Sequence[Segment]) -> list[str]:
+    """A time-based match's aligned ranges, query seconds -> reference seconds: which part of
+    the catalog video or recording the query shows (one line each; none for still images)."""
+    return [f"{s.query_start:.2f}-{s.query_end:.2f} s -> {s.reference_start:.2f}-"
+            f"{s.reference_end:.2f} s  score {s.score:.3f}" for s in segments]
 
 
 @app.command()
@@ -235,6 +245,8 @@ def compare(a: MediaFile, b: MediaFile, media_type: MediaType = None,
         console.print_json(json.dumps(c.as_dict()))
     else:
         console.print(f"similarity_score {c.similarity_score:.3f}  confidence {c.confidence}")
+        for line in _segment_lines(c.segments):
+            console.print(line, soft_wrap=True)
 
 
 @app.command()

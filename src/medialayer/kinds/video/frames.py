@@ -16,13 +16,19 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from medialayer.kinds.image import content_box, dhash_pair
+from medialayer.kinds.image import dhash_pair
 from medialayer.kinds.video.decode import DEFAULT_LIMITS, Frames, Limits, Sampling, Source, sample
 
 THUMB = 32
 """Side of the stored verification thumbnail (THUMB x THUMB gray bytes per frame)."""
 INNER = 0.9
 """Share of the width and height kept by the central window that cropped copies are found by."""
+BAR_TOLERANCE = 4
+"""Grey levels a bar pixel may stray from the bar's colour, over all frames (coding noise)."""
+BAR_SHARE = 0.95
+"""Share of a line's pixels that must be bar for the line to be a bar (a caption may sit on it)."""
+MIN_PICTURE = 0.1
+"""Bars leaving less than this share of the height or width are taken for a still picture."""
 CATALOG = Sampling(fps=2.0, keyframes=True)
 """A catalog item keeps its keyframes (at most two a second)."""
 QUERY = Sampling(fps=4.0)
@@ -64,11 +70,38 @@ def fingerprint_frames(frames: Frames) -> VideoFingerprint:
 
 
 def video_box(pixels: np.ndarray) -> tuple[int, int, int, int]:
-    """The union of the frames' content boxes: bars are black in every frame, whereas a dark
-    frame's own box would cut into the picture."""
-    boxes = np.array([content_box(frame) for frame in pixels])
-    return (int(boxes[:, 0].min()), int(boxes[:, 1].max()),
-            int(boxes[:, 2].min()), int(boxes[:, 3].max()))
+    """The picture inside the video's bars (y0, y1, x0, x1): the edge rows, then the edge
+    columns, that hold one colour in every frame.
+
+    A bar is told from the picture by never changing, not by being dark: a dark, nearly
+    featureless picture still shifts under a pan and from shot to shot. So a video and its
+    letterboxed or captioned copy are cut to the same picture, whereas a box cut where pixels
+    come near the border's colour cuts into a dark picture, by amounts that differ between
+    the copies.
+    """
+    _, h, w = pixels.shape
+    hi = pixels.max(axis=0).astype(np.int16)
+    lo = pixels.min(axis=0).astype(np.int16)
+    ring = np.concatenate([lo[0], lo[-1], lo[:, 0], lo[:, -1]])
+    colour = int(np.bincount(ring, minlength=256).argmax())
+    still = (hi - lo <= BAR_TOLERANCE) & (np.abs(hi - colour) <= BAR_TOLERANCE)
+    y0, y1 = _inside_bars(still.mean(axis=1))
+    x0, x1 = _inside_bars(still[y0:y1].mean(axis=0))
+    if y1 - y0 < MIN_PICTURE * h or x1 - x0 < MIN_PICTURE * w:
+        return 0, h, 0, w
+    return y0, y1, x0, x1
+
+
+def _inside_bars(still_share: np.ndarray) -> tuple[int, int]:
+    """The range between the leading and trailing runs of bar lines (of a still, bar-coloured
+    share of at least BAR_SHARE), less the line next to each bar: a bar's edge seldom falls on
+    a line of the shrunk frame, and the line it falls in, half bar, would be the sharpest
+    detail of a smooth picture."""
+    picture = np.flatnonzero(still_share < BAR_SHARE)
+    if not picture.size:
+        return 0, len(still_share)
+    start, end = int(picture[0]), int(picture[-1]) + 1
+    return start + (start > 0), end - (end < len(still_share))
 
 
 def _frame_codes(content: np.ndarray) -> tuple[int, int, int]:

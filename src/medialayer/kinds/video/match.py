@@ -226,16 +226,21 @@ def _agreement(tq: np.ndarray, tr: np.ndarray, s: np.ndarray, lines: np.ndarray
     """For every line: its value, and per reference frame the correlation with the query frame
     that best matches it near the time the line maps it to (NaN outside the query or without
     evidence). A pair further from the line counts a little less, so the line through the
-    exact partners wins over its neighbours."""
+    exact partners wins over its neighbours. A frame's value is how far its agreement goes
+    beyond AGREE, not a count: in a slow pan a line a little off can take in one more
+    reference frame, just outside an excerpt, at a middling agreement, and would otherwise
+    win over the true line and misplace the excerpt's start."""
     a, b = lines[:, 0, None], lines[:, 1, None]
     predicted = (tr[None, :] - b) / a  # (lines, m)
     gap = np.abs(tq[None, :, None] - predicted[:, None, :])  # (lines, n, m)
     nearest = gap.min(axis=1, keepdims=True)
     near = (gap <= NEAR) | (gap <= np.minimum(FAR, nearest))
+    near &= (s != 0.0)[None]  # a featureless frame on either side is no evidence either way
     value = np.where(near, s[None] - GAP_COST * gap, -np.inf).max(axis=1)  # (lines, m)
     inside = (predicted >= -NEAR) & (predicted <= tq[-1] + NEAR)
-    agreement = np.where(inside & np.isfinite(value) & (value != 0.0), value, np.nan)
-    values = np.nansum(np.where(agreement >= AGREE, agreement, 0.0), axis=1)
+    agreement = np.where(inside & np.isfinite(value), value, np.nan)
+    beyond = np.where(agreement >= AGREE, (agreement - AGREE) / (1 - AGREE), 0.0)
+    values = np.nansum(beyond, axis=1)
     return values - SPEED_COST * np.abs(lines[:, 0] - 1), agreement.astype(np.float32)
 
 
@@ -255,7 +260,10 @@ def _spans(query: VideoFingerprint, reference: VideoFingerprint, a: float, b: fl
         end = k
         while end + 1 < len(times) and (good[end + 1] or np.isnan(agreement[end + 1])):
             end += 1
-        start_t = lo if k == 0 else (times[k - 1] + times[k]) / 2
+        first = k  # frames without evidence neither start nor end a run
+        while first > 0 and np.isnan(agreement[first - 1]):
+            first -= 1
+        start_t = lo if first == 0 else (times[first - 1] + times[first]) / 2
         end_t = hi if end == len(times) - 1 else (times[end] + times[end + 1]) / 2
         run = agreement[k : end + 1]
         score = float(np.nanmean(run))
