@@ -17,7 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+# bench/ goes last, not first: its http.py would otherwise shadow the standard library's
+# http package, which httpx (imported by medialayer) needs.
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE] + [str(HERE)]
 from medialayer import MediaLayer  # noqa: E402
 
 from evaluation import Answer, false_positive_rate, per_family, read_truth, threshold  # noqa: E402

@@ -14,10 +14,12 @@ Families (queries; the expected answer is in the catalog):
 - template_page: product A's photo pasted into template t; the catalog holds A's plain photo and
   pages of other products in the same template. Negatives: pages of products not in the catalog.
 - template_page_copy: a catalog page rescaled and re-encoded.
-- wm_tiled_crop / wm_stroke_crop: a low-texture image (gradient, line art, blurred shot) cropped
-  off-centre, stamped with a tiled diagonal word or one large outlined line of text, saved at
-  JPEG quality 30-40. Negatives: the same edits of low-texture images not in the catalog.
-- wm_photo_crop: the same crops and watermarks (either style) over ordinary product photos.
+- wm_tiled_crop / wm_stroke_crop / wm_logo_crop: a low-texture image (gradient, line art,
+  blurred shot) cropped off-centre (70-85 % of each side), stamped with a tiled diagonal word or
+  line (plain or outlined), one or two large outlined lines of text, or large semi-opaque
+  badges with the shop's name, in any of the machine's fonts, saved at JPEG quality 30-40.
+  Negatives: the same edits of low-texture images not in the catalog.
+- wm_photo_crop: the same crops and watermarks (each style in turn) over ordinary photos.
 """
 
 from __future__ import annotations
@@ -194,27 +196,38 @@ def low_texture(rng: random.Random, kind: str, blurred: Image.Image | None) -> I
 
 
 def off_centre_crop(im: Image.Image, rng: random.Random) -> Image.Image:
-    fx, fy = rng.uniform(0.68, 0.85), rng.uniform(0.68, 0.85)
+    """A window of 70-85 % of each side, anywhere but the centre: at a border, or drawn."""
+    fx, fy = rng.uniform(0.70, 0.85), rng.uniform(0.70, 0.85)
     w, h = round(im.width * fx), round(im.height * fy)
     ax, ay = rng.choice((0.0, 1.0, rng.random())), rng.choice((0.0, 1.0, rng.random()))
     x, y = round((im.width - w) * ax), round((im.height - h) * ay)
     return im.crop((x, y, x + w, y + h))
 
 
+def ink_pair(rng: random.Random) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """A fill and a contrasting outline colour."""
+    ink = rng.choice(((255, 255, 255), (0, 0, 0), (128, 128, 128), (220, 30, 30),
+                      (30, 60, 200)))
+    return ink, (255, 255, 255) if sum(ink) < 300 else (0, 0, 0)
+
+
 def tiled_watermark(im: Image.Image, rng: random.Random, pool: list[Path]) -> Image.Image:
-    """One word repeated over the whole image on a diagonal grid."""
-    word = rng.choice(WORDS)
-    size = max(12, int(im.width * rng.uniform(0.07, 0.13)))
+    """A word (or a shop's line) repeated over the whole image on a diagonal grid, plain or
+    outlined."""
+    word = rng.choice(WORDS) if rng.random() < 0.7 else rng.choice(LINES)
+    size = max(12, int(im.width * rng.uniform(0.07, 0.13) * min(1.0, 8 / len(word))))
     f = font(rng, size, pool)
-    ink = rng.choice(((255, 255, 255), (0, 0, 0), (128, 128, 128)))
+    ink, outline = ink_pair(rng)
     alpha = int(255 * rng.uniform(0.35, 0.7))
+    stroke = max(1, size // 14) if rng.random() < 0.4 else 0
     side = 2 * max(im.size)
     layer = Image.new("RGBA", (side, side), (0, 0, 0, 0))
     d = ImageDraw.Draw(layer)
     step_x, step_y = int(size * len(word) * rng.uniform(0.75, 1.1)), int(size * rng.uniform(2, 3))
     for row, y in enumerate(range(0, side, step_y)):
         for x in range(-(row % 2) * step_x // 2, side, step_x):
-            d.text((x, y), word, font=f, fill=(*ink, alpha))
+            d.text((x, y), word, font=f, fill=(*ink, alpha), stroke_width=stroke,
+                   stroke_fill=(*outline, alpha))
     layer = layer.rotate(rng.uniform(20, 45) * rng.choice((-1, 1)), resample=Image.BICUBIC)
     left, top = (side - im.width) // 2, (side - im.height) // 2
     layer = layer.crop((left, top, left + im.width, top + im.height))
@@ -224,23 +237,56 @@ def tiled_watermark(im: Image.Image, rng: random.Random, pool: list[Path]) -> Im
 
 
 def stroke_watermark(im: Image.Image, rng: random.Random, pool: list[Path]) -> Image.Image:
-    """One large line of outlined text through the middle, as wide as most of the image."""
-    text = rng.choice(LINES)
-    size = 20
-    f = font(rng, size, pool)
-    width = f.getlength(text) if hasattr(f, "getlength") else size * len(text)
-    size = max(12, int(size * im.width * rng.uniform(0.8, 1.0) / max(1.0, width)))
-    f = font(rng, size, pool)
-    stroke = max(2, size // rng.randint(12, 20))
-    ink = rng.choice(((255, 255, 255), (0, 0, 0), (220, 30, 30)))
-    outline = (255, 255, 255) if ink == (0, 0, 0) else (0, 0, 0)
+    """One or two large lines of outlined text through the middle, as wide as most of the
+    image."""
+    lines = rng.sample(LINES, rng.choice((1, 1, 2)))
     layer = Image.new("RGBA", im.size, (0, 0, 0, 0))
     d = ImageDraw.Draw(layer)
-    fill_alpha = rng.choice((0, int(255 * rng.uniform(0.3, 0.6))))
-    d.text((im.width // 2, int(im.height * rng.uniform(0.4, 0.6))), text, font=f, anchor="mm",
-           fill=(*ink, fill_alpha), stroke_width=stroke,
-           stroke_fill=(*outline, int(255 * rng.uniform(0.6, 0.9))))
+    centre = rng.uniform(0.4, 0.6)
+    for i, text in enumerate(lines):
+        f = font(rng, 20, pool)
+        width = f.getlength(text) if hasattr(f, "getlength") else 20 * len(text)
+        size = max(12, int(20 * im.width * rng.uniform(0.8, 1.0) / max(1.0, width)))
+        f = font(rng, size, pool)
+        stroke = max(2, size // rng.randint(12, 20))
+        ink, outline = ink_pair(rng)
+        fill_alpha = rng.choice((0, int(255 * rng.uniform(0.3, 0.6))))
+        y = im.height * (centre + (i - (len(lines) - 1) / 2) * 0.22)
+        d.text((im.width // 2, int(y)), text, font=f, anchor="mm", fill=(*ink, fill_alpha),
+               stroke_width=stroke, stroke_fill=(*outline, int(255 * rng.uniform(0.6, 0.9))))
     layer = layer.rotate(rng.uniform(-15, 15), resample=Image.BICUBIC)
+    out = im.convert("RGBA")
+    out.alpha_composite(layer)
+    return out.convert("RGB")
+
+
+def logo_watermark(im: Image.Image, rng: random.Random, pool: list[Path]) -> Image.Image:
+    """A large semi-opaque badge (disc, ring or rounded box with the shop's name in it) over
+    a third to a half of the image, sometimes with a second, smaller one."""
+    layer = Image.new("RGBA", im.size, (0, 0, 0, 0))
+    d = ImageDraw.Draw(layer)
+    for scale in (rng.uniform(0.35, 0.55),) + ((rng.uniform(0.15, 0.25),)
+                                                if rng.random() < 0.5 else ()):
+        r = int(min(im.size) * scale / 2)
+        cx = int(im.width * rng.uniform(0.3, 0.7))
+        cy = int(im.height * rng.uniform(0.3, 0.7))
+        ink, outline = ink_pair(rng)
+        alpha = int(255 * rng.uniform(0.3, 0.6))
+        box = (cx - r, cy - r, cx + r, cy + r) if rng.random() < 0.6 else (
+            cx - int(1.6 * r), cy - r // 2, cx + int(1.6 * r), cy + r // 2)
+        shape = rng.randint(0, 2)
+        width = max(3, r // 10)
+        if shape == 0:
+            d.ellipse(box, fill=(*ink, alpha), outline=(*outline, alpha), width=width)
+        elif shape == 1:
+            d.ellipse(box, outline=(*ink, min(255, 2 * alpha)), width=width)
+        else:
+            d.rounded_rectangle(box, radius=r // 3, fill=(*ink, alpha),
+                                outline=(*outline, alpha), width=width)
+        text = rng.choice(("MegaSeller", "ShopKing", "TopDeals", "\u00a9 Bargain", "OUTLET"))
+        f = font(rng, max(10, int(1.4 * r / len(text) * 1.6)), pool)
+        d.text((cx, cy), text, font=f, anchor="mm", fill=(*outline, min(255, 2 * alpha)),
+               stroke_width=max(1, r // 40), stroke_fill=(*ink, min(255, 2 * alpha)))
     out = im.convert("RGBA")
     out.alpha_composite(layer)
     return out.convert("RGB")
@@ -332,12 +378,12 @@ Mark = Callable[[Image.Image, random.Random, list[Path]], Image.Image]
 def build_photo_watermarks(w: Writer, photos: list[Image.Image], negatives: int,
                            rng: random.Random, pool: list[Path]) -> None:
     """Ordinary photos in the catalog; off-centre crops under either watermark as queries."""
-    marks: tuple[Mark, ...] = (tiled_watermark, stroke_watermark)
+    marks: tuple[Mark, ...] = (tiled_watermark, stroke_watermark, logo_watermark)
     for i, original in enumerate(photos):
         role = "query" if i < len(photos) - negatives else "negative"
         expected = w.catalog(f"photo{i:03d}", original) if role == "query" else ""
         quality = rng.randint(30, 40)
-        mark = marks[i % 2]
+        mark = marks[i % len(marks)]
         data = jpeg(mark(off_centre_crop(original, rng), rng, pool), quality)
         w.query(role, f"wm_photo_crop_{i:03d}", data, "wm_photo_crop",
                 f"{mark.__name__}, q{quality}", expected)
@@ -346,7 +392,8 @@ def build_photo_watermarks(w: Writer, photos: list[Image.Image], negatives: int,
 def build_watermarks(w: Writer, blur_sources: list[Image.Image], per_set: int, negatives: int,
                      rng: random.Random, pool: list[Path]) -> None:
     """Low-texture originals in the catalog; watermarked off-centre crops as queries."""
-    marks: dict[str, Mark] = {"wm_tiled_crop": tiled_watermark, "wm_stroke_crop": stroke_watermark}
+    marks: dict[str, Mark] = {"wm_tiled_crop": tiled_watermark, "wm_stroke_crop": stroke_watermark,
+                              "wm_logo_crop": logo_watermark}
     kinds = ("gradient", "lineart", "blurred")
     sources = iter(blur_sources)
     for i in range(per_set + negatives):

@@ -331,13 +331,14 @@ _ORB = threading.local()
 threads, and the service fingerprints on several request threads at once."""
 
 
-def _orb() -> cv2.ORB:
-    orb: cv2.ORB | None = getattr(_ORB, "detector", None)
+def _orb(features: int = ORB_FEATURES) -> cv2.ORB:
+    detectors: dict[int, cv2.ORB] = _ORB.__dict__.setdefault("detectors", {})
+    orb = detectors.get(features)
     if orb is None:
         orb = cv2.ORB_create(  # type: ignore[attr-defined]
-            nfeatures=ORB_FEATURES, scaleFactor=1.3, nlevels=6, edgeThreshold=ORB_EDGE,
+            nfeatures=features, scaleFactor=1.3, nlevels=6, edgeThreshold=ORB_EDGE,
             patchSize=31, fastThreshold=10)
-        _ORB.detector = orb
+        detectors[features] = orb
     return orb
 
 
@@ -494,17 +495,19 @@ def _more_views(gray: np.ndarray, work: np.ndarray, fp: ImageFingerprint
                 ) -> tuple[tuple[int, ...], tuple[Features, ...]]:
     """The query's costlier codes and views: keypoints of its mirror image (ORB is not
     mirror-invariant, so a flipped and cropped copy needs them); when large text covers it,
-    keypoints kept off the text (on a low-texture photo the letters of a watermark take every
-    keypoint); and on something that is not quite a page, the largest photo-like blob found
-    on a plain background (both tiers), as a last resort for screenshots `page_region` does
-    not accept."""
+    keypoints kept off the text and a dense view (on a low-texture photo the letters of a
+    watermark take the strongest keypoints, the photo's own come after them); and on
+    something that is not quite a page, the largest photo-like blob found on a plain
+    background (both tiers), as a last resort for screenshots `page_region` does not
+    accept."""
     box = fp.box if fp.page and fp.box is not None else (0, work.shape[0], 0, work.shape[1])
     codes: list[int] = []
     views = [_region_features(gray, work, box, True)]
     y0, y1, x0, x1 = box
     mask = text_mask(work[y0:y1, x0:x1])
     if mask is not None:
-        views.append(_unmarked_features(work, box, mask))
+        views.append(_unmarked_features(work, box, mask, ORB_FEATURES))
+        views.append(_unmarked_features(work, box, None, DENSE_FEATURES))
     blob = None if fp.page else photo_region(work)
     if blob is not None:
         codes += trimmed_codes(_in_gray(gray, work, blob))
@@ -537,12 +540,21 @@ def text_mask(gray: np.ndarray) -> np.ndarray | None:
     return ((1 - text) * 255).astype(np.uint8)
 
 
-def _unmarked_features(work: np.ndarray, box: Box, mask: np.ndarray) -> Features:
-    """Keypoints of the content box off the text `mask` covers, in the work frame."""
+DENSE_FEATURES = 1500
+"""Keypoints of a query's dense view, when large text covers it: the letters' corners take
+the strongest few hundred, and the photo's (a drawing's corners, a blurred shape's) come
+after them. Only the query has them; the stored image keeps its ORB_FEATURES, which on a
+photo without text are the ones the dense view finds again."""
+
+
+def _unmarked_features(work: np.ndarray, box: Box, mask: np.ndarray | None,
+                       features: int) -> Features:
+    """Up to `features` keypoints of the content box (off the text `mask` covers, if any),
+    in the work frame."""
     y0, y1, x0, x1 = box
     if min(y1 - y0, x1 - x0) <= 2 * ORB_EDGE:
         return Features.empty(work.shape)
-    keypoints, descriptors = _orb().detectAndCompute(
+    keypoints, descriptors = _orb(features).detectAndCompute(
         np.ascontiguousarray(work[y0:y1, x0:x1]), mask)
     if descriptors is None or not keypoints:
         return Features.empty(work.shape)
@@ -771,9 +783,9 @@ def _fit(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray] | No
 
 
 def best_evidence(query: ImageFingerprint, ref: ImageFingerprint) -> Evidence:
-    return max((verify(view, ref.features) for view in query.expanded().views),
-               key=lambda e: e.inliers)
+    """The strongest verification by the views the query has now (`expanded` adds the rest)."""
+    return max((verify(view, ref.features) for view in query.views), key=lambda e: e.inliers)
 
 
 def best_distance(query: ImageFingerprint, ref_code: int) -> int:
-    return min((c ^ ref_code).bit_count() for c in query.expanded().codes)
+    return min((c ^ ref_code).bit_count() for c in query.codes)

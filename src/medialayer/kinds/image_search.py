@@ -356,8 +356,17 @@ class ImageKind:
         return image.decode(encoded.blob)
 
     def verify(self, query: ImageFingerprint, stored: ImageFingerprint) -> Match:
-        """The query (with every view) against the stored image; the service's compare runs
-        it both ways and keeps the stronger, so a comparison does not depend on the order."""
+        """The query against the stored image, its main view first and every view only if
+        that is not high, as a search does (so both report the same evidence); the service's
+        compare runs it both ways and keeps the stronger, so a comparison does not depend on
+        the order."""
+        match = self._verify_views(query, stored)
+        if query.more is None or IMAGE.label(match.score) == "high":
+            return match
+        return self._verify_views(query.expanded(), stored)
+
+    @staticmethod
+    def _verify_views(query: ImageFingerprint, stored: ImageFingerprint) -> Match:
         distance = image.best_distance(query, stored.code)
         evidence = (Evidence() if distance == 0 and not _featureless(query, stored)
                     else image.best_evidence(query, stored))
