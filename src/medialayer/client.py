@@ -19,7 +19,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypedDict, Unpack
 
 import httpx
 
@@ -28,6 +28,22 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 Upload = str | Path | bytes | IO[bytes]
 """A file to send: a path, its bytes, or an open binary file."""
+
+
+class ItemFields(TypedDict, total=False):
+    """What a catalog item may carry besides its media."""
+
+    name: str
+    external_id: str
+    metadata: Mapping[str, Any]
+
+
+class SearchFields(ItemFields, total=False):
+    """A search's options; the item fields apply when it indexes the query (`index=True`)."""
+
+    top_k: int
+    min_score: float
+    index: bool
 
 
 class ApiError(Exception):
@@ -90,38 +106,16 @@ class Client:
 
     # -- catalog ------------------------------------------------------------------------------
 
-    def index_file(
-        self,
-        file: Upload,
-        media_type: str = "image",
-        *,
-        name: str | None = None,
-        external_id: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> JSON:
+    def index_file(self, file: Upload, media_type: str = "image",
+                   **fields: Unpack[ItemFields]) -> JSON:
         """Fingerprint a file and add it to the catalog; the new item's record."""
-        return self._json(
-            "POST",
-            f"/v1/media/{media_type}/upload",
-            files=_file(file, name),
-            data=_form(name=name, external_id=external_id, metadata=metadata),
-        )
+        return self._json("POST", f"/v1/media/{media_type}/upload",
+                          files=_file(file, fields.get("name")), data=_form(**fields))
 
-    def index_url(
-        self,
-        url: str,
-        media_type: str = "image",
-        *,
-        name: str | None = None,
-        external_id: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> JSON:
+    def index_url(self, url: str, media_type: str = "image",
+                  **fields: Unpack[ItemFields]) -> JSON:
         """Have the service fetch `url`, fingerprint it and add it to the catalog."""
-        return self._json(
-            "POST",
-            f"/v1/media/{media_type}/url",
-            json=_body(url=url, name=name, external_id=external_id, metadata=metadata),
-        )
+        return self._json("POST", f"/v1/media/{media_type}/url", json=_body(url=url, **fields))
 
     def upsert_url(
         self,
@@ -159,58 +153,16 @@ class Client:
 
     # -- search ---------------------------------------------------------------------------------
 
-    def search_file(
-        self,
-        file: Upload,
-        media_type: str = "image",
-        *,
-        top_k: int = 5,
-        min_score: float = 0.0,
-        index: bool = False,
-        name: str | None = None,
-        external_id: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> JSON:
-        """Rank the catalog against a file; with `index`, add it afterwards (needs that scope)."""
-        return self._json(
-            "POST",
-            f"/v1/search/{media_type}/upload",
-            files=_file(file, name),
-            data=_form(
-                top_k=top_k,
-                min_score=min_score,
-                index=index,
-                name=name,
-                external_id=external_id,
-                metadata=metadata,
-            ),
-        )
+    def search_file(self, file: Upload, media_type: str = "image",
+                    **fields: Unpack[SearchFields]) -> JSON:
+        """Rank the catalog against a file; with `index=True`, add it afterwards (that needs
+        the index scope)."""
+        return self._json("POST", f"/v1/search/{media_type}/upload",
+                          files=_file(file, fields.get("name")), data=_form(**fields))
 
-    def search_url(
-        self,
-        url: str,
-        media_type: str = "image",
-        *,
-        top_k: int = 5,
-        min_score: float = 0.0,
-        index: bool = False,
-        name: str | None = None,
-        external_id: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> JSON:
-        return self._json(
-            "POST",
-            f"/v1/search/{media_type}/url",
-            json=_body(
-                url=url,
-                top_k=top_k,
-                min_score=min_score,
-                index=index,
-                name=name,
-                external_id=external_id,
-                metadata=metadata,
-            ),
-        )
+    def search_url(self, url: str, media_type: str = "image",
+                   **fields: Unpack[SearchFields]) -> JSON:
+        return self._json("POST", f"/v1/search/{media_type}/url", json=_body(url=url, **fields))
 
     def compare(self, a: str, b: str, media_type: str | None = None) -> JSON:
         """Score two media against each other; each a media id of the tenant or a URL."""
