@@ -87,8 +87,8 @@ class ChangeFeed(Protocol):
 
 @dataclass(frozen=True)
 class CodeBatch:
-    """Consecutive rows of a kind (in seq order) as columns: each row's first searchable code,
-    without its stored fingerprint."""
+    """Rows of a kind with consecutive seqs (in any order within the batch) as columns: each
+    row's first searchable code, without its stored fingerprint."""
 
     seqs: npt.NDArray[np.int64]
     tenants: npt.NDArray[np.object_]
@@ -348,7 +348,7 @@ class IndexRegistry:
         uncoded: list[int] = []
         stale = 0
         for batch in feed.code_batches(kind.name):
-            entry.rows.top = max(entry.rows.top, int(batch.seqs[-1]))
+            entry.rows.top = max(entry.rows.top, int(batch.seqs.max()))
             current = batch.versions == kind.version
             if not current.all():
                 old = batch.seqs[~current].tolist()
