@@ -27,7 +27,7 @@ sys.path = [p for p in sys.path if Path(p).resolve() != Path(__file__).parent.re
 
 import numpy as np  # noqa: E402 - after the path fix above
 from fastapi.testclient import TestClient  # noqa: E402
-from sqlalchemy import insert, select  # noqa: E402
+from sqlalchemy import insert, select, text  # noqa: E402
 
 from medialayer.api import create_app  # noqa: E402
 from medialayer.catalog import edges  # noqa: E402
@@ -68,6 +68,9 @@ def fill(ml: MediaLayer, items: int, clustered: float, rng: np.random.Generator)
             {"level": level, "media_seq": q, "cluster_id": i + 1}
             for level in edges.LEVELS
             for i, g in enumerate(groups, len(groups) * (level == "high")) for q in g])
+        if s.get_bind().dialect.name == "postgresql":  # ids were given: move the identity on
+            s.execute(text("select setval(pg_get_serial_sequence('clusters', 'id'), "
+                           "(select max(id) from clusters))"))
         s.execute(insert(MatchEdge), [
             {"a_seq": a, "b_seq": b, "tenant": TENANT, "media_type": "image", "score": 0.9,
              "confidence": "high", "dismissed": False}

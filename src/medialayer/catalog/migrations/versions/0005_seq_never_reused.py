@@ -23,19 +23,24 @@ def upgrade() -> None:
     op.create_index("ix_clusters_tenant_level", "clusters", ["tenant", "level", "id"])
     if op.get_bind().dialect.name != "sqlite":
         return
-    with op.batch_alter_table("media", recreate="always",
-                              table_kwargs={"sqlite_autoincrement": True}):
+    with op.batch_alter_table(
+        "media", recreate="always", table_kwargs={"sqlite_autoincrement": True}
+    ):
         pass
     op.execute(sa.text("DELETE FROM sqlite_sequence WHERE name = 'media'"))
-    op.execute(sa.text(
-        "INSERT INTO sqlite_sequence (name, seq) SELECT 'media', max("
-        "coalesce((SELECT max(seq) FROM media), 0), "
-        "coalesce((SELECT max(media_seq) FROM deletions), 0))"))
+    op.execute(
+        sa.text(
+            "INSERT INTO sqlite_sequence (name, seq) SELECT 'media', max("
+            "coalesce((SELECT max(seq) FROM media), 0), "
+            "coalesce((SELECT max(media_seq) FROM deletions), 0))"
+        )
+    )
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
-        with op.batch_alter_table("media", recreate="always",
-                                  table_kwargs={"sqlite_autoincrement": False}):
+        with op.batch_alter_table(
+            "media", recreate="always", table_kwargs={"sqlite_autoincrement": False}
+        ):
             pass
     op.drop_index("ix_clusters_tenant_level", "clusters")
