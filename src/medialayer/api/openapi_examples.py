@@ -35,8 +35,8 @@ EXPLANATION: JSON = {"tier": "keypoints", "evidence": "41 keypoints agree on one
                      "reference_coverage": 1.0}
 PAIR: JSON = {"a": LAMP, "b": COPY, "similarity_score": 0.93, "confidence": "high",
               "dismissed": False, "joins_groups": False, "explanation": EXPLANATION}
-CLUSTER: JSON = {"id": 12, "level": "high", "size": 2, "proposed_canonical_id": LAMP,
-                 "members": [MEDIA, COPY_MEDIA], "pairs": [PAIR]}
+CLUSTER: JSON = {"id": 12, "media_type": "image", "level": "high", "size": 2,
+                 "proposed_canonical_id": LAMP, "members": [MEDIA, COPY_MEDIA], "pairs": [PAIR]}
 DECISION: JSON = {"id": "d5a1f0c3-2b7e-4d86-9c41-7e3a0b5f2d18", "media_id": LAMP,
                   "other_media_id": COPY, "cluster_id": None, "member_ids": None,
                   "action": "consolidate", "note": "same lamp, re-uploaded by s-203",
