@@ -198,7 +198,7 @@ def _in_full_bins(item: np.ndarray, half: np.ndarray) -> np.ndarray:
     return kept
 
 
-SORTED_VOTES = 1 << 17
+SORTED_VOTES = 1 << 16
 """Hits up to which all bins are counted exactly (one sort)."""
 CELL_BITS = 20
 FULL_PAIRS = 512
