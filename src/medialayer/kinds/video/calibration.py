@@ -1,7 +1,7 @@
 """The video kind's score and confidence labels.
 
 The score grows with the evidence along the aligned timeline: how many reference frames the
-query shows and how closely, discounted when frames the line maps inside the query disagree.
+query shows and how closely.
 The labels cut it where the dev corpus (`bench/video_accuracy.py`) measured no negative
 (high) and at most 1 % of negatives (medium); docs/benchmarks-video.md has the run.
 """
