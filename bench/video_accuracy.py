@@ -24,7 +24,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+# This folder goes last: as the script's folder it leads sys.path, where bench/http.py would
+# shadow the standard library's `http` (which the service's httpx imports).
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
+sys.path.append(str(Path(__file__).parent))
 from medialayer import MediaLayer  # noqa: E402
 from medialayer.kinds.video import frames  # noqa: E402
 
