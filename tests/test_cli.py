@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -264,3 +265,23 @@ def test_search_prints_the_segments_of_a_video_match(tmp_path: Path) -> None:
     reference_start = float(lines[0][4].split("-")[0])
     assert query_start == pytest.approx(0.0, abs=1.0)
     assert reference_start == pytest.approx(5.0, abs=1.0)
+
+
+def test_dedupe_report_shows_poster_frames_and_matched_seconds(tmp_path: Path) -> None:
+    """A video cluster's report shows each member's poster frame and, for the pair, which
+    seconds of one match which seconds of the other."""
+    source = video_synth.slideshow(5, 14.0)
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    video_synth.write(source, folder / "demo.mp4", crf=18)
+    video_synth.write(video_synth.trimmed(source, 5.0, 6.0), folder / "cut.mp4")
+    html = tmp_path / "report.html"
+    r = invoke("dedupe", folder, "--html", html, "--data-dir", tmp_path / "d")
+    assert r.exit_code == 0, r.output
+    page = html.read_text()
+    assert page.count("data:image/jpeg;base64,") == 2
+    spans = re.findall(r"a (\d+\.\d)-(\d+\.\d) s = b (\d+\.\d)-(\d+\.\d) s", page)
+    assert spans, page
+    starts = {float(spans[0][0]), float(spans[0][2])}  # the cut's 0 s is the demo's 5 s
+    assert min(starts) == pytest.approx(0.0, abs=1.0)
+    assert max(starts) == pytest.approx(5.0, abs=1.0)

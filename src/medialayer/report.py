@@ -67,7 +67,17 @@ def _why(explanation: Mapping[str, object] | None) -> str:
     if "query_coverage" in e and "reference_coverage" in e:
         parts.append(f"covers {_percent(e['query_coverage'])} of a / "
                      f"{_percent(e['reference_coverage'])} of b")
+    spans_a, spans_b = e.get("query_spans"), e.get("reference_spans")
+    if isinstance(spans_a, list) and isinstance(spans_b, list):
+        parts += [f"a {_span(a)} = b {_span(b)}" for a, b in zip(spans_a, spans_b, strict=False)]
     return ", ".join(parts)
+
+
+def _span(span: object) -> str:
+    """`[start, end]` seconds as `12.0-18.5 s`."""
+    if isinstance(span, list) and len(span) == 2:
+        return f"{span[0]:.1f}-{span[1]:.1f} s"
+    return "?"
 
 
 def _percent(share: object) -> str:

@@ -97,6 +97,17 @@ class Match:
     def keyed(self, key: int) -> Match:
         return replace(self, key=key)
 
+    def with_spans(self) -> Match:
+        """The segments also in the explanation, as `query_spans` and `reference_spans` (start
+        and end seconds each): the explanation is what edges and clusters keep, so a report
+        built from them can still say which parts matched."""
+        explanation = dict(self.explanation or {})
+        explanation["query_spans"] = [[round(s.query_start, 2), round(s.query_end, 2)]
+                                      for s in self.segments]
+        explanation["reference_spans"] = [[round(s.reference_start, 2), round(s.reference_end, 2)]
+                                          for s in self.segments]
+        return replace(self, explanation=explanation)
+
     def swapped(self) -> Match:
         """The same match seen from the other side, for a comparison run the other way: each
         segment's query and reference ranges, and the explanation's `query_*` and

@@ -38,7 +38,7 @@ MAX_DECODE_SECONDS = 60.0
 def _match(found: AudioMatch, key: int) -> Match:
     return Match(key, found.score, tuple(found.segments), {
         "tier": "landmarks", "aligned_hashes": found.votes, "speed": round(found.speed, 4),
-        "offset": round(found.offset, 3), "query_covered": round(found.covered, 4)})
+        "offset": round(found.offset, 3), "query_covered": round(found.covered, 4)}).with_spans()
 
 
 class AudioCandidates:

@@ -50,7 +50,7 @@ def _match(found: VideoMatch, key: int) -> Match:
     return Match(key, float(found.score), segments, {
         "tier": "aligned frames", "query_covered": float(found.query_share),
         "reference_covered": float(found.reference_share), "speed": float(found.speed),
-        "offset": float(found.offset), "mirrored": bool(found.mirrored)})
+        "offset": float(found.offset), "mirrored": bool(found.mirrored)}).with_spans()
 
 
 class VideoCandidates:
