@@ -21,3 +21,14 @@ def test_importing_loads_nothing_heavy(module: str) -> None:
     loaded = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                             text=True).stdout.strip()
     assert loaded == ""
+
+
+def test_an_empty_catalog_starts_without_scipy() -> None:
+    """Start-up builds every kind's index; SciPy (audio fingerprinting) loads only when audio is
+    fingerprinted, not for a catalog that has none."""
+    code = ("import sys; from medialayer.kinds import kinds; "
+            "[kind.new_index(lambda keys, windows=None: {}) for kind in kinds().values()]; "
+            "print('scipy' in sys.modules)")
+    loaded = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                            text=True).stdout.strip()
+    assert loaded == "False"

@@ -17,8 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.fft
-from scipy import ndimage
 
 from medialayer.kinds.audio.decode import SAMPLE_RATE
 
@@ -123,6 +121,8 @@ the CPU's cache instead of passing through memory once per step."""
 
 def spectrogram(samples: np.ndarray) -> np.ndarray:
     """Log magnitude, frames x bins (the 300-3500 Hz band only); silence sits at the floor."""
+    import scipy.fft  # here, not at the top: a server whose catalog has no audio never loads SciPy
+
     if len(samples) < N_FFT:
         return np.zeros((0, HIGH_BIN - LOW_BIN), np.float32)
     frames = np.lib.stride_tricks.sliding_window_view(samples.astype(np.float32), N_FFT)[::HOP]
@@ -142,6 +142,8 @@ def spectrogram(samples: np.ndarray) -> np.ndarray:
 
 def find_peaks(samples: np.ndarray) -> Peaks:
     """Local maxima of the log spectrogram that stand out from their surroundings."""
+    from scipy import ndimage
+
     spec = spectrogram(samples)
     if spec.shape[0] < PEAK_NEIGHBOURHOOD[0]:
         empty = np.zeros(0, np.float32)
