@@ -70,6 +70,7 @@ from medialayer.examples import draw_shapes
 from medialayer.keys import create_key
 from medialayer.kinds import get_kind
 from medialayer.kinds.image import Features, ImageFingerprint, encode, fingerprint_bytes
+from medialayer.kinds.image_search import ImageKind
 from medialayer.service import MediaLayer
 
 HOST = "127.0.0.1"
@@ -177,7 +178,7 @@ def build_catalog(data_dir: Path, size: int, real: int, original: bytes) -> dict
             rows.append({"id": str(uuid.uuid4()), "tenant": TENANT, "media_type": "image",
                          "name": name, "external_id": external_id, "source": None,
                          "metadata_": {}, "created_at": created, "fingerprint": blob,
-                         "fingerprint_version": 1})
+                         "fingerprint_version": ImageKind.version})
         with ml.store.session.begin() as s:
             s.execute(insert(Media), rows)
     count = ml.store.count()
