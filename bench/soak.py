@@ -4,8 +4,12 @@
 seeded catalog. A closed-loop probe first measures the capacity of the traffic mix (searches
 of a copy and of a novel photo, uploads, deletes of what was uploaded, a small bulk CSV now and
 then); the soak then sends the same mix open-loop at `--fraction` of that rate for
-`--minutes`, and prints one row per minute: requests, errors (must stay 0), p50/p99 latency
-and the resident memory of each HTTP worker (must stay flat after warm-up).
+`--minutes`, and prints one row per minute: requests, errors (must stay 0), p50/p99 latency,
+the catalog size and the resident memory of each HTTP worker (must stay flat after warm-up).
+
+The catalog is held steady: a delete removes an upload or a bulk row alike (bulk rows by their
+external id), and once `--added` items are in the catalog beyond the seed, an add turns into a
+delete. Otherwise the bulk rows pile up and memory growth cannot be told from catalog growth.
 
     .venv/bin/python bench/soak.py --minutes 30 --fraction 0.8
 
@@ -74,12 +78,15 @@ class Minute:
     latencies_ms: list[float] = field(default_factory=list)
     errors: collections.Counter[str] = field(default_factory=collections.Counter)
     rss_mb: list[float] = field(default_factory=list)
+    added: int = 0
+    """Items the soak had added (uploads and bulk rows) and not yet deleted, at the minute's end."""
 
 
 class Traffic:
     """The request mix, its bodies built once; media it uploaded are what it deletes."""
 
-    def __init__(self, hb: ModuleType, key: str, origin_port: int, images: list[bytes]) -> None:
+    def __init__(self, hb: ModuleType, key: str, origin_port: int, images: list[bytes],
+                 cap: int) -> None:
         original, copy, novel = hb.query_images()
         self.hb = hb
         self.headers = {"X-API-Key": key}
@@ -89,6 +96,8 @@ class Traffic:
         self.uploads = [hb.multipart({}, f"u{i}.jpg", img) for i, img in enumerate(images)]
         self.origin_port = origin_port
         self.uploaded: list[str] = []
+        """Media ids of uploads, and `ext:`-prefixed external ids of bulk rows, to delete."""
+        self.cap = cap
         self.kinds = [k for k, _ in MIX]
         self.weights = [w for _, w in MIX]
 
@@ -97,6 +106,8 @@ class Traffic:
         kind = rng.choices(self.kinds, self.weights)[0]
         if kind == "delete" and not self.uploaded:
             kind = "upload"
+        elif kind in ("upload", "bulk") and len(self.uploaded) >= self.cap:
+            kind = "delete"
         if kind.startswith("search"):
             body, ctype = self.searches[kind]
             r = await client.post("/v1/search/image/upload", content=body,
@@ -110,21 +121,38 @@ class Traffic:
             if ok:
                 self.uploaded.append(r.json()["id"])
         elif kind == "delete":
-            media_id = self.uploaded.pop(rng.randrange(len(self.uploaded)))
-            r = await client.delete(f"/v1/media/{media_id}")
-            ok = r.status_code == 204
+            return await self._delete(client, self.uploaded.pop(rng.randrange(len(self.uploaded))))
         else:
-            body, ctype = self._csv(rng)
+            body, ctype, external_ids = self._csv(rng)
             r = await client.post("/v1/media/bulk", content=body, headers={"Content-Type": ctype})
             ok = r.status_code == 202
+            if ok:
+                self.uploaded += [f"ext:{e}" for e in external_ids]
         return None if ok else f"{kind} {r.status_code}"
 
-    def _csv(self, rng: random.Random) -> tuple[bytes, str]:
+    async def _delete(self, client: httpx.AsyncClient, target: str) -> str | None:
+        """Delete an upload by id, or a bulk row by external id (kept for later if its job has
+        not reached it yet)."""
+        media_id = target
+        if target.startswith("ext:"):
+            r = await client.get("/v1/media", params={"external_id": target[4:]})
+            if r.status_code != 200:
+                return f"delete-lookup {r.status_code}"
+            items = r.json()["items"]
+            if not items:
+                self.uploaded.append(target)
+                return None
+            media_id = items[0]["id"]
+        r = await client.delete(f"/v1/media/{media_id}")
+        return None if r.status_code == 204 else f"delete {r.status_code}"
+
+    def _csv(self, rng: random.Random) -> tuple[bytes, str, list[str]]:
         tag = uuid.uuid4().hex[:8]
+        external_ids = [f"soak-{tag}-{i}" for i in range(BULK_ROWS)]
         lines = ["url,external_id"] + [
             f"http://{self.hb.HOST}:{self.origin_port}/img/{rng.randrange(len(self.uploads))}.jpg"
-            f"?t={tag}{i},soak-{tag}-{i}" for i in range(BULK_ROWS)]
-        return self.hb.multipart({}, "rows.csv", "\n".join(lines).encode())
+            f"?t={tag}{i},{e}" for i, e in enumerate(external_ids)]
+        return (*self.hb.multipart({}, "rows.csv", "\n".join(lines).encode()), external_ids)
 
 
 async def timed(traffic: Traffic, client: httpx.AsyncClient, rng: random.Random,
@@ -179,7 +207,7 @@ async def soak(traffic: Traffic, url: str, rate: float, minutes: float,
             index = int((now - start) // 60)
             while len(rows) <= index:
                 if rows:
-                    rows[-1].rss_mb = workers()
+                    rows[-1].rss_mb, rows[-1].added = workers(), len(traffic.uploaded)
                 rows.append(Minute())
             if now < next_at:
                 await asyncio.sleep(next_at - now)
@@ -192,7 +220,7 @@ async def soak(traffic: Traffic, url: str, rate: float, minutes: float,
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
         await asyncio.gather(*in_flight)
-    rows[-1].rss_mb = workers()
+    rows[-1].rss_mb, rows[-1].added = workers(), len(traffic.uploaded)
     return rows
 
 
@@ -204,13 +232,13 @@ def worker_rss(hb: ModuleType, server: Any) -> list[float]:
 
 
 def table(rows: list[Minute]) -> list[str]:
-    out = ["| minute | requests | shed | errors | p50 ms | p99 ms | RSS MB per worker |",
-           "|---:|---:|---:|---:|---:|---:|---|"]
+    out = ["| minute | requests | shed | errors | p50 ms | p99 ms | added | RSS MB per worker |",
+           "|---:|---:|---:|---:|---:|---:|---:|---|"]
     for i, m in enumerate(rows, 1):
         lat = np.array(m.latencies_ms or [float("nan")])
         errors = sum(m.errors.values())
         out.append(f"| {i} | {m.requests} | {m.shed} | {errors} | {np.percentile(lat, 50):.0f} "
-                   f"| {np.percentile(lat, 99):.0f} | "
+                   f"| {np.percentile(lat, 99):.0f} | {m.added} | "
                    f"{' / '.join(f'{r:.0f}' for r in m.rss_mb)} |")
     return out
 
@@ -223,6 +251,8 @@ def main() -> None:
     ap.add_argument("--database-url", default=os.environ.get(
         "MEDIALAYER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
     ap.add_argument("--seed-items", type=int, default=200, help="catalog items before the soak")
+    ap.add_argument("--added", type=int, default=200,
+                    help="items the soak keeps added beyond the seed (adds turn into deletes)")
     ap.add_argument("--probe-seconds", type=float, default=30.0)
     ap.add_argument("--probe-clients", type=int, default=4)
     args = ap.parse_args()
@@ -259,9 +289,10 @@ def run(hb: ModuleType, args: argparse.Namespace, url: str, work: Path) -> None:
         seeded = hb.bulk_job(server, key, port, args.seed_items, "seed", "soak")
         print(f"- seeded {seeded.done} items ({seeded.failed} failed) in {seeded.wall_s:.0f} s",
               flush=True)
-        traffic = Traffic(hb, key, port, images[:50])
+        traffic = Traffic(hb, key, port, images[:50], args.added)
         httpx.post(server.url + "/v1/media/image/upload", headers=traffic.headers,
                    files={"file": ("original.jpg", traffic.original)}, timeout=120)
+        time.sleep(2)  # the other worker sees the original within its sync interval (0.5 s)
         capacity = asyncio.run(probe(traffic, server.url, args.probe_clients, args.probe_seconds))
         rate = args.fraction * capacity
         print(f"- capacity of the mix: {capacity:.1f} requests/s ({args.probe_clients} clients, "
