@@ -248,3 +248,30 @@ def test_a_merge_run_apart_keeps_every_item_voting_throughout(monkeypatch) -> No
     assert after == during == {key: (-1 if key == 31 else key) for key in items}
     with pytest.raises(ValueError):
         idx.end_merge(merge)
+
+
+def test_items_added_while_a_merge_runs_survive_the_compaction_that_ends_it(monkeypatch) -> None:
+    """Ending a merge may compact (renumber slots): items added during the merge and not yet
+    folded still vote for themselves afterwards. (A soak found this as 500s: their entries kept
+    the old slot numbers.)"""
+    monkeypatch.setattr(local, "MERGE_AT", 1000)
+    items = {key: descriptors() for key in range(60)}
+    idx = LocalFeatureIndex()
+    for key in range(40):
+        idx.add(key, items[key])
+    idx.prepare()
+    monkeypatch.setattr(local, "COMPACT_MIN_DEAD", 10)
+    for key in range(30):  # dead enough to compact when the next merge ends
+        idx.remove(key)
+    for key in range(40, 50):
+        idx.add(key, items[key])
+    merge = idx.begin_merge()
+    assert merge is not None
+    for key in range(50, 60):  # pending, not folded, when the merge ends
+        idx.add(key, items[key])
+    merge.run()
+    idx.end_merge(merge)
+    found = {key: [v.key for v in idx.vote(flip_bits(items[key][:100], 0.05), top=1)]
+             for key in range(30, 60)}
+    assert found == {key: [key] for key in range(30, 60)}
+

@@ -40,6 +40,10 @@ DESCRIPTOR_INDEX_BITS = 8
 item's first 2^8 descriptors are indexed."""
 MAX_DESCRIPTORS = 1 << DESCRIPTOR_INDEX_BITS
 MAX_SLOTS = 1 << (32 - DESCRIPTOR_INDEX_BITS)
+COMPACT_MIN_DEAD = 64
+"""Dead slots are dropped once there are this many and they are a quarter of all slots: the
+quarter rule spreads a compaction's cost over the deletes behind it, and the floor keeps a small
+catalog with steady deletes from holding dead entries several times its own size."""
 CHANCE = 0.01
 """Expected number of catalog items that reach a returned vote count by chance alone."""
 
@@ -461,11 +465,18 @@ class LocalFeatureIndex:
             self._main.with_starts()
 
     def _compact(self) -> None:
-        """Drop dead slots' entries and renumber slots, once a quarter of them are dead."""
+        """Drop dead slots' entries and renumber slots, once a quarter of them are dead.
+
+        Entries still pending (added while a merge ran) are sorted into the delta first: they
+        carry the slot numbers that are about to change.
+        """
         used = len(self._key_of_slot)
         dead = used - len(self._slot_of)
-        if dead < 1024 or dead < used // 4:
+        if dead < COMPACT_MIN_DEAD or dead < used // 4:
             return
+        if self._pending:
+            pending, self._pending = self._pending, _Pending()
+            self._delta = self._delta.merged(_Tables.build(pending))
         live = self._live[:used]
         remap = (np.cumsum(live) - 1).astype(np.int32)
         self._main = self._main.alive(live, remap)
