@@ -306,8 +306,21 @@ def run(hb: ModuleType, args: argparse.Namespace, url: str, work: Path) -> None:
         print("\n" + "\n".join(table(rows)))
         print(f"\n- errors: {sum(errors.values())} {dict(errors) if errors else ''}")
         if errors:
-            print(hb.tail(work / "serve.log"))
+            print(first_tracebacks(work / "serve.log") or hb.tail(work / "serve.log"))
             raise SystemExit(1)
+
+
+def first_tracebacks(log: Path, count: int = 3) -> str:
+    """The service log's first few tracebacks (with the line before each): the log's tail is
+    only access lines by the time a long soak ends."""
+    lines = log.read_text(errors="replace").splitlines()
+    found: list[str] = []
+    for i, line in enumerate(lines):
+        if line.startswith("Traceback") and len(found) < count:
+            end = next((j for j in range(i + 1, len(lines))
+                        if not lines[j].startswith((" ", "\t"))), len(lines))
+            found.append("\n".join(lines[max(0, i - 1):end + 1]))
+    return "\n\n".join(found)
 
 
 if __name__ == "__main__":
