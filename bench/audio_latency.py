@@ -9,7 +9,7 @@ same sorted arrays (so the cap on common hashes bites them as it would in a real
 queries are 10 s excerpts of catalog clips: a third as they are, a third under noise, a third
 played 3 % faster or slower (resampled), so every search has a true match to align. Prints the
 index size and the p50/p95 search time (CPU time of this process, one thread) of the queries at
-their own speed and of the sped-up or slowed-down ones, which look up all nine query scales.
+their own speed and of the sped-up or slowed-down ones.
 """
 
 from __future__ import annotations

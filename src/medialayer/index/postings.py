@@ -87,9 +87,10 @@ class Hits:
     def where(self, mask: np.ndarray) -> Hits:
         return Hits(self.query[mask], self.keys[mask], self.times[mask])
 
-    def shifted(self, by: int) -> Hits:
-        """These hits of hashes that come `by` places later in a longer query."""
-        return Hits(self.query + by, self.keys, self.times)
+    def placed(self, positions: np.ndarray) -> Hits:
+        """These hits of a lookup of some of a query's hashes, the query's `positions`, as
+        hits of the whole query."""
+        return Hits(positions[self.query], self.keys, self.times)
 
     @classmethod
     def join(cls, parts: list[Hits]) -> Hits:
@@ -208,15 +209,27 @@ class PostingsIndex:
         self._deleted -= plan.dropped
         self._deleted_array = np.fromiter(self._deleted, np.int32, len(self._deleted))
 
-    def lookup(self, hashes: np.ndarray, tenant: int | None = None,
-               max_postings: int = 1 << 62) -> Hits:
-        """Every live posting whose hash is in `hashes` (optionally of one tenant only); hashes
-        with over `max_postings` postings in a segment are left out."""
+    def counts(self, hashes: np.ndarray) -> np.ndarray:
+        """How many postings each of `hashes` has (deleted ones and every tenant's included):
+        what a lookup of it would cost."""
         if self._pending and self._buffer is None:
             self.prepare()
-        parts = [_lookup(self._main, hashes, max_postings)]
+        lo, hi = self._main.ranges(hashes)
+        counts: np.ndarray = hi - lo
         if self._buffer is not None:
-            parts.append(_lookup(self._buffer, hashes, max_postings))
+            lo, hi = self._buffer.ranges(hashes)
+            counts += hi - lo
+        return counts
+
+    def lookup(self, hashes: np.ndarray, tenant: int | None = None,
+               max_postings: int = 1 << 62, keys: np.ndarray | None = None) -> Hits:
+        """Every live posting whose hash is in `hashes` (optionally of one tenant only, of
+        `keys` only); hashes with over `max_postings` postings in a segment are left out."""
+        if self._pending and self._buffer is None:
+            self.prepare()
+        parts = [_lookup(self._main, hashes, max_postings, keys)]
+        if self._buffer is not None:
+            parts.append(_lookup(self._buffer, hashes, max_postings, keys))
         hits = Hits.join(parts)
         if len(self._deleted_array):
             hits = hits.where(~np.isin(hits.keys, self._deleted_array))
@@ -241,13 +254,19 @@ def _concat(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
             np.concatenate([p[2] for p in parts]))
 
 
-def _lookup(segment: Segment, hashes: np.ndarray, max_postings: int) -> Hits:
+def _lookup(segment: Segment, hashes: np.ndarray, max_postings: int,
+            keys: np.ndarray | None) -> Hits:
     """Each hash's range of postings, expanded into flat posting indices; a hash with more
-    than `max_postings` postings is skipped (it is in too many items to tell any apart)."""
+    than `max_postings` postings is skipped (it is in too many items to tell any apart). With
+    `keys`, only their postings' times are read."""
     lo, hi = segment.ranges(hashes)
     counts = hi - lo
     counts[counts > max_postings] = 0
     query = np.repeat(np.arange(len(hashes)), counts)
     starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
     idx = starts + np.arange(int(counts.sum()))
-    return Hits(query, segment.keys[idx], segment.times[idx])
+    found = segment.keys[idx]
+    if keys is not None:
+        wanted = np.isin(found, keys)
+        query, idx, found = query[wanted], idx[wanted], found[wanted]
+    return Hits(query, found, segment.times[idx])
