@@ -118,6 +118,16 @@ def test_a_reused_voice_over_is_found_across_video_and_audio_listings(
     assert [{m.id for m in c.members} for c in ml.clusters()] == [{listing.id, excerpt.id}]
 
 
+def test_the_soundtrack_follows_a_video_added_by_a_search_and_replaced_by_an_upsert(
+        ml: MediaLayer, files: dict[str, Path]) -> None:
+    added = ml.search(files["video"], "video", index=True, external_id="v").query_media
+    assert added is not None
+    assert [h.media.id for h in ml.search(files["query"], "audio").results] == [added.id]
+    record, created = ml.upsert(files["mute"], "video", "v")  # replaced by a silent video
+    assert (record.id, created) == (added.id, False)
+    assert ml.search(files["query"], "audio").results == []
+
+
 def test_a_video_without_sound_is_indexed_and_has_no_track(ml: MediaLayer,
                                                           files: dict[str, Path]) -> None:
     kind = get_kind("video")
