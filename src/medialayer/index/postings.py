@@ -33,6 +33,8 @@ class Segment:
     keys: np.ndarray  # int32
     times: np.ndarray  # int32, frames
     directory: np.ndarray | None = None  # int64 start of each hash value, then the end
+    key_bound: int = 0
+    """One more than the largest key."""
 
     @classmethod
     def empty(cls) -> Segment:
@@ -53,7 +55,7 @@ class Segment:
         if len(hashes) >= DIRECTORY_MIN and hash_bits <= 24:
             counts = np.bincount(hashes, minlength=1 << hash_bits)
             directory = np.concatenate([[0], np.cumsum(counts)])
-        return cls(hashes, keys, times, directory)
+        return cls(hashes, keys, times, directory, int(keys.max()) + 1 if len(keys) else 0)
 
     def __len__(self) -> int:
         return len(self.hashes)
@@ -227,9 +229,14 @@ class PostingsIndex:
         `keys` only); hashes with over `max_postings` postings in a segment are left out."""
         if self._pending and self._buffer is None:
             self.prepare()
-        parts = [_lookup(self._main, hashes, max_postings, keys)]
+        wanted = None
+        if keys is not None:  # a mask over every key: one read per posting, whatever `keys`
+            buffered = 0 if self._buffer is None else self._buffer.key_bound
+            wanted = np.zeros(max(self._main.key_bound, buffered), bool)
+            wanted[keys[keys < len(wanted)]] = True
+        parts = [_lookup(self._main, hashes, max_postings, wanted)]
         if self._buffer is not None:
-            parts.append(_lookup(self._buffer, hashes, max_postings, keys))
+            parts.append(_lookup(self._buffer, hashes, max_postings, wanted))
         hits = Hits.join(parts)
         if len(self._deleted_array):
             hits = hits.where(~np.isin(hits.keys, self._deleted_array))
@@ -255,10 +262,10 @@ def _concat(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 def _lookup(segment: Segment, hashes: np.ndarray, max_postings: int,
-            keys: np.ndarray | None) -> Hits:
+            wanted: np.ndarray | None) -> Hits:
     """Each hash's range of postings, expanded into flat posting indices; a hash with more
     than `max_postings` postings is skipped (it is in too many items to tell any apart). With
-    `keys`, only their postings' times are read."""
+    `wanted` (a mask over keys), only the wanted keys' postings are kept."""
     lo, hi = segment.ranges(hashes)
     counts = hi - lo
     counts[counts > max_postings] = 0
@@ -266,7 +273,7 @@ def _lookup(segment: Segment, hashes: np.ndarray, max_postings: int,
     starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
     idx = starts + np.arange(int(counts.sum()))
     found = segment.keys[idx]
-    if keys is not None:
-        wanted = np.isin(found, keys)
-        query, idx, found = query[wanted], idx[wanted], found[wanted]
+    if wanted is not None:
+        kept = wanted[found]
+        query, idx, found = query[kept], idx[kept], found[kept]
     return Hits(query, found, segment.times[idx])

@@ -88,13 +88,15 @@ def search(index: PostingsIndex, query: Peaks, lengths: Mapping[int, float], top
     counts = index.counts(landmarks.hashes)
     usable = np.flatnonzero(counts <= COMMON_HASH)
     chosen = _rarest(usable, counts[usable])
+    sampled = len(chosen) < len(usable)
     hits = index.lookup(landmarks.hashes[chosen], tenant, COMMON_HASH).placed(chosen)
     votes = _votes(landmarks, hits)
-    best = _best_bins(votes, exclude)[: max(CANDIDATES, top_k)]
+    least = SAMPLED_VOTES if sampled else calibration.MIN_VOTES
+    best = _best_bins(votes, exclude, least)[: max(CANDIDATES, top_k)]
     if not best:
         return []
     keys = np.array(sorted({key for key, _, _, _ in best}), np.int32)
-    if len(chosen) < len(usable):  # a sample: the candidates' every hit at their scales
+    if sampled:  # the candidates' every hit at their scales
         scales = np.isin(landmarks.scales[usable], [scale for _, scale, _, _ in best])
         wanted = usable[scales]
         hits = index.lookup(landmarks.hashes[wanted], tenant, COMMON_HASH, keys).placed(wanted)
@@ -121,6 +123,10 @@ def _rarest(hashes: np.ndarray, counts: np.ndarray) -> np.ndarray:
 SELECTED_HITS = 1 << 16
 """Postings of the rarest query hashes that candidates are chosen by: as many as one exact
 count of offset bins takes (SORTED_VOTES)."""
+SAMPLED_VOTES = 2
+"""Hits in one offset bin that make an item a candidate when only the rarest hashes were looked
+up: a weak copy may show few of its hits among them, while so few chance hits over so many
+bins seldom put two in one."""
 
 
 def _votes(landmarks: Landmarks, hits: Hits) -> _Votes:
@@ -137,8 +143,10 @@ def compare(query: Peaks, reference: Peaks) -> AudioMatch | None:
     return found[0] if found else None
 
 
-def _best_bins(votes: _Votes, exclude: int | None) -> list[tuple[int, int, int, int]]:
-    """(key, scale, offset bin, grid) of each item's fullest bin, fullest first.
+def _best_bins(votes: _Votes, exclude: int | None, least: int = calibration.MIN_VOTES
+               ) -> list[tuple[int, int, int, int]]:
+    """(key, scale, offset bin, grid) of each item's fullest bin holding `least` hits or more,
+    fullest first.
 
     Offsets are cut into half-bins, so that a bin of either grid is two neighbouring half-bins:
     grid 0 bins are floor(offset / OFFSET_BIN), grid 1 bins floor(offset / OFFSET_BIN + 1/2).
@@ -149,12 +157,12 @@ def _best_bins(votes: _Votes, exclude: int | None) -> list[tuple[int, int, int, 
     half += 1 << _BIN_BITS  # from 0: offsets may be negative
     item = votes.hits.keys.astype(np.int64) << _SCALE_BITS | votes.scales
     if len(half) > SORTED_VOTES:
-        keep = _in_full_bins(item, half)
+        keep = _in_full_bins(item, half, least)
         item, half = item[keep], half[keep]
     item <<= 1 + _BIN_BITS
     codes = np.concatenate([item | (half >> 1), item | (1 << _BIN_BITS) | ((half + 1) >> 1)])
     unique, counts = np.unique(codes, return_counts=True)
-    full = counts >= calibration.MIN_VOTES  # most bins hold one chance hit
+    full = counts >= least  # most bins hold one chance hit
     unique, counts = unique[full], counts[full]
     keys, scales, bins, grid = _decode(unique)
     order = np.lexsort((-counts, keys))  # per key, the fullest bin first
@@ -166,7 +174,7 @@ def _best_bins(votes: _Votes, exclude: int | None) -> list[tuple[int, int, int, 
             if int(keys[i]) != exclude]
 
 
-def _in_full_bins(item: np.ndarray, half: np.ndarray) -> np.ndarray:
+def _in_full_bins(item: np.ndarray, half: np.ndarray, least: int) -> np.ndarray:
     """Which hits lie in the fullest bins of either grid (or in a few others), found without
     sorting them all.
 
@@ -181,7 +189,7 @@ def _in_full_bins(item: np.ndarray, half: np.ndarray) -> np.ndarray:
     cells &= np.uint64((1 << CELL_BITS) - 1)
     counts = np.bincount(cells.view(np.int64), minlength=1 << CELL_BITS)
     pairs = counts + np.roll(counts, -1)  # cells c and c + 1
-    full = np.flatnonzero(pairs >= calibration.MIN_VOTES)
+    full = np.flatnonzero(pairs >= least)
     if len(full) > FULL_PAIRS:  # partition only these: most cells hold 0 or 1 hits
         full = full[np.argpartition(pairs[full], -FULL_PAIRS)[-FULL_PAIRS:]]
     keep = np.zeros(1 << CELL_BITS, bool)
