@@ -90,6 +90,17 @@ def test_candidates_chosen_by_the_rarest_hashes_are_scored_on_all_their_hits(
     assert whole.key == 2 and whole.speed == pytest.approx(factor, abs=0.008)
 
 
+def test_without_a_high_match_among_the_rarest_hashes_every_hash_is_looked_up(
+        clips: list[np.ndarray], index: AudioIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy whose landmarks all sit among common hashes shows no confident match in the
+    sample: the search goes on with every hash, and finds what it would have found at once."""
+    query = fingerprint(mix(excerpt(clips[4], 2.0, 6.0), noise(6.0, 9), -3.0))
+    whole = [(m.key, m.score) for m in index.search(query, top_k=3)]
+    monkeypatch.setattr(match, "SELECTED_HITS", 1)
+    assert [(m.key, m.score) for m in index.search(query, top_k=3)] == whole
+    assert whole[0][0] == 4
+
+
 @pytest.mark.parametrize("factor", [0.97, 1.03])
 def test_a_tempo_change_that_keeps_the_pitch_is_found(
         clips: list[np.ndarray], index: AudioIndex, factor: float) -> None:

@@ -77,33 +77,48 @@ def search(index: PostingsIndex, query: Peaks, lengths: Mapping[int, float], top
     """The `top_k` best-aligned catalog items for the query's peaks, best first; `lengths`
     gives each item's duration in seconds.
 
-    Candidates are chosen by the hits of the query's rarest hashes, at every scale: a large
-    catalog gives a query's common hashes a great many postings, nearly all of them chance
-    hits, while a copy shares rare and common hashes alike, so its hits still pile up in one
-    offset bin among the few chance hits of the rare ones. The candidates are then aligned and
-    scored on all their hits at the scales they were found at, as if every hash had been
-    looked up; a small catalog's hashes are all looked up at once.
+    In a large catalog the query's rarest hashes are tried first, at every scale: its common
+    hashes bring a great many postings, nearly all of them chance hits, while a copy shares
+    rare and common hashes alike, so its hits still pile up in one offset bin among the few
+    chance hits of the rare ones. The candidates found are aligned and scored on all their hits
+    at the scales they were found at, as if every hash had been looked up. A `high` match ends
+    the search there; otherwise (no copy, a weak one, or one whose landmarks all sit among
+    common hashes) every hash is looked up, as a small catalog's always are.
     """
     landmarks = query_landmarks(query, SCALES)
     counts = index.counts(landmarks.hashes)
     usable = np.flatnonzero(counts <= COMMON_HASH)
-    chosen = _rarest(usable, counts[usable])
-    sampled = len(chosen) < len(usable)
+    rarest = _rarest(usable, counts[usable])
+    if len(rarest) < len(usable):
+        found = _search(index, landmarks, query.seconds, lengths, top_k, tenant, exclude,
+                        rarest, usable)
+        if found and calibration.confidence(found[0].score) == "high":
+            return found
+    return _search(index, landmarks, query.seconds, lengths, top_k, tenant, exclude, usable)
+
+
+def _search(index: PostingsIndex, landmarks: Landmarks, query_seconds: float,
+            lengths: Mapping[int, float], top_k: int, tenant: int | None,
+            exclude: int | None, chosen: np.ndarray, usable: np.ndarray | None = None
+            ) -> list[AudioMatch]:
+    """The search by the query's hashes at positions `chosen`; when they are a sample of the
+    `usable` ones, an item is a candidate at SAMPLED_VOTES, and the candidates are aligned on
+    their hits of every usable hash at their scales."""
     hits = index.lookup(landmarks.hashes[chosen], tenant, COMMON_HASH).placed(chosen)
     votes = _votes(landmarks, hits)
-    least = SAMPLED_VOTES if sampled else calibration.MIN_VOTES
+    least = calibration.MIN_VOTES if usable is None else SAMPLED_VOTES
     best = _best_bins(votes, exclude, least)[: max(CANDIDATES, top_k)]
     if not best:
         return []
     keys = np.array(sorted({key for key, _, _, _ in best}), np.int32)
-    if sampled:  # the candidates' every hit at their scales
+    if usable is not None:
         scales = np.isin(landmarks.scales[usable], [scale for _, scale, _, _ in best])
         wanted = usable[scales]
         hits = index.lookup(landmarks.hashes[wanted], tenant, COMMON_HASH, keys).placed(wanted)
         votes = _votes(landmarks, hits)
         best = _best_bins(votes, exclude)
     mine = votes.of(np.isin(votes.hits.keys, keys))
-    matches = [_align(key, scale, bin_, grid, mine, query.seconds, lengths.get(key, 0.0))
+    matches = [_align(key, scale, bin_, grid, mine, query_seconds, lengths.get(key, 0.0))
                for key, scale, bin_, grid in best]
     found = [m for m in matches if m.score > 0]
     found.sort(key=lambda m: (-m.score, m.key))
