@@ -11,7 +11,6 @@ from medialayer.index.postings import Hits
 from medialayer.kinds.audio import calibration, match
 from medialayer.kinds.audio.fingerprint import AudioFingerprint, fingerprint_stream
 from medialayer.kinds.audio.index import AudioIndex
-from medialayer.kinds.audio.landmarks import FRAME_SECONDS, Landmarks
 from medialayer.kinds.audio.match import AudioMatch, compare
 
 from audio_synth import RATE, level, melody, mix, noise, speed, telephone, tempo, wav_bytes
@@ -67,9 +66,14 @@ def test_a_sped_up_or_slowed_down_copy_is_found_with_its_speed(
     assert s.reference_start == pytest.approx(factor * (2.0 + s.query_start), abs=0.15)
 
 
-def test_a_copy_at_its_own_speed_is_settled_by_the_identity_scale_alone(
-        clips: list[np.ndarray], index: AudioIndex, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The other scales are looked up only when the identity finds nothing confident."""
+@pytest.mark.parametrize("factor", [1.0, 1.03])
+def test_candidates_chosen_by_the_rarest_hashes_are_scored_on_all_their_hits(
+        clips: list[np.ndarray], index: AudioIndex, monkeypatch: pytest.MonkeyPatch,
+        factor: float) -> None:
+    """Past SELECTED_HITS postings, only the rarest hashes choose the candidates; they are
+    then aligned on every hit at their scale, as a lookup of every hash would align them."""
+    query = excerpt(speed(clips[2], factor), 3.0, 6.0)
+    whole = top(index, query)
     lookups: list[int] = []
     lookup = index.postings.lookup
 
@@ -78,12 +82,23 @@ def test_a_copy_at_its_own_speed_is_settled_by_the_identity_scale_alone(
         return lookup(hashes, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(index.postings, "lookup", counted)
-    m = top(index, excerpt(clips[2], 3.0, 6.0))
-    assert m.key == 2 and m.speed == 1.0 and len(lookups) == 1
-    lookups.clear()
-    m = top(index, excerpt(speed(clips[2], 1.03), 3.0, 6.0))
-    assert m.key == 2 and m.speed == pytest.approx(1.03, abs=0.008) and len(lookups) == 2
-    assert lookups[1] > 4 * lookups[0]  # the eight other scales
+    monkeypatch.setattr(match, "SELECTED_HITS", 200)
+    sampled = top(index, query)
+    assert len(lookups) == 2  # the rarest hashes, then the candidates' scales
+    assert (sampled.key, sampled.score, sampled.speed, sampled.offset) == (
+        whole.key, whole.score, whole.speed, whole.offset)
+    assert whole.key == 2 and whole.speed == pytest.approx(factor, abs=0.008)
+
+
+def test_without_a_high_match_among_the_rarest_hashes_every_hash_is_looked_up(
+        clips: list[np.ndarray], index: AudioIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy whose landmarks all sit among common hashes shows no confident match in the
+    sample: the search goes on with every hash, and finds what it would have found at once."""
+    query = fingerprint(mix(excerpt(clips[4], 2.0, 6.0), noise(6.0, 9), -3.0))
+    whole = [(m.key, m.score) for m in index.search(query, top_k=3)]
+    monkeypatch.setattr(match, "SELECTED_HITS", 1)
+    assert [(m.key, m.score) for m in index.search(query, top_k=3)] == whole
+    assert whole[0][0] == 4
 
 
 @pytest.mark.parametrize("factor", [0.97, 1.03])
@@ -165,17 +180,3 @@ def test_a_true_alignment_stands_out_of_a_million_chance_hits() -> None:
         key, scale, bin_, grid = match._best_bins(votes, None)[0]
         centre = (bin_ - 0.5 * grid + 0.5) * match.OFFSET_BIN
         assert (key, scale) == (77, 3) and abs(centre - true_offset) <= match.OFFSET_BIN / 2
-
-
-@pytest.mark.parametrize(("speed_error", "steady"), [(0.0, True), (0.03, False), (-0.03, False)])
-def test_a_drifting_offset_is_not_taken_for_a_copy_at_its_own_speed(
-        speed_error: float, steady: bool) -> None:
-    """Repetitive music 3 % slower can fill one offset bin at the identity scale; its hits
-    near that offset drift through the query, and the search goes on to the other scales."""
-    rng = np.random.default_rng(5)
-    query_frames = np.sort(rng.uniform(0, 500, 300)).astype(np.float32)  # 10 s
-    reference = 100 + query_frames * (1 + speed_error) + rng.normal(0, 0.5, 300)
-    landmarks = Landmarks(np.zeros(300, np.uint32), query_frames, np.zeros(300, np.uint8))
-    hits = Hits(np.arange(300), np.full(300, 4, np.int32), np.rint(reference).astype(np.int32))
-    found = AudioMatch(4, 1.0, 300, 1.0, 1.0, (100 + 250 * speed_error) * FRAME_SECONDS, 1.0)
-    assert match._steady(landmarks, hits, found) is steady

@@ -106,3 +106,16 @@ def test_a_deleted_key_bulk_loaded_again_is_found_with_its_new_postings() -> Non
     index.add_many(np.full(len(h), 1), h, t)
     assert found(index, postings(1)[0]) == set()
     assert found(index, h) == {1}
+
+
+def test_counts_say_what_a_lookup_costs_and_a_lookup_may_keep_some_keys_only() -> None:
+    index = PostingsIndex()
+    shared = np.array([11, 12], np.uint32)
+    for key in range(4):
+        index.add(key, shared, np.array([key, key + 100]))
+    index.install(index.merged())
+    index.add(9, shared[:1], np.array([7]))  # buffered: counted too
+    assert index.counts(np.array([11, 12, 13], np.uint32)).tolist() == [5, 4, 0]
+    hits = index.lookup(shared, keys=np.array([2, 9], np.int32))
+    assert sorted(zip(hits.keys.tolist(), hits.query.tolist(), hits.times.tolist(),
+                      strict=True)) == [(2, 0, 2), (2, 1, 102), (9, 0, 7)]

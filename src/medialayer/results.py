@@ -26,7 +26,8 @@ class SearchHit:
     """What the tenant's policy says this match means (`medialayer.policies`)."""
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"media_id": self.media.id, "name": self.media.name,
+        out: dict[str, Any] = {"media_id": self.media.id, "media_type": self.media.media_type,
+                               "name": self.media.name,
                                "external_id": self.media.external_id,
                                "similarity_score": self.similarity_score,
                                "confidence": self.confidence,

@@ -21,8 +21,8 @@ from medialayer.catalog.store import MediaRecord, NewMedia, Within, WithinMany, 
 from medialayer.errors import Conflict, InvalidInput, MediaTooLarge
 from medialayer.fields import problem
 from medialayer.index.registry import DELETIONS_KEPT, IndexRegistry
-from medialayer.kinds import AnyKind, get_kind, kinds, sniff_kind
-from medialayer.kinds.base import Loader, Match, MediaInput, Window, both_ways
+from medialayer.kinds import AnyKind, carriers_of, get_kind, kinds, sniff_kind
+from medialayer.kinds.base import Loader, Match, MediaInput, Window, both_ways, tracks_of
 from medialayer.policies import Policies, most_severe, verdict
 from medialayer.results import (
     Cluster,
@@ -55,7 +55,8 @@ class MediaLayer:
         self.store = open_store(data_dir, database_url)
         self.store.prune_deletions(DELETIONS_KEPT)
         self.tenant = tenant
-        self.indexes = IndexRegistry(self.store, get_kind, self._loader, bands)
+        self.indexes = IndexRegistry(self.store, get_kind, self._loader, bands,
+                                     carriers_of=carriers_of)
         self.review = Review(self.store)
         self.policies = Policies(self.store)
 
@@ -104,6 +105,7 @@ class MediaLayer:
             source=source_label or label, metadata=metadata or {}))
         self._unindex(known)
         self.indexes.added(kind.name, [(record.seq, record.tenant, stored)])
+        self.indexes.added_tracks([(record.seq, record.tenant, blob)])
         self._keep_edges(record, stored)
         return record, False
 
@@ -117,6 +119,8 @@ class MediaLayer:
             self.indexes.added(media_type, [(r.seq, r.tenant, s)
                                             for r, s in zip(records, stored, strict=True)
                                             if r.media_type == media_type])
+        self.indexes.added_tracks([(r.seq, r.tenant, i.fingerprint)
+                                   for r, i in zip(records, items, strict=True)])
         for record, fingerprint in zip(records, stored, strict=True) if keep_edges else ():
             self._keep_edges(record, fingerprint)
         return records
@@ -281,6 +285,7 @@ class MediaLayer:
                     return known
             raise
         self.indexes.added(kind.name, [(record.seq, record.tenant, stored)])
+        self.indexes.added_tracks([(record.seq, record.tenant, item.fingerprint)])
         self._keep_edges(record, stored, found)
         return record
 
@@ -291,7 +296,17 @@ class MediaLayer:
         if found is None:
             found = self._neighbours(get_kind(record.media_type), record.tenant, record.seq,
                                      stored)
-        self.review.keep(record.tenant, record.media_type, record.seq, found)
+        self.review.keep(record.tenant, record.media_type, record.seq,
+                         self._of_its_kind(record.media_type, found))
+
+    def _of_its_kind(self, media_type: str, found: builtins.list[Match]
+                     ) -> builtins.list[Match]:
+        """The matches that are items of `media_type`: clusters hold one kind, while the
+        kind's index also holds the tracks other kinds carry (a video's soundtrack)."""
+        if not found or not carriers_of(media_type):
+            return found
+        records = self.store.records([m.key for m in found])
+        return [m for m in found if m.key in records and records[m.key].media_type == media_type]
 
     def _neighbours(self, kind: AnyKind, tenant: str, seq: int, stored: Any
                     ) -> builtins.list[Match]:
@@ -351,14 +366,21 @@ class MediaLayer:
         return query, kind.stored_of(query)
 
     def _stored_of(self, kind: AnyKind, ref: MediaRef, tenant: str) -> Any:
+        """A catalog item's stored fingerprint, or that of the track of this kind it carries
+        (a video's soundtrack compared as audio)."""
         record, row = self.store.get_fingerprint(tenant, ref.media_id)
+        version, encoded = row.version, row.encoded
         if record.media_type != kind.name:
-            raise InvalidInput(f"media {ref.media_id} is {record.media_type}, not {kind.name}")
-        if row.version != kind.version:
+            track = next((t for t in tracks_of(encoded) if t.kind == kind.name), None)
+            if track is None:
+                raise InvalidInput(f"media {ref.media_id} is {record.media_type}, not "
+                                   f"{kind.name}, and carries no {kind.name}")
+            version, encoded = track.version, track.encoded
+        if version != kind.version:
             raise InvalidInput(f"media {ref.media_id} was fingerprinted with {kind.name} "
-                               f"fingerprint version {row.version}, this build reads version "
+                               f"fingerprint version {version}, this build reads version "
                                f"{kind.version}: index it again from its source")
-        return kind.decode(row.encoded)
+        return kind.decode(encoded)
 
     def _open(self, source: Source | MediaInput, media_type: str | None
               ) -> tuple[AnyKind, MediaInput, str | None]:

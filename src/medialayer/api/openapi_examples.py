@@ -72,8 +72,9 @@ SCHEMA_EXAMPLES: dict[str, JSON] = {
     "MediaOut": MEDIA,
     "MediaPage": {"items": [MEDIA], "next_cursor": "c2VxOjQx"},
     "SearchOut": {"query_media_id": COPY, "action": "queue_review", "results": [
-        {"media_id": LAMP, "name": "brass-lamp.jpg", "external_id": "sku-10042",
-         "similarity_score": 0.93, "confidence": "high", "segments": None,
+        {"media_id": LAMP, "media_type": "image", "name": "brass-lamp.jpg",
+         "external_id": "sku-10042", "similarity_score": 0.93, "confidence": "high",
+         "segments": None,
          "explanation": EXPLANATION, "canonical_id": None, "action": "queue_review"}]},
     "CompareOut": {"similarity_score": 0.93, "confidence": "high", "segments": [],
                    "explanation": EXPLANATION},

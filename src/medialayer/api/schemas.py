@@ -138,6 +138,8 @@ class ExplanationOut(BaseModel):
 
 class HitOut(BaseModel):
     media_id: str
+    media_type: str = Field(description="The item's kind: a video when its soundtrack "
+                            "matched an audio search.")
     name: str | None
     external_id: str | None
     similarity_score: float

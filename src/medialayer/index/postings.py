@@ -33,6 +33,8 @@ class Segment:
     keys: np.ndarray  # int32
     times: np.ndarray  # int32, frames
     directory: np.ndarray | None = None  # int64 start of each hash value, then the end
+    key_bound: int = 0
+    """One more than the largest key."""
 
     @classmethod
     def empty(cls) -> Segment:
@@ -53,7 +55,7 @@ class Segment:
         if len(hashes) >= DIRECTORY_MIN and hash_bits <= 24:
             counts = np.bincount(hashes, minlength=1 << hash_bits)
             directory = np.concatenate([[0], np.cumsum(counts)])
-        return cls(hashes, keys, times, directory)
+        return cls(hashes, keys, times, directory, int(keys.max()) + 1 if len(keys) else 0)
 
     def __len__(self) -> int:
         return len(self.hashes)
@@ -87,9 +89,10 @@ class Hits:
     def where(self, mask: np.ndarray) -> Hits:
         return Hits(self.query[mask], self.keys[mask], self.times[mask])
 
-    def shifted(self, by: int) -> Hits:
-        """These hits of hashes that come `by` places later in a longer query."""
-        return Hits(self.query + by, self.keys, self.times)
+    def placed(self, positions: np.ndarray) -> Hits:
+        """These hits of a lookup of some of a query's hashes, the query's `positions`, as
+        hits of the whole query."""
+        return Hits(positions[self.query], self.keys, self.times)
 
     @classmethod
     def join(cls, parts: list[Hits]) -> Hits:
@@ -208,15 +211,32 @@ class PostingsIndex:
         self._deleted -= plan.dropped
         self._deleted_array = np.fromiter(self._deleted, np.int32, len(self._deleted))
 
-    def lookup(self, hashes: np.ndarray, tenant: int | None = None,
-               max_postings: int = 1 << 62) -> Hits:
-        """Every live posting whose hash is in `hashes` (optionally of one tenant only); hashes
-        with over `max_postings` postings in a segment are left out."""
+    def counts(self, hashes: np.ndarray) -> np.ndarray:
+        """How many postings each of `hashes` has (deleted ones and every tenant's included):
+        what a lookup of it would cost."""
         if self._pending and self._buffer is None:
             self.prepare()
-        parts = [_lookup(self._main, hashes, max_postings)]
+        lo, hi = self._main.ranges(hashes)
+        counts: np.ndarray = hi - lo
         if self._buffer is not None:
-            parts.append(_lookup(self._buffer, hashes, max_postings))
+            lo, hi = self._buffer.ranges(hashes)
+            counts += hi - lo
+        return counts
+
+    def lookup(self, hashes: np.ndarray, tenant: int | None = None,
+               max_postings: int = 1 << 62, keys: np.ndarray | None = None) -> Hits:
+        """Every live posting whose hash is in `hashes` (optionally of one tenant only, of
+        `keys` only); hashes with over `max_postings` postings in a segment are left out."""
+        if self._pending and self._buffer is None:
+            self.prepare()
+        wanted = None
+        if keys is not None:  # a mask over every key: one read per posting, whatever `keys`
+            buffered = 0 if self._buffer is None else self._buffer.key_bound
+            wanted = np.zeros(max(self._main.key_bound, buffered), bool)
+            wanted[keys[keys < len(wanted)]] = True
+        parts = [_lookup(self._main, hashes, max_postings, wanted)]
+        if self._buffer is not None:
+            parts.append(_lookup(self._buffer, hashes, max_postings, wanted))
         hits = Hits.join(parts)
         if len(self._deleted_array):
             hits = hits.where(~np.isin(hits.keys, self._deleted_array))
@@ -241,13 +261,19 @@ def _concat(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
             np.concatenate([p[2] for p in parts]))
 
 
-def _lookup(segment: Segment, hashes: np.ndarray, max_postings: int) -> Hits:
+def _lookup(segment: Segment, hashes: np.ndarray, max_postings: int,
+            wanted: np.ndarray | None) -> Hits:
     """Each hash's range of postings, expanded into flat posting indices; a hash with more
-    than `max_postings` postings is skipped (it is in too many items to tell any apart)."""
+    than `max_postings` postings is skipped (it is in too many items to tell any apart). With
+    `wanted` (a mask over keys), only the wanted keys' postings are kept."""
     lo, hi = segment.ranges(hashes)
     counts = hi - lo
     counts[counts > max_postings] = 0
     query = np.repeat(np.arange(len(hashes)), counts)
     starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
     idx = starts + np.arange(int(counts.sum()))
-    return Hits(query, segment.keys[idx], segment.times[idx])
+    found = segment.keys[idx]
+    if wanted is not None:
+        kept = wanted[found]
+        query, idx, found = query[kept], idx[kept], found[kept]
+    return Hits(query, found, segment.times[idx])

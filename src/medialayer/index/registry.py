@@ -34,7 +34,16 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from medialayer.kinds.base import CandidateIndex, Encoded, Loader, Match, MediaKind
+from medialayer.errors import InvalidInput
+from medialayer.kinds.base import (
+    CandidateIndex,
+    Carrier,
+    Encoded,
+    Loader,
+    Match,
+    MediaKind,
+    tracks_of,
+)
 from medialayer.locks import ReadWriteLock
 
 log = logging.getLogger("medialayer.index")
@@ -168,29 +177,39 @@ class KindIndex:
     """One kind's index with its lock and its place in the change feed."""
 
     def __init__(self, kind: AnyKind, index: CandidateIndex[Any, Any], trail: float,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], carriers: Sequence[str] = ()) -> None:
         self.kind = kind
         self.index = index
+        self.carriers = tuple(carriers)
+        """Kinds whose rows carry tracks of this kind (a video's soundtrack for audio): the
+        index holds those tracks too, under the carrier rows' keys."""
         self.lock = ReadWriteLock()
         self.rows = _Trail(trail, clock)
         self.deletions = _Trail(trail, clock)
         self.polled_at = 0.0
         self.stale: set[int] = set()
-        """Seqs of rows of another fingerprint version: never indexed, never fetched again."""
+        """Seqs of rows of another fingerprint version, and of carrier rows without a track of
+        this kind (of its version): never indexed, never fetched again."""
         self.complete = threading.Event()
         """Set once every tier is loaded (the details of a two-step build come after)."""
         self.failure: BaseException | None = None
 
 
 class IndexRegistry:
-    """Builds each kind's index on first use (in bulk) and keeps it in step with the feed."""
+    """Builds each kind's index on first use (in bulk) and keeps it in step with the feed.
+
+    A kind's index also holds the tracks of that kind that rows of other kinds carry
+    (`base.Track`: a video's soundtrack in the audio index), under the carrier row's key:
+    `carriers_of(name)` names the kinds whose rows may carry them.
+    """
 
     def __init__(self, feed: ChangeFeed, kind_of: Callable[[str], AnyKind],
                  loader_of: Callable[[AnyKind], Loader[Any]], bands: int | None = None,
-                 trail: float = TRAIL_SECONDS, clock: Callable[[], float] = time.monotonic
-                 ) -> None:
+                 trail: float = TRAIL_SECONDS, clock: Callable[[], float] = time.monotonic,
+                 carriers_of: Callable[[str], Sequence[str]] = lambda name: ()) -> None:
         self._feed = feed
         self._kind_of = kind_of
+        self._carriers_of = carriers_of
         self._loader_of = loader_of
         self._bands = bands
         self._trail = trail
@@ -246,10 +265,35 @@ class IndexRegistry:
             entry.index.upsert_many(items)
             entry.rows.saw(max((seq for seq, _, _ in items), default=0))
 
+    def added_tracks(self, rows: Sequence[tuple[int, str, Encoded]]) -> None:
+        """The tracks of rows this process wrote, (seq, tenant, encoded) each: indexed now in
+        their kinds' indexes, when they are of a kind here and of its version."""
+        found: dict[str, list[tuple[int, str, Any]]] = {}
+        for seq, tenant, encoded in rows:
+            for track in tracks_of(encoded):
+                try:
+                    kind = self._kind_of(track.kind)
+                except InvalidInput:
+                    continue
+                if track.version == kind.version:
+                    found.setdefault(kind.name, []).append(
+                        (seq, tenant, kind.decode(track.encoded)))
+        for name, items in found.items():
+            self.added(name, items)
+
     def deleted(self, media_type: str, seq: int) -> None:
+        """The row leaves its kind's index, and the indexes built so far of the tracks its
+        kind carries."""
         entry = self.get(media_type)
         with entry.lock.write():
             entry.index.delete(seq)
+        kind = entry.kind
+        for name in sorted(kind.carries) if isinstance(kind, Carrier) else ():
+            with self._lock:
+                carried = self._indexes.get(name)
+            if carried is not None:
+                with carried.lock.write():
+                    carried.index.delete(seq)
 
     def poll(self, entry: KindIndex, force: bool = False) -> None:
         """Catch up with the feed if a poll is due (or `force`)."""
@@ -261,10 +305,16 @@ class IndexRegistry:
             return
         entry.polled_at = now  # one poll per interval, not one per thread
         name = entry.kind.name
-        missing = [seq for seq in self._feed.seqs_since(name, entry.rows.floor())
-                   if seq not in entry.index and seq not in entry.stale]
-        items = self._decoded(entry, self._feed.rows_of(missing)) if missing else []
-        deletions = self._feed.deletions_since(name, entry.deletions.floor())
+        floor = entry.rows.floor()
+        own = self._unseen(entry, self._feed.seqs_since(name, floor))
+        carried = self._unseen(entry, [seq for carrier in entry.carriers
+                                       for seq in self._feed.seqs_since(carrier, floor)])
+        missing = own + carried
+        items = self._decoded(entry, self._feed.rows_of(own)) if own else []
+        items += self._tracks(entry, self._feed.rows_of(carried)) if carried else []
+        floor = entry.deletions.floor()
+        deletions = sorted(d for source in (name, *entry.carriers)
+                           for d in self._feed.deletions_since(source, floor))
         if not items and not any(seq in entry.index for _, seq in deletions):
             self._saw(entry, missing, deletions)
             return
@@ -273,6 +323,10 @@ class IndexRegistry:
             for _, seq in deletions:
                 entry.index.delete(seq)
         self._saw(entry, missing, deletions)
+
+    @staticmethod
+    def _unseen(entry: KindIndex, seqs: list[int]) -> list[int]:
+        return [seq for seq in seqs if seq not in entry.index and seq not in entry.stale]
 
     def sync(self, media_type: str) -> None:
         self.poll(self.get(media_type), force=True)
@@ -308,9 +362,11 @@ class IndexRegistry:
         """A new index of every row of the kind: in two steps if it can (see the module's
         docstring), the second in a thread of its own if `background`."""
         entry = KindIndex(kind, kind.new_index(self._loader_of(kind), self._bands),
-                          self._trail, self._clock)
-        entry.deletions.start(self._feed.last_deletion(kind.name))  # before: rows are gone
+                          self._trail, self._clock, self._carriers_of(kind.name))
+        entry.deletions.start(max(self._feed.last_deletion(source)  # before: rows are gone
+                                  for source in (kind.name, *entry.carriers)))
         index, feed = entry.index, self._feed
+        self._load_tracks(entry)
         if isinstance(index, TieredIndex) and isinstance(feed, CodeFeed):
             self._load_codes(entry, index, feed)
             top = entry.rows.top
@@ -332,14 +388,25 @@ class IndexRegistry:
         return entry
 
     def _load_whole(self, entry: KindIndex) -> None:
-        """Every row from its stored fingerprint, in batches (vectorised adds)."""
+        """Every row from its stored fingerprint."""
+        self._load_rows(entry, entry.kind.name, self._decoded)
+
+    def _load_tracks(self, entry: KindIndex) -> None:
+        """The tracks of this kind in every carrier row."""
+        for carrier in entry.carriers:
+            self._load_rows(entry, carrier, self._tracks)
+
+    def _load_rows(self, entry: KindIndex, media_type: str,
+                   items_of: Callable[[KindIndex, list[FeedRow]], list[tuple[int, str, Any]]]
+                   ) -> None:
+        """Every row of `media_type`, in batches (vectorised adds)."""
         batch: list[FeedRow] = []
-        for row in self._feed.rows_since(entry.kind.name, 0):
+        for row in self._feed.rows_since(media_type, 0):
             batch.append(row)
             if len(batch) == BATCH:
-                entry.index.upsert_many(self._decoded(entry, batch))
+                entry.index.upsert_many(items_of(entry, batch))
                 batch = []
-        entry.index.upsert_many(self._decoded(entry, batch))
+        entry.index.upsert_many(items_of(entry, batch))
 
     def _load_codes(self, entry: KindIndex, index: TieredIndex, feed: CodeFeed) -> None:
         """The code tier from the code columns; rows without codes whole, their codes
@@ -418,6 +485,25 @@ class IndexRegistry:
             else:
                 entry.stale.add(row.seq)
                 stale += 1
+        if stale:
+            _warn_stale(kind, stale)
+        return items
+
+    def _tracks(self, entry: KindIndex, rows: Iterable[FeedRow]) -> list[tuple[int, str, Any]]:
+        """The tracks of the entry's kind that carrier rows hold; a row without one (of the
+        kind's version) is not fetched again."""
+        kind = entry.kind
+        items = []
+        stale = 0
+        for row in rows:
+            entry.rows.top = max(entry.rows.top, row.seq)
+            tracks = [t for t in tracks_of(row.encoded) if t.kind == kind.name]
+            current = [t for t in tracks if t.version == kind.version]
+            if current:
+                items.append((row.seq, row.tenant, kind.decode(current[0].encoded)))
+            else:
+                entry.stale.add(row.seq)
+                stale += bool(tracks)
         if stale:
             _warn_stale(kind, stale)
         return items

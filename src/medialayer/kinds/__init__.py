@@ -7,12 +7,16 @@ use, so importing this package loads no decoder.
 
 from __future__ import annotations
 
+import logging
 import threading
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
-from medialayer.errors import InvalidInput, UnsupportedMedia
-from medialayer.kinds.base import MediaKind
+from medialayer.errors import InvalidInput, MediaTooLarge, UnsupportedMedia
+from medialayer.kinds.base import CarriedKind, Carrier, Limits, MediaInput, MediaKind, Track
+
+log = logging.getLogger("medialayer.kinds")
 
 ENTRY_POINT_GROUP = "medialayer.kinds"
 AnyKind = MediaKind[Any, Any]
@@ -91,5 +95,32 @@ def suffixes() -> frozenset[str]:
     return frozenset().union(*(k.suffixes for k in kinds().values()))
 
 
-__all__ = ["ENTRY_POINT_GROUP", "AnyKind", "get_kind", "kinds", "register",
-           "register_all", "registered_in_process", "sniff_kind", "suffixes", "unregister"]
+def carriers_of(name: str) -> list[str]:
+    """The kinds whose files may carry media of kind `name` (`base.Carrier`)."""
+    return [k.name for k in kinds().values() if isinstance(k, Carrier) and name in k.carries]
+
+
+def tracks_in(source: MediaInput, names: frozenset[str], limits: Limits) -> tuple[Track, ...]:
+    """The tracks of kinds `names` that a carrier's file holds, each read from its start by
+    its own kind under the carrier's `limits`. A track that cannot be had leaves the carrier
+    as it is: the file was taken for its own kind."""
+    found: list[Track] = []
+    for name in sorted(names):
+        kind = kinds().get(name)
+        if not isinstance(kind, CarriedKind):
+            continue
+        if not isinstance(source, Path):
+            source.seek(0)
+        try:
+            track = kind.track(source, limits)
+        except (UnsupportedMedia, MediaTooLarge) as e:
+            log.info("no %s track kept: %s", name, e)
+            continue
+        if track is not None:
+            found.append(track)
+    return tuple(found)
+
+
+__all__ = ["ENTRY_POINT_GROUP", "AnyKind", "carriers_of", "get_kind", "kinds", "register",
+           "register_all", "registered_in_process", "sniff_kind", "suffixes", "tracks_in",
+           "unregister"]

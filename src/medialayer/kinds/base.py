@@ -12,10 +12,11 @@ This module imports nothing heavy: the API, the catalog and the index layer impo
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO, Literal, NamedTuple, Protocol, TypeVar
+from typing import BinaryIO, Literal, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 from medialayer.errors import InvalidInput, MediaTooLarge
 
@@ -161,6 +162,51 @@ class Encoded:
     duration: float | None = None
 
 
+TRACK_CHUNKS = 1 << 30
+"""Chunk numbers from here on hold the tracks a file carries, one chunk each (`Track`); a kind's
+own time slices number below."""
+_TRACK_HEADER = struct.Struct("<16sI")  # the track's kind name, its fingerprint version
+
+
+@dataclass(frozen=True)
+class Track:
+    """Media of another kind inside a file: a video's soundtrack is audio.
+
+    The carrier's kind asks the track's kind for it (`CarriedKind.track`), with its own limits,
+    and keeps it in its `Encoded` as one chunk (`chunk`, read back by `tracks_of`), so the track
+    lives and dies with the carrier's catalog row. The index registry puts it in the track
+    kind's index under the carrier's key: a search of that kind finds the carrier, with the
+    track kind's segments. A track keeps its kind's blob and duration (no codes or chunks), and
+    the fingerprint version it was made with: a track of another version is not searched.
+    """
+
+    kind: str
+    version: int
+    blob: bytes
+    duration: float
+
+    @property
+    def encoded(self) -> Encoded:
+        """What the track's kind decodes."""
+        return Encoded(self.blob, duration=self.duration)
+
+    def chunk(self, position: int) -> Chunk:
+        """The track as the `position`-th track chunk of its carrier's `Encoded`."""
+        header = _TRACK_HEADER.pack(self.kind.encode(), self.version)
+        return Chunk(TRACK_CHUNKS + position, 0.0, self.duration, header + self.blob)
+
+
+def tracks_of(encoded: Encoded) -> list[Track]:
+    """The tracks a stored fingerprint carries (none for most)."""
+    found = []
+    for chunk in encoded.chunks:
+        if chunk.number >= TRACK_CHUNKS:
+            name, version = _TRACK_HEADER.unpack_from(chunk.blob)
+            found.append(Track(name.rstrip(b"\0").decode(), version,
+                               chunk.blob[_TRACK_HEADER.size:], chunk.t_end))
+    return found
+
+
 Window = tuple[float, float]
 """A reference time range (seconds) whose chunks a verification needs."""
 
@@ -244,6 +290,26 @@ class MediaKind(Protocol[Q, S]):
 
     def thumbnail(self, path: Path, side: int) -> bytes | None:
         """A small JPEG picture of the file for reports, or None if the kind has none."""
+        ...
+
+
+@runtime_checkable
+class Carrier(Protocol):
+    """A kind whose files also carry media of other kinds (a video's soundtrack): it keeps
+    their `Track`s in what it encodes, made by the kinds it names here."""
+
+    carries: frozenset[str]
+    """The names of the kinds whose media its files may carry."""
+
+
+@runtime_checkable
+class CarriedKind(Protocol):
+    """A kind whose media can sit inside another kind's files."""
+
+    def track(self, source: MediaInput, limits: Limits) -> Track | None:
+        """This kind's media inside `source`, fingerprinted and encoded, under the carrier's
+        `limits`; None when the file holds none worth keeping (no such stream, silence, or
+        nothing this kind can decode)."""
         ...
 
 

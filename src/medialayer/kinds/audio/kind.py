@@ -22,6 +22,7 @@ from medialayer.kinds.base import (
     Loader,
     Match,
     MediaInput,
+    Track,
 )
 from medialayer.sniff import AUDIO_FORMATS, sniff
 
@@ -94,6 +95,17 @@ class AudioCandidates:
         return self._index.nbytes()
 
 
+def _fingerprint(source: MediaInput, limits: Limits) -> AudioFingerprint:
+    from medialayer.kinds.audio.decode import Limits as DecodeLimits
+    from medialayer.kinds.audio.fingerprint import fingerprint_path, fingerprint_stream
+
+    caps = DecodeLimits(limits.max_bytes, limits.max_duration or MAX_SECONDS,
+                        limits.max_decode_seconds or MAX_DECODE_SECONDS)
+    if isinstance(source, Path):
+        return fingerprint_path(source, caps)
+    return fingerprint_stream(source, caps)
+
+
 class AudioKind:
     """Voice-overs, jingles, music, and the soundtracks of videos: the kind `audio`."""
 
@@ -110,13 +122,17 @@ class AudioKind:
 
     def query(self, source: MediaInput) -> AudioFingerprint:
         """A silent query is no error: it finds nothing."""
-        from medialayer.kinds.audio.decode import Limits as DecodeLimits
-        from medialayer.kinds.audio.fingerprint import fingerprint_path, fingerprint_stream
+        return _fingerprint(source, self.limits)
 
-        limits = DecodeLimits(MAX_BYTES, MAX_SECONDS, MAX_DECODE_SECONDS)
-        if isinstance(source, Path):
-            return fingerprint_path(source, limits)
-        return fingerprint_stream(source, limits)
+    def track(self, source: MediaInput, limits: Limits) -> Track | None:
+        """The soundtrack of a video (or of any file FFmpeg reads), under the video's limits;
+        none if the file has no sound, or only silence."""
+        from medialayer.kinds.audio.fingerprint import encode
+
+        found = _fingerprint(source, limits)
+        if found.silent:
+            return None
+        return Track(self.name, self.version, encode(found), found.seconds)
 
     def stored(self, source: MediaInput) -> AudioFingerprint:
         return self.stored_of(self.query(source))

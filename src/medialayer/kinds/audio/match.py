@@ -77,64 +77,76 @@ def search(index: PostingsIndex, query: Peaks, lengths: Mapping[int, float], top
     """The `top_k` best-aligned catalog items for the query's peaks, best first; `lengths`
     gives each item's duration in seconds.
 
-    The hashes of the identity scale are looked up first: most copies keep their speed, and
-    one scale costs a ninth of all of them. Only when that finds no confident match that keeps
-    its speed are the other scales looked up and all hits voted on together; so when it does,
-    the other results are the items found at the identity scale.
+    In a large catalog the query's rarest hashes are tried first, at every scale: its common
+    hashes bring a great many postings, nearly all of them chance hits, while a copy shares
+    rare and common hashes alike, so its hits still pile up in one offset bin among the few
+    chance hits of the rare ones. The candidates found are aligned and scored on all their hits
+    at the scales they were found at, as if every hash had been looked up. A `high` match ends
+    the search there; otherwise (no copy, a weak one, or one whose landmarks all sit among
+    common hashes) every hash is looked up, as a small catalog's always are.
     """
     landmarks = query_landmarks(query, SCALES)
-    first = int(np.count_nonzero(landmarks.scales == 0))  # the identity's hashes lead
-    hits = index.lookup(landmarks.hashes[:first], tenant, COMMON_HASH)
-    found = _search_hits(landmarks, hits, query.seconds, lengths, top_k, exclude)
-    if (found and calibration.confidence(found[0].score) == "high"
-            and _steady(landmarks, hits, found[0])):
-        return found
-    rest = index.lookup(landmarks.hashes[first:], tenant, COMMON_HASH)
-    hits = Hits.join([hits, rest.shifted(first)])
-    return _search_hits(landmarks, hits, query.seconds, lengths, top_k, exclude)
+    counts = index.counts(landmarks.hashes)
+    usable = np.flatnonzero(counts <= COMMON_HASH)
+    rarest = _rarest(usable, counts[usable])
+    if len(rarest) < len(usable):
+        found = _search(index, landmarks, query.seconds, lengths, top_k, tenant, exclude,
+                        rarest, usable)
+        if found and calibration.confidence(found[0].score) == "high":
+            return found
+    return _search(index, landmarks, query.seconds, lengths, top_k, tenant, exclude, usable)
 
 
-def _steady(landmarks: Landmarks, hits: Hits, found: AudioMatch) -> bool:
-    """Whether the item's hits near its offset stay at one offset through the query.
-
-    A copy 3 % slower still fills one offset bin at the identity scale for a few seconds, and
-    repetitive music can string such stretches into a confident match. Its offsets drift,
-    though: the median offset of the later half of its hits differs from the earlier half's
-    by the speed error times the time between them.
-    """
-    query_times = landmarks.times[hits.query]
-    offsets = (hits.times - query_times) * FRAME_SECONDS - found.offset
-    near = (hits.keys == found.key) & (np.abs(offsets) <= DRIFT_WINDOW)
-    times, offsets = query_times[near] * FRAME_SECONDS, offsets[near]
-    later = times > np.median(times)
-    if later.all() or not later.any():
-        return True
-    span = float(np.median(times[later]) - np.median(times[~later]))
-    drift = float(np.median(offsets[later]) - np.median(offsets[~later]))
-    return abs(drift) <= MAX_DRIFT * span
-
-
-DRIFT_WINDOW = 1.0
-"""Seconds either side of a match's offset where its hits are looked at for a drift."""
-MAX_DRIFT = 0.0075
-"""Speed error (half the step between query scales) above which a copy has not kept its
-speed."""
-
-
-def _search_hits(landmarks: Landmarks, hits: Hits, query_seconds: float,
-                 lengths: Mapping[int, float], top_k: int, exclude: int | None
-                 ) -> list[AudioMatch]:
-    query_times = landmarks.times[hits.query]
-    votes = _Votes(hits, landmarks.scales[hits.query], query_times, hits.times - query_times)
-    best = _best_bins(votes, exclude)[: max(CANDIDATES, top_k)]
+def _search(index: PostingsIndex, landmarks: Landmarks, query_seconds: float,
+            lengths: Mapping[int, float], top_k: int, tenant: int | None,
+            exclude: int | None, chosen: np.ndarray, usable: np.ndarray | None = None
+            ) -> list[AudioMatch]:
+    """The search by the query's hashes at positions `chosen`; when they are a sample of the
+    `usable` ones, an item is a candidate at SAMPLED_VOTES, and the candidates are aligned on
+    their hits of every usable hash at their scales."""
+    hits = index.lookup(landmarks.hashes[chosen], tenant, COMMON_HASH).placed(chosen)
+    votes = _votes(landmarks, hits)
+    least = calibration.MIN_VOTES if usable is None else SAMPLED_VOTES
+    best = _best_bins(votes, exclude, least)[: max(CANDIDATES, top_k)]
     if not best:
         return []
-    mine = votes.of(np.isin(hits.keys, [key for key, _, _, _ in best], kind="table"))
+    keys = np.array(sorted({key for key, _, _, _ in best}), np.int32)
+    if usable is not None:
+        scales = np.isin(landmarks.scales[usable], [scale for _, scale, _, _ in best])
+        wanted = usable[scales]
+        hits = index.lookup(landmarks.hashes[wanted], tenant, COMMON_HASH, keys).placed(wanted)
+        votes = _votes(landmarks, hits)
+        best = _best_bins(votes, exclude)
+    mine = votes.of(np.isin(votes.hits.keys, keys))
     matches = [_align(key, scale, bin_, grid, mine, query_seconds, lengths.get(key, 0.0))
                for key, scale, bin_, grid in best]
     found = [m for m in matches if m.score > 0]
     found.sort(key=lambda m: (-m.score, m.key))
     return found[:top_k]
+
+
+def _rarest(hashes: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The hashes (positions in the query) with the fewest postings, as many as
+    SELECTED_HITS postings allow, in query order; all of them if they fit."""
+    if int(counts.sum()) <= SELECTED_HITS:
+        return hashes
+    order = np.argsort(counts, kind="stable")
+    taken = int(np.searchsorted(np.cumsum(counts[order]), SELECTED_HITS, side="right"))
+    return np.sort(hashes[order[:taken]])
+
+
+SELECTED_HITS = 1 << 16
+"""Postings of the rarest query hashes that candidates are chosen by: as many as one exact
+count of offset bins takes (SORTED_VOTES)."""
+SAMPLED_VOTES = 2
+"""Hits in one offset bin that make an item a candidate when only the rarest hashes were looked
+up: a weak copy may show few of its hits among them, while so few chance hits over so many
+bins seldom put two in one."""
+
+
+def _votes(landmarks: Landmarks, hits: Hits) -> _Votes:
+    query_times = landmarks.times[hits.query]
+    return _Votes(hits, landmarks.scales[hits.query], query_times, hits.times - query_times)
 
 
 def compare(query: Peaks, reference: Peaks) -> AudioMatch | None:
@@ -146,8 +158,10 @@ def compare(query: Peaks, reference: Peaks) -> AudioMatch | None:
     return found[0] if found else None
 
 
-def _best_bins(votes: _Votes, exclude: int | None) -> list[tuple[int, int, int, int]]:
-    """(key, scale, offset bin, grid) of each item's fullest bin, fullest first.
+def _best_bins(votes: _Votes, exclude: int | None, least: int = calibration.MIN_VOTES
+               ) -> list[tuple[int, int, int, int]]:
+    """(key, scale, offset bin, grid) of each item's fullest bin holding `least` hits or more,
+    fullest first.
 
     Offsets are cut into half-bins, so that a bin of either grid is two neighbouring half-bins:
     grid 0 bins are floor(offset / OFFSET_BIN), grid 1 bins floor(offset / OFFSET_BIN + 1/2).
@@ -158,11 +172,13 @@ def _best_bins(votes: _Votes, exclude: int | None) -> list[tuple[int, int, int, 
     half += 1 << _BIN_BITS  # from 0: offsets may be negative
     item = votes.hits.keys.astype(np.int64) << _SCALE_BITS | votes.scales
     if len(half) > SORTED_VOTES:
-        keep = _in_full_bins(item, half)
+        keep = _in_full_bins(item, half, least)
         item, half = item[keep], half[keep]
     item <<= 1 + _BIN_BITS
     codes = np.concatenate([item | (half >> 1), item | (1 << _BIN_BITS) | ((half + 1) >> 1)])
     unique, counts = np.unique(codes, return_counts=True)
+    full = counts >= least  # most bins hold one chance hit
+    unique, counts = unique[full], counts[full]
     keys, scales, bins, grid = _decode(unique)
     order = np.lexsort((-counts, keys))  # per key, the fullest bin first
     first = np.ones(len(order), bool)
@@ -170,10 +186,10 @@ def _best_bins(votes: _Votes, exclude: int | None) -> list[tuple[int, int, int, 
     best = order[first]
     best = best[np.argsort(-counts[best], kind="stable")]
     return [(int(keys[i]), int(scales[i]), int(bins[i]), int(grid[i])) for i in best
-            if int(keys[i]) != exclude and counts[i] >= calibration.MIN_VOTES]
+            if int(keys[i]) != exclude]
 
 
-def _in_full_bins(item: np.ndarray, half: np.ndarray) -> np.ndarray:
+def _in_full_bins(item: np.ndarray, half: np.ndarray, least: int) -> np.ndarray:
     """Which hits lie in the fullest bins of either grid (or in a few others), found without
     sorting them all.
 
@@ -188,7 +204,7 @@ def _in_full_bins(item: np.ndarray, half: np.ndarray) -> np.ndarray:
     cells &= np.uint64((1 << CELL_BITS) - 1)
     counts = np.bincount(cells.view(np.int64), minlength=1 << CELL_BITS)
     pairs = counts + np.roll(counts, -1)  # cells c and c + 1
-    full = np.flatnonzero(pairs >= calibration.MIN_VOTES)
+    full = np.flatnonzero(pairs >= least)
     if len(full) > FULL_PAIRS:  # partition only these: most cells hold 0 or 1 hits
         full = full[np.argpartition(pairs[full], -FULL_PAIRS)[-FULL_PAIRS:]]
     keep = np.zeros(1 << CELL_BITS, bool)

@@ -116,6 +116,8 @@ class VideoKind:
 
     name = "video"
     version = 1
+    carries = frozenset({"audio"})
+    """The soundtrack is kept with the video and searched as audio (`base.Track`)."""
     suffixes = frozenset({".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".ts"})
     limits = Limits(max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS, max_duration=MAX_SECONDS,
                     max_decode_seconds=MAX_DECODE_SECONDS)
@@ -125,14 +127,21 @@ class VideoKind:
         return sniff(head) in VIDEO_FORMATS
 
     def query(self, source: MediaInput) -> VideoFingerprint:
+        """With the file's soundtrack: a query may be indexed (search with index=true)."""
         from medialayer.kinds.video.frames import fingerprint
 
-        return fingerprint(source, query=True, limits=_decode_limits())
+        return self._tracked(fingerprint(source, query=True, limits=_decode_limits()), source)
 
     def stored(self, source: MediaInput) -> VideoFingerprint:
         from medialayer.kinds.video.frames import fingerprint
 
-        return fingerprint(source, limits=_decode_limits())
+        return self._tracked(fingerprint(source, limits=_decode_limits()), source)
+
+    def _tracked(self, video: VideoFingerprint, source: MediaInput) -> VideoFingerprint:
+        from medialayer.kinds import tracks_in
+        from medialayer.kinds.video.tracked import tracked
+
+        return tracked(video, tracks_in(source, self.carries, self.limits))
 
     def stored_of(self, query: VideoFingerprint) -> VideoFingerprint:
         """A query's denser frames serve as well in the catalog (search with index=true)."""
@@ -142,9 +151,13 @@ class VideoKind:
         return stored
 
     def encode(self, stored: VideoFingerprint) -> Encoded:
+        """The soundtrack in a track chunk beside the frames (`base.Track`)."""
         from medialayer.kinds.video.frames import encode
+        from medialayer.kinds.video.tracked import TrackedVideo
 
-        return Encoded(encode(stored), duration=float(stored.duration))
+        tracks = stored.tracks if isinstance(stored, TrackedVideo) else ()
+        return Encoded(encode(stored), chunks=tuple(t.chunk(i) for i, t in enumerate(tracks)),
+                       duration=float(stored.duration))
 
     def decode(self, encoded: Encoded) -> VideoFingerprint:
         from medialayer.kinds.video.frames import decode
