@@ -291,3 +291,26 @@ def test_two_processes_map_the_same_files_and_share_their_pages(tmp_path) -> Non
         rss, pss = usage[codes]["Rss"], usage[codes]["Pss"]
         assert rss >= 64 and pss <= 0.6 * rss, usage[codes]
     store.engine.dispose()
+
+
+def test_the_snapshot_command_writes_what_the_service_maps(tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from medialayer.cli import app
+    from medialayer.service import MediaLayer
+
+    folder, data = tmp_path / "snapshots", tmp_path / "data"
+    monkeypatch.setenv("MEDIALAYER_SNAPSHOT_DIR", "")  # the command sets it: restored after
+    data.mkdir()
+    store = SqlCatalogStore(f"sqlite:///{data / 'catalog.db'}")
+    rng = np.random.default_rng(4)
+    store.add_many([_row(rng, "default") for _ in range(30)])
+    store.engine.dispose()
+    result = CliRunner().invoke(app, ["snapshot", "--snapshot-dir", str(folder),
+                                      "--data-dir", str(data)])
+    assert result.exit_code == 0, result.output
+    assert (folder / "image" / "manifest.json").is_file()
+    ml = MediaLayer(data, snapshot_dir=folder)
+    index = ml.indexes.wait("image").index
+    assert isinstance(index, ImageIndex) and index.codes._over is not None and len(index) == 30
+    ml.close()
