@@ -214,8 +214,10 @@ def child(*args: str) -> dict[str, Any]:
 
 def workers_together(args: list[str], count: int) -> list[dict[str, Any]]:
     """`count` workers at once; memory read when all have searched, so all are mapped."""
+    log = open(Path(args[1]).parent / "workers.log", "a")  # noqa: SIM115 (closed below)
     procs = [subprocess.Popen([sys.executable, "-P", __file__, *args, "--together"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                              text=True)
              for _ in range(count)]
     try:
         for p in procs:
@@ -232,6 +234,7 @@ def workers_together(args: list[str], count: int) -> list[dict[str, Any]]:
         for p in procs:
             if p.poll() is None:
                 p.kill()
+        log.close()
 
 
 def row(items: int, stage: str, r: dict[str, Any], keys: tuple[str, str], note: str = "") -> str:
@@ -246,8 +249,8 @@ def run(args: argparse.Namespace, items: int) -> None:
     path = catalog_path(Path(args.dir), items)
     t0 = time.perf_counter()
     child("--child-populate", str(path), str(items))
-    print(f"<!-- catalog of {items:,} rows ready after {time.perf_counter() - t0:.0f} s -->",
-          flush=True)
+    print(f"<!-- catalog of {items:,} rows ready after {time.perf_counter() - t0:.0f} s: "
+          f"{path.stat().st_size / 2**20:,.0f} MB -->", flush=True)
     snapshot_dir = str(path.parent / "snapshots")
     subprocess.run(["rm", "-rf", snapshot_dir], check=True)
     bands = str(args.bands)

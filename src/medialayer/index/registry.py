@@ -381,7 +381,7 @@ class IndexRegistry:
         try:
             self._check_position(kind.name, snapshot.position)
             index.load_state(snapshot.state)
-        except ValueError as e:
+        except (ValueError, KeyError, TypeError) as e:  # what a state that does not fit raises
             log.warning("ignoring the %s snapshot %s (%s): building from the catalog",
                         kind.name, snapshot.path, e)
             entry.index = kind.new_index(self._loader_of(kind), self._bands)
