@@ -387,6 +387,8 @@ def serve(host: Annotated[str | None, typer.Option(help="Default: MEDIALAYER_HOS
         _print_welcome(key, host, port, Path(settings.data_dir) / "examples")
     if settings.snapshot_dir and workers > 1:  # the workers map it instead of each building
         _print_snapshots(ml.write_snapshots())
+        if settings.snapshot_every > 0:
+            _refresh_snapshots(settings.snapshot_every)
     if workers <= 1:
         uvicorn.run(create_app(settings, ml), host=host, port=port,
                     log_level=settings.log_level, access_log=False)
@@ -409,6 +411,22 @@ def snapshot(snapshot_dir: Annotated[Path, typer.Option(
     written = _run(lambda: ml.write_snapshots(media_type))
     ml.close()
     _print_snapshots(written)
+
+
+def _refresh_snapshots(every: float) -> None:
+    """Run `medialayer snapshot` every `every` seconds, in a process of its own (the index it
+    builds is gone with it), with this process's settings."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    def refresh() -> None:
+        while True:
+            time.sleep(every)
+            subprocess.run([sys.executable, "-m", "medialayer", "snapshot"], check=False)
+
+    threading.Thread(target=refresh, name="snapshots", daemon=True).start()
 
 
 def _print_snapshots(written: dict[str, Path]) -> None:

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     """Where index snapshots are kept (docs/deployment.md): every process maps them instead
     of building its indexes from the catalog, and `serve` writes them before its workers
     start; `medialayer snapshot` refreshes them. None: no snapshots."""
+    snapshot_every: float = 3600.0
+    """Seconds between the snapshot refreshes `serve --workers N` runs (0: none): workers that
+    start later (restarts) map a recent one and replay less."""
     log_json: bool = False
     log_level: str = "info"
     # safe URL fetching
