@@ -385,6 +385,10 @@ def serve(host: Annotated[str | None, typer.Option(help="Default: MEDIALAYER_HOS
     if not list_keys(ml.store):
         _, key = create_key(ml.store, "default", ["index", "search", "admin"], "first key")
         _print_welcome(key, host, port, Path(settings.data_dir) / "examples")
+    if settings.snapshot_dir and workers > 1:  # the workers map it instead of each building
+        _print_snapshots(ml.write_snapshots())
+        if settings.snapshot_every > 0:
+            _refresh_snapshots(settings.snapshot_every)
     if workers <= 1:
         uvicorn.run(create_app(settings, ml), host=host, port=port,
                     log_level=settings.log_level, access_log=False)
@@ -393,6 +397,43 @@ def serve(host: Annotated[str | None, typer.Option(help="Default: MEDIALAYER_HOS
     os.environ["MEDIALAYER_DATA_DIR"] = settings.data_dir
     os.environ["MEDIALAYER_WORKERS"] = str(workers)  # each worker sizes its bulk pool by it
     serve_workers(host, port, workers, settings.log_level)
+
+
+@app.command()
+def snapshot(snapshot_dir: Annotated[Path, typer.Option(
+                 "--snapshot-dir", envvar="MEDIALAYER_SNAPSHOT_DIR",
+                 help="Where the service's processes map snapshots from.")],
+             media_type: MediaType = None, data_dir: DataDir = None) -> None:
+    """Write the index snapshots that the service's processes map at start (run it
+    periodically: a process replays the catalog's changes since its snapshot)."""
+    os.environ["MEDIALAYER_SNAPSHOT_DIR"] = str(snapshot_dir)
+    ml = _open(data_dir)
+    written = _run(lambda: ml.write_snapshots(media_type))
+    ml.close()
+    _print_snapshots(written)
+
+
+def _refresh_snapshots(every: float) -> None:
+    """Run `medialayer snapshot` every `every` seconds, in a process of its own (the index it
+    builds is gone with it), with this process's settings."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    def refresh() -> None:
+        while True:
+            time.sleep(every)
+            subprocess.run([sys.executable, "-m", "medialayer", "snapshot"], check=False)
+
+    threading.Thread(target=refresh, name="snapshots", daemon=True).start()
+
+
+def _print_snapshots(written: dict[str, Path]) -> None:
+    for name, path in written.items():
+        err.print(f"{name} snapshot: {path}", soft_wrap=True)
+    if not written:
+        err.print("no index with a snapshot form")
 
 
 def _print_welcome(key: str, host: str, port: int, examples: Path) -> None:

@@ -24,6 +24,13 @@ class Settings(BaseSettings):
     """Bands of each kind's code index (None: the kind's default, 4 for 64-bit image codes;
     about 64 / log2(items) is best, so 3 from a few million items, docs/benchmarks-index.md).
     Read by every process from MEDIALAYER_INDEX_BANDS."""
+    snapshot_dir: str | None = None
+    """Where index snapshots are kept (docs/deployment.md): every process maps them instead
+    of building its indexes from the catalog, and `serve` writes them before its workers
+    start; `medialayer snapshot` refreshes them. None: no snapshots."""
+    snapshot_every: float = 3600.0
+    """Seconds between the snapshot refreshes `serve --workers N` runs (0: none): workers that
+    start later (restarts) map a recent one and replay less."""
     log_json: bool = False
     log_level: str = "info"
     # safe URL fetching

@@ -13,7 +13,7 @@ import io
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medialayer.catalog import upserts
 from medialayer.catalog.decisions import Actor, Mark
@@ -21,6 +21,7 @@ from medialayer.catalog.store import MediaRecord, NewMedia, Within, WithinMany, 
 from medialayer.errors import Conflict, InvalidInput, MediaTooLarge
 from medialayer.fields import problem
 from medialayer.index.registry import DELETIONS_KEPT, IndexRegistry
+from medialayer.index.snapshot import Snapshots
 from medialayer.kinds import AnyKind, carriers_of, get_kind, kinds, sniff_kind
 from medialayer.kinds.base import Loader, Match, MediaInput, Window, both_ways, tracks_of
 from medialayer.policies import Policies, most_severe, verdict
@@ -35,6 +36,9 @@ from medialayer.results import (
 )
 from medialayer.review import NEIGHBOURS, Review
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
 DEFAULT_TENANT = "default"
 SNIFF_BYTES = 512
 """How much of a file kinds' sniffing looks at: MPEG-TS shows its sync byte three packets
@@ -46,17 +50,22 @@ class MediaLayer:
     """A catalog of fingerprinted media and the searches over it."""
 
     def __init__(self, data_dir: str | Path | None = None, *, database_url: str | None = None,
-                 tenant: str = DEFAULT_TENANT, bands: int | None = None) -> None:
+                 tenant: str = DEFAULT_TENANT, bands: int | None = None,
+                 snapshot_dir: str | Path | None = None) -> None:
         """`bands`: the code indexes' bands (default MEDIALAYER_INDEX_BANDS, else each
-        kind's own)."""
+        kind's own). `snapshot_dir`: where index snapshots are mapped from and written to
+        (default MEDIALAYER_SNAPSHOT_DIR, else none)."""
         data_dir = data_dir or os.environ.get("MEDIALAYER_DATA_DIR") or "data"
         database_url = database_url or os.environ.get("MEDIALAYER_DATABASE_URL") or None
         bands = bands or int(os.environ.get("MEDIALAYER_INDEX_BANDS") or 0) or None
+        snapshot_dir = snapshot_dir or os.environ.get("MEDIALAYER_SNAPSHOT_DIR") or None
         self.store = open_store(data_dir, database_url)
         self.store.prune_deletions(DELETIONS_KEPT)
         self.tenant = tenant
+        snapshots = Snapshots(snapshot_dir, _catalog_name(self.store.engine.url),
+                              DELETIONS_KEPT.total_seconds() / 2) if snapshot_dir else None
         self.indexes = IndexRegistry(self.store, get_kind, self._loader, bands,
-                                     carriers_of=carriers_of)
+                                     carriers_of=carriers_of, snapshots=snapshots)
         self.review = Review(self.store)
         self.policies = Policies(self.store)
 
@@ -251,6 +260,15 @@ class MediaLayer:
         """Per media type: (items, bytes) held by this process's in-memory indexes."""
         return self.indexes.sizes()
 
+    def write_snapshots(self, media_type: str | None = None) -> dict[str, Path]:
+        """Write the snapshot of every kind that has one (or of `media_type`) for the
+        processes of this catalog to map: the data folder of each written."""
+        written = {}
+        for name in [get_kind(media_type).name] if media_type else list(kinds()):
+            if (path := self.indexes.write_snapshot(name)) is not None:
+                written[name] = path
+        return written
+
     def sync(self, media_type: str | None = None) -> None:
         """Read rows other processes added or deleted since the last look (every kind's, or
         one kind's)."""
@@ -444,3 +462,11 @@ def _release_freed_heap() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def _catalog_name(url: URL) -> str:
+    """The catalog as snapshots name it: its URL without password, an SQLite file by its
+    absolute path (the same file from any working folder)."""
+    if url.get_backend_name() == "sqlite" and url.database:
+        return f"sqlite:///{Path(url.database).resolve()}"
+    return url.render_as_string(hide_password=True)

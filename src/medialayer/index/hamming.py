@@ -22,6 +22,12 @@ per item. A "slot" is a position in key order, a "row" one in storage order.
   scanned on every query and folded in when it outgrows a threshold, so single adds are
   cheap without rewriting multi-megabyte tables each time.
 
+Snapshots (``state``/``load_state``, see ``medialayer.index.snapshot``): an index loaded from
+a snapshot searches the mapped tables as they are and never rewrites them, so every process
+that maps them shares one copy. Its tombstones are a private mask, and items added since go
+to a private index on top (``_over``), which rebuilds itself as it grows; only ``compact``
+(a snapshot writer's) folds everything into new tables of its own.
+
 Not thread-safe: concurrent readers are fine, but serialise them with writers.
 """
 
@@ -35,7 +41,12 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from medialayer.index.snapshot import IndexState
+
 __all__ = ["HammingIndex"]
+
+STATE_FORMAT = 1
+"""The arrays and metadata of `HammingIndex.state`."""
 
 _MAX_PROBES = 1 << 18  # beyond this many bucket probes a linear scan is always cheaper
 _SCAN_CHUNK = 1 << 18  # keeps scan temporaries in cache instead of allocating n-sized arrays
@@ -147,6 +158,9 @@ class HammingIndex:
         self._dkeys = np.empty(0, np.int64)
         self._dcodes = np.empty(0, np.uint64)
         self._dn = 0
+        self._vals: list[np.ndarray] = []
+        self._over: HammingIndex | None = None
+        """Items added since a snapshot was loaded; the loaded tables are then never rebuilt."""
         self._build(np.empty(0, np.int64), np.empty(0, np.uint64))
 
     # ------------------------------------------------------------------ public API
@@ -159,6 +173,9 @@ class HammingIndex:
         if slot >= 0:
             self._dead[slot] = True
             self._ndead += 1
+        if self._over is not None:
+            self._over.add(key, code)
+            return
         j = self._delta_pos(key)
         if j >= 0:
             self._dcodes[j] = code
@@ -203,6 +220,9 @@ class HammingIndex:
             slots = slots[(self._keys[slots] == k) & ~self._dead[slots]]
             self._dead[slots] = True
             self._ndead += int(slots.size)
+        if self._over is not None:
+            self._over.add_many(k, c)
+            return
         if self._dn:
             keep = ~np.isin(self._dkeys[: self._dn], k)
             self._dkeys = self._dkeys[: self._dn][keep]
@@ -235,7 +255,7 @@ class HammingIndex:
             self._dcodes[j] = self._dcodes[last]
             self._dn = last
             return True
-        return False
+        return self._over is not None and self._over.remove(key)
 
     def radius(self, code: int, r: int) -> Result:
         """All live items within ``r`` bits, nearest first (ties by key, for stable output)."""
@@ -285,22 +305,75 @@ class HammingIndex:
         self._rebuild(np.empty(0, np.int64), np.empty(0, np.uint64))
 
     def __len__(self) -> int:
-        return self._keys.size - self._ndead + self._dn
+        over = len(self._over) if self._over is not None else 0
+        return self._keys.size - self._ndead + self._dn + over
 
     def __contains__(self, key: object) -> bool:
         try:
             k = self._check_key(key)  # type: ignore[arg-type]
         except (TypeError, ValueError):
             return False
-        return self._live_slot(k) >= 0 or self._delta_pos(k) >= 0
+        return (self._live_slot(k) >= 0 or self._delta_pos(k) >= 0
+                or (self._over is not None and k in self._over))
 
     def nbytes(self) -> int:
-        """Bytes held by the index's arrays, including delta slack and cached probe plans."""
+        """Bytes held by the index's arrays, including delta slack and cached probe plans
+        (mapped tables of a snapshot included, though processes share them)."""
         arrays = [self._codes, self._keys, self._dead, self._rowslot, self._perm, self._offs]
         arrays += [*self._vals, self._dkeys, self._dcodes]
         for band, mask, base, _ in self._plans.values():
             arrays += [band, mask, base]
-        return sum(a.nbytes for a in arrays)
+        over = self._over.nbytes() if self._over is not None else 0
+        return sum(a.nbytes for a in arrays) + over
+
+    # ------------------------------------------------------------------ snapshots
+
+    def state(self) -> IndexState:
+        """The tables as flat arrays for a snapshot. Tombstones, the delta and the items on
+        top of a loaded snapshot are folded in first (`compact`): a write."""
+        if self._ndead or self._dn or self._over is not None:
+            self.compact()
+        arrays = {"keys": self._keys, "codes": self._codes, "rowslot": self._rowslot,
+                  "perm": self._perm}
+        if self._table:
+            arrays["offs"] = self._offs
+        else:
+            arrays.update({f"vals{b}": v for b, v in enumerate(self._vals)})
+        return IndexState(arrays, {"format": STATE_FORMAT, "bits": self.bits,
+                                   "bands": self.bands, "table": self._table,
+                                   "items": int(self._keys.size)})
+
+    def load_state(self, state: IndexState) -> None:
+        """Take the tables of `state` (from `state`, e.g. mapped read-only from a snapshot)
+        as the built items, without copying them: they are only read from now on."""
+        meta, arrays = state.meta, state.arrays
+        if len(self):
+            raise ValueError("only an empty index can take a state")
+        found = {k: meta.get(k) for k in ("format", "bits", "bands")}
+        wanted = {"format": STATE_FORMAT, "bits": self.bits, "bands": self.bands}
+        if found != wanted:
+            raise ValueError(f"the state is of an index with {found}, not {wanted}")
+        n, table = int(meta["items"]), bool(meta["table"])
+        shapes = {"keys": (np.int64, n), "codes": (np.uint64, n), "rowslot": (np.uint32, n),
+                  "perm": (np.uint32, (self.bands - 1) * n)}
+        if table:
+            odtype = np.uint32 if self.bands * n < 1 << 32 else np.int64
+            shapes["offs"] = (odtype, self._tsize)
+        else:
+            shapes.update({f"vals{b}": (np.min_scalar_type((1 << w) - 1).type, n)
+                           for b, w in enumerate(self._widths)})
+        for name, (dtype, size) in shapes.items():
+            a = arrays.get(name)
+            if a is None or a.dtype != dtype or a.shape != (size,):
+                raise ValueError(f"the state's {name!r} is not {size} x {np.dtype(dtype)}")
+        self._table = table
+        self._keys, self._codes = arrays["keys"], arrays["codes"]
+        self._rowslot, self._perm = arrays["rowslot"], arrays["perm"]
+        self._offs = arrays["offs"] if table else np.empty(0, np.uint32)
+        self._vals = [] if table else [arrays[f"vals{b}"] for b in range(self.bands)]
+        self._dead = np.zeros(n, dtype=bool)
+        self._ndead = 0
+        self._over = HammingIndex(self.bits, self.bands)
 
     # ------------------------------------------------------------------ validation
 
@@ -354,7 +427,7 @@ class HammingIndex:
         self._table = max(self._widths) <= self._table_max_bits or 4 * self._tsize <= val_bytes
         odtype = np.uint32 if self.bands * n < 1 << 32 else np.int64
         self._offs = np.empty(self._tsize if self._table else 0, dtype=odtype)
-        self._vals: list[np.ndarray] = []
+        self._vals = []
         self._keys = keys
         self._dead = np.zeros(n, dtype=bool)
         self._ndead = 0
@@ -385,34 +458,48 @@ class HammingIndex:
         ``extra`` must be sorted, unique and disjoint from the other two. Merging sorted runs
         instead of re-sorting everything keeps a rebuild of 10M items around a second.
         """
+        keys, codes = self._merged(extra_keys, extra_codes)
+        self._dkeys = np.empty(0, np.int64)
+        self._dcodes = np.empty(0, np.uint64)
+        self._dn = 0
+        self._over = None
+        self._build(keys, codes)
+
+    def _merged(self, extra_keys: _I64, extra_codes: _U64) -> tuple[_I64, _U64]:
+        """Live items, the delta, the items on top and ``extra`` in key order."""
         keys = self._keys
-        codes = np.empty_like(self._codes)
+        codes = np.empty(self._codes.size, np.uint64)
         codes[self._rowslot] = self._codes  # back to key order
         if self._ndead:
             live = ~self._dead
             keys, codes = keys[live], codes[live]
-        new_keys, new_codes = extra_keys, extra_codes
+        new_keys, new_codes = [extra_keys], [extra_codes]
         if self._dn:
-            new_keys = np.concatenate([self._dkeys[: self._dn], extra_keys])
-            new_codes = np.concatenate([self._dcodes[: self._dn], extra_codes])
-            order = _argsort_keys(new_keys)
+            new_keys.append(self._dkeys[: self._dn])
+            new_codes.append(self._dcodes[: self._dn])
+        if self._over is not None:
+            over_keys, over_codes = self._over._merged(extra_keys[:0], extra_codes[:0])
+            new_keys.append(over_keys)
+            new_codes.append(over_codes)
+        added_keys, added_codes = np.concatenate(new_keys), np.concatenate(new_codes)
+        if len(new_keys) > 1:
+            order = _argsort_keys(added_keys)
             if order is not None:
-                new_keys, new_codes = new_keys[order], new_codes[order]
+                added_keys, added_codes = added_keys[order], added_codes[order]
         if not keys.size:
-            keys, codes = new_keys, new_codes
-        elif new_keys.size:
-            at = np.searchsorted(keys, new_keys)
-            keys = np.insert(keys, at, new_keys)
-            codes = np.insert(codes, at, new_codes)
-        self._dkeys = np.empty(0, np.int64)
-        self._dcodes = np.empty(0, np.uint64)
-        self._dn = 0
-        self._build(keys, codes)
+            return added_keys, added_codes
+        if added_keys.size:
+            at = np.searchsorted(keys, added_keys)
+            keys = np.insert(keys, at, added_keys)
+            codes = np.insert(codes, at, added_codes)
+        return keys, codes
 
     def _delta_limit(self) -> int:
         return max(self._delta_min, min(self._delta_cap, int(self._keys.size * self._delta_frac)))
 
     def _maybe_rebuild(self) -> None:
+        if self._over is not None:  # loaded tables stay as they are (shared)
+            return
         too_dead = self._ndead > self._dead_frac * self._keys.size
         if self._dn > self._delta_limit() or too_dead:
             self._rebuild(np.empty(0, np.int64), np.empty(0, np.uint64))
@@ -514,6 +601,10 @@ class HammingIndex:
             hit = np.flatnonzero(dd <= r)
             keys = np.concatenate([keys, self._dkeys[hit]])
             dist = np.concatenate([dist, dd[hit]])
+        if self._over is not None and len(self._over):
+            over_keys, over_dist, _ = self._over._search(qs, r)
+            keys = np.concatenate([keys, over_keys])
+            dist = np.concatenate([dist, over_dist])
         return keys, dist, scanned
 
     def _search_main(self, qs: _U64, r: int) -> tuple[_I64, _U8, bool]:
@@ -598,7 +689,10 @@ class HammingIndex:
                 bound = min(bound, int(np.partition(dist, k - 1)[k - 1]))
                 keep = np.flatnonzero(dist <= bound)
                 keys, dist = keys[keep], dist[keep]
-        return self._sorted(keys, dist)[:k]
+        found = self._sorted(keys, dist)[:k]
+        if self._over is not None and len(self._over):
+            found = sorted(found + self._over.knn(q, k, bound), key=lambda kd: (kd[1], kd[0]))
+        return found[:k]
 
     @staticmethod
     def _sorted(keys: _I64, dist: _U8) -> Result:

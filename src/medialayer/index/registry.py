@@ -18,6 +18,11 @@ stored fingerprints, in a background thread, merged batch by batch. Searches wai
 an answer never lacks a tier; writes, feed polls and everything else go on meanwhile. Rows that
 have no code in the columns (written before they existed) are indexed whole from their stored
 fingerprint and their codes written back, once.
+
+With a snapshot directory (`Snapshots`), a kind whose index has a snapshot form is first looked
+for there: a usable snapshot is mapped (shared with every process that maps it) and only the
+change feed since its position is replayed; tiers the snapshot lacks load from the catalog as
+above. `write_snapshot` writes one.
 """
 
 from __future__ import annotations
@@ -29,12 +34,14 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Protocol, cast, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
 from medialayer.errors import InvalidInput
+from medialayer.index.snapshot import Position, Snapshot, Snapshots, Snapshottable
 from medialayer.kinds.base import (
     CandidateIndex,
     Carrier,
@@ -206,8 +213,10 @@ class IndexRegistry:
     def __init__(self, feed: ChangeFeed, kind_of: Callable[[str], AnyKind],
                  loader_of: Callable[[AnyKind], Loader[Any]], bands: int | None = None,
                  trail: float = TRAIL_SECONDS, clock: Callable[[], float] = time.monotonic,
-                 carriers_of: Callable[[str], Sequence[str]] = lambda name: ()) -> None:
+                 carriers_of: Callable[[str], Sequence[str]] = lambda name: (),
+                 snapshots: Snapshots | None = None) -> None:
         self._feed = feed
+        self._snapshots = snapshots
         self._kind_of = kind_of
         self._carriers_of = carriers_of
         self._loader_of = loader_of
@@ -358,25 +367,45 @@ class IndexRegistry:
                 sizes[name] = (len(entry.index), entry.index.nbytes())
         return sizes
 
-    def _build(self, kind: AnyKind, background: bool = False) -> KindIndex:
-        """A new index of every row of the kind: in two steps if it can (see the module's
-        docstring), the second in a thread of its own if `background`."""
+    def write_snapshot(self, media_type: str) -> Path | None:
+        """Write the kind's snapshot from an index built for it alone (from the current
+        snapshot and the feed since, or from the catalog; only the tiers a snapshot holds):
+        its data folder, or None without a snapshot directory or a snapshot form."""
+        kind = self._kind_of(media_type)
+        snapshots = self._snapshots
+        if snapshots is None or not isinstance(kind.new_index(self._loader_of(kind), self._bands),
+                                               Snapshottable):
+            return None
+        entry = self._build(kind, details=False)
+        entry.index.prepare()
+        position = Position(entry.rows.top, entry.deletions.top)
+        state = cast(Snapshottable, entry.index).state()  # the kind's index, as checked above
+        return snapshots.write(kind.name, kind.version, position, state)
+
+    def _build(self, kind: AnyKind, background: bool = False, details: bool = True
+               ) -> KindIndex:
+        """A new index of every row of the kind: over its snapshot and the feed since if
+        there is a usable one, else in two steps if it can (see the module's docstring), the
+        second in a thread of its own if `background` (not at all without `details`)."""
         entry = KindIndex(kind, kind.new_index(self._loader_of(kind), self._bands),
                           self._trail, self._clock, self._carriers_of(kind.name))
         entry.deletions.start(max(self._feed.last_deletion(source)  # before: rows are gone
                                   for source in (kind.name, *entry.carriers)))
+        snapshot = self._map(entry)
         index, feed = entry.index, self._feed
         self._load_tracks(entry)
-        if isinstance(index, TieredIndex) and isinstance(feed, CodeFeed):
-            self._load_codes(entry, index, feed)
-            top = entry.rows.top
-            if background:
-                thread = threading.Thread(target=self._load_details, args=(entry, index, top),
-                                          name=f"index-{kind.name}", daemon=True)
-                self._loaders.append(thread)
-                thread.start()
+        if snapshot is not None:
+            self._replay(entry, snapshot.position)
+            if details and not snapshot.state.complete and isinstance(index, TieredIndex):
+                self._details(entry, index, snapshot.position.last_seq, background)
             else:
-                self._load_details(entry, index, top)
+                entry.complete.set()
+        elif isinstance(index, TieredIndex) and isinstance(feed, CodeFeed):
+            self._load_codes(entry, index, feed)
+            if details:
+                self._details(entry, index, entry.rows.top, background)
+            else:
+                entry.complete.set()
         else:
             self._load_whole(entry)
             entry.complete.set()
@@ -386,6 +415,62 @@ class IndexRegistry:
         entry.rows.saw(top)
         entry.polled_at = self._clock()
         return entry
+
+    def _details(self, entry: KindIndex, index: TieredIndex, top: int, background: bool
+                 ) -> None:
+        if background:
+            thread = threading.Thread(target=self._load_details, args=(entry, index, top),
+                                      name=f"index-{entry.kind.name}", daemon=True)
+            self._loaders.append(thread)
+            thread.start()
+        else:
+            self._load_details(entry, index, top)
+
+    def _map(self, entry: KindIndex) -> Snapshot | None:
+        """The kind's snapshot mapped into the entry's (empty) index, if there is a usable
+        one; otherwise None, with the index still empty."""
+        kind, index = entry.kind, entry.index
+        if self._snapshots is None or not isinstance(index, Snapshottable):
+            return None
+        snapshot = self._snapshots.read(kind.name, kind.version)
+        if snapshot is None:
+            return None
+        try:
+            self._check_position(kind.name, snapshot.position)
+            index.load_state(snapshot.state)
+        except (ValueError, KeyError, TypeError) as e:  # what a state that does not fit raises
+            log.warning("ignoring the %s snapshot %s (%s): building from the catalog",
+                        kind.name, snapshot.path, e)
+            entry.index = kind.new_index(self._loader_of(kind), self._bands)
+            return None
+        log.info("mapped the %s snapshot %s (up to seq %d)", kind.name, snapshot.path,
+                 snapshot.position.last_seq)
+        return snapshot
+
+    def _check_position(self, media_type: str, position: Position) -> None:
+        """ValueError unless the catalog has been where the snapshot says: its last row is
+        there or its deletion is logged, and the deletions log reaches its position (a
+        snapshot of another catalog, or of this one before a restore, fails)."""
+        if position.last_deletion > self._feed.last_deletion(media_type):
+            raise ValueError("the catalog's deletions log is behind the snapshot")
+        if position.last_seq and position.last_seq not in self._feed.seqs_since(
+                media_type, position.last_seq - 1) and position.last_seq not in {
+                seq for _, seq in self._feed.deletions_since(media_type, position.last_deletion)}:
+            raise ValueError(f"the catalog has no row {position.last_seq}, nor its deletion")
+
+    def _replay(self, entry: KindIndex, position: Position) -> None:
+        """The feed since a snapshot's position: the deletions logged since, then every
+        visible row above the trail below its last seq that the index lacks (rows added
+        since, and rows that committed late), in batches."""
+        name = entry.kind.name
+        entry.rows.top = position.last_seq
+        for _, seq in self._feed.deletions_since(name, position.last_deletion):
+            entry.index.delete(seq)
+        floor = max(0, position.last_seq - START_TRAIL_ROWS)
+        missing = [seq for seq in self._feed.seqs_since(name, floor) if seq not in entry.index]
+        for start in range(0, len(missing), BATCH):
+            rows = self._feed.rows_of(missing[start:start + BATCH])
+            entry.index.upsert_many(self._decoded(entry, rows))
 
     def _load_whole(self, entry: KindIndex) -> None:
         """Every row from its stored fingerprint."""

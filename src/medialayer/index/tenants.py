@@ -11,6 +11,8 @@ from collections.abc import Collection
 import numpy as np
 import numpy.typing as npt
 
+from medialayer.index.snapshot import IndexState
+
 _NONE = 0  # tenant ids start at 1, so a zeroed array means "no key here"
 
 
@@ -71,6 +73,26 @@ class TenantMap:
 
     def nbytes(self) -> int:
         return int(self._of.nbytes)
+
+    def state(self) -> IndexState:
+        """For a snapshot: the array (written in place, so mapped copy-on-write) and the
+        tenants' names and counts."""
+        names = sorted(self._id_of, key=self._id_of.__getitem__)
+        return IndexState({"of": self._of}, {"format": 1, "names": names,
+                                             "counts": list(self._counts)}, frozenset({"of"}))
+
+    def load_state(self, state: IndexState) -> None:
+        names, counts = list(state.meta.get("names", ())), list(state.meta.get("counts", ()))
+        of = state.arrays.get("of")
+        if state.meta.get("format") != 1 or len(counts) != len(names) + 1:
+            raise ValueError("the state is not a tenant map's")
+        if of is None or of.dtype != np.int32 or of.ndim != 1 or not of.flags.writeable:
+            raise ValueError("a tenant map's state needs a writable 1-D int32 array")
+        if len(self):
+            raise ValueError("only an empty tenant map can take a state")
+        self._id_of = {name: tid for tid, name in enumerate(names, 1)}
+        self._counts = [int(c) for c in counts]
+        self._of = of
 
     def _id(self, tenant: str) -> int:
         tid = self._id_of.setdefault(tenant, len(self._counts))

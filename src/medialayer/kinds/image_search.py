@@ -14,6 +14,7 @@ from PIL import Image
 from medialayer.calibration import IMAGE, IMAGE_CODE_MIN_INFORMATION, image_score
 from medialayer.index.hamming import HammingIndex
 from medialayer.index.local import MAX_DESCRIPTORS, LocalFeatureIndex, Merge, Vote, grown
+from medialayer.index.snapshot import IndexState
 from medialayer.index.tenants import TenantMap
 from medialayer.kinds import image
 from medialayer.kinds.base import (
@@ -162,6 +163,19 @@ class ImageIndex:
             codes = np.concatenate([c for _, c in self._loaded])
             self._loaded = []
             self.codes.add_many(keys, codes)
+
+    def state(self) -> IndexState:
+        """The global tier (codes and tenants) for a snapshot; the keypoint tier is not in
+        it, so an index built over one loads its keypoints from the catalog."""
+        self._add_loaded()
+        return IndexState.of_parts({"codes": self.codes.state(), "tenants": self.tenants.state()},
+                                   complete=False)
+
+    def load_state(self, state: IndexState) -> None:
+        if len(self) or self._loaded:
+            raise ValueError("only an empty index can take a state")
+        self.codes.load_state(state.part("codes"))
+        self.tenants.load_state(state.part("tenants"))
 
     def add_details(self, items: Sequence[tuple[int, str, ImageFingerprint]]) -> None:
         """The keypoint tier of keys that `add_codes` brought; keys deleted since, or already
