@@ -4,6 +4,7 @@ test_postgres.py, which runs `check_upgrade_from_0002` on a real server)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -74,4 +75,21 @@ def test_a_deleted_highest_seq_is_never_handed_out_again(tmp_path: Path) -> None
     ml.delete(later.id)
     last = ml.index(synth.jpeg(synth.photo(4)), name="last")
     assert last.seq > later.seq
+    ml.close()
+
+
+def test_a_deletion_after_the_log_was_pruned_empty_gets_a_new_seq(tmp_path: Path) -> None:
+    """Processes follow the deletion log by seq: once pruning has emptied it, the next deletion
+    must still get a seq above every one handed out, on a catalog upgraded from 0005 too."""
+    ml = MediaLayer(tmp_path)
+    with migrating(ml.store.engine) as conn:
+        command.downgrade(_alembic(conn), "0005")
+    for n in (1, 2):
+        ml.delete(ml.index(synth.jpeg(synth.photo(n)), name=f"gone {n}").id)
+    before = ml.store.last_deletion("image")
+    ml.close()
+    ml = MediaLayer(tmp_path)  # upgrades to head
+    assert ml.store.prune_deletions(timedelta(0)) == 2
+    ml.delete(ml.index(synth.jpeg(synth.photo(3)), name="gone 3").id)
+    assert ml.store.last_deletion("image") > before
     ml.close()

@@ -102,7 +102,10 @@ class Deletion(Base):
     tenant: Mapped[str] = mapped_column(String(128), nullable=False)
     deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
-    __table_args__ = (Index("ix_deletions_type_seq", "media_type", "seq"),)
+    __table_args__ = (
+        Index("ix_deletions_type_seq", "media_type", "seq"),
+        {"sqlite_autoincrement": True},  # processes follow the log by seq, even once pruned
+    )
 
 
 class ApiKey(Base):
