@@ -495,8 +495,9 @@ def _more_views(gray: np.ndarray, work: np.ndarray, fp: ImageFingerprint
                 ) -> tuple[tuple[int, ...], tuple[Features, ...]]:
     """The query's costlier codes and views: keypoints of its mirror image (ORB is not
     mirror-invariant, so a flipped and cropped copy needs them); when large text covers it,
-    keypoints kept off the text and a dense view (on a low-texture photo the letters of a
-    watermark take the strongest keypoints, the photo's own come after them); and on
+    keypoints kept off the text and a dense view spread over the whole image (the letters of
+    a watermark take the strongest keypoints, the photo's own are weaker and lie between
+    them); and on
     something that is not quite a page, the largest photo-like blob found on a plain
     background (both tiers), as a last resort for screenshots `page_region` does not
     accept."""
@@ -506,8 +507,7 @@ def _more_views(gray: np.ndarray, work: np.ndarray, fp: ImageFingerprint
     y0, y1, x0, x1 = box
     mask = text_mask(work[y0:y1, x0:x1])
     if mask is not None:
-        views.append(_unmarked_features(work, box, mask, ORB_FEATURES))
-        views.append(_unmarked_features(work, box, None, DENSE_FEATURES))
+        views += [_unmarked_features(work, box, mask), _spread_features(work, box)]
     blob = None if fp.page else photo_region(work)
     if blob is not None:
         codes += trimmed_codes(_in_gray(gray, work, blob))
@@ -540,26 +540,67 @@ def text_mask(gray: np.ndarray) -> np.ndarray | None:
     return ((1 - text) * 255).astype(np.uint8)
 
 
-DENSE_FEATURES = 1000
-"""Keypoints of a query's dense view, when large text covers it: the letters' corners take
-the strongest few hundred, and the photo's (a drawing's corners, a blurred shape's) come
-after them. Only the query has them; the stored image keeps its ORB_FEATURES, which on a
-photo without text are the ones the dense view finds again."""
-
-
-def _unmarked_features(work: np.ndarray, box: Box, mask: np.ndarray | None,
-                       features: int) -> Features:
-    """Up to `features` keypoints of the content box (off the text `mask` covers, if any),
-    in the work frame."""
+def _unmarked_features(work: np.ndarray, box: Box, mask: np.ndarray) -> Features:
+    """Up to ORB_FEATURES keypoints of the content box off the text `mask`, in the work
+    frame."""
     y0, y1, x0, x1 = box
     if min(y1 - y0, x1 - x0) <= 2 * ORB_EDGE:
         return Features.empty(work.shape)
-    keypoints, descriptors = _orb(features).detectAndCompute(
+    keypoints, descriptors = _orb().detectAndCompute(
         np.ascontiguousarray(work[y0:y1, x0:x1]), mask)
     if descriptors is None or not keypoints:
         return Features.empty(work.shape)
     points = np.array([k.pt for k in keypoints], dtype=np.float32) + np.array([x0, y0],
                                                                                np.float32)
+    return Features(points, descriptors, (work.shape[1], work.shape[0]))
+
+
+DENSE_FEATURES = 1000
+"""Keypoints of a query's dense view, when large text covers it. Only the query has them; the
+stored image keeps its ORB_FEATURES, which on a photo without text are the ones the dense
+view finds again."""
+DENSE_CANDIDATES = 4000
+"""Corners ORB detects (the strongest, over its whole pyramid) for the dense view to choose
+from: enough that the photo's weaker corners between the letters are among them."""
+DENSE_GRID = 8
+DENSE_SPREAD = 0.8
+"""Share of the dense view's keypoints given out evenly over the grid's cells."""
+
+
+def _spread_features(work: np.ndarray, box: Box) -> Features:
+    """Up to DENSE_FEATURES keypoints of the content box, in the work frame, spread over it:
+    most of them the strongest of each cell of a DENSE_GRID x DENSE_GRID grid, the rest the
+    strongest left anywhere.
+
+    ORB keeps the strongest corners of the whole image, and the outlines of large letters
+    are stronger than anything in a soft photo, so they would take the whole budget; no
+    letters fill every cell, so the photo keeps its own corners wherever it shows between
+    them, whatever the font, outline or layout.
+    """
+    y0, y1, x0, x1 = box
+    pixels = np.ascontiguousarray(work[y0:y1, x0:x1])
+    if min(pixels.shape) <= 2 * ORB_EDGE:
+        return Features.empty(work.shape)
+    orb = _orb(DENSE_CANDIDATES)
+    found = orb.detect(pixels, None)
+    if not found:
+        return Features.empty(work.shape)
+    h, w = pixels.shape
+    where = np.array([k.pt for k in found], np.float32)
+    strength = np.array([k.response for k in found], np.float32)
+    column = np.minimum((where[:, 0] * DENSE_GRID / w).astype(np.int64), DENSE_GRID - 1)
+    row = np.minimum((where[:, 1] * DENSE_GRID / h).astype(np.int64), DENSE_GRID - 1)
+    cell = row * DENSE_GRID + column
+    order = np.lexsort((-strength, cell))  # by cell, strongest first
+    first = np.searchsorted(cell[order], cell[order])
+    per_cell = max(1, round(DENSE_SPREAD * DENSE_FEATURES / DENSE_GRID ** 2))
+    spread = order[np.arange(len(order)) - first < per_cell]
+    rest = np.setdiff1d(np.argsort(-strength, kind="stable"), spread, assume_unique=True)
+    chosen = np.concatenate([spread, rest[:max(0, DENSE_FEATURES - len(spread))]])
+    keypoints, descriptors = orb.compute(pixels, [found[i] for i in chosen])
+    if descriptors is None or not keypoints:
+        return Features.empty(work.shape)
+    points = np.array([k.pt for k in keypoints], np.float32) + np.array([x0, y0], np.float32)
     return Features(points, descriptors, (work.shape[1], work.shape[0]))
 
 
