@@ -63,6 +63,8 @@ GLOBAL_SIDE = 128
 ORB_FEATURES = 256
 ORB_BYTES = 32
 ORB_EDGE = 15
+ORB_SCALE = 1.3
+ORB_LEVELS = 6
 """Pixels at each border where ORB places no keypoint (its patch would not fit)."""
 
 
@@ -336,7 +338,7 @@ def _orb(features: int = ORB_FEATURES) -> cv2.ORB:
     orb = detectors.get(features)
     if orb is None:
         orb = cv2.ORB_create(  # type: ignore[attr-defined]
-            nfeatures=features, scaleFactor=1.3, nlevels=6, edgeThreshold=ORB_EDGE,
+            nfeatures=features, scaleFactor=ORB_SCALE, nlevels=ORB_LEVELS, edgeThreshold=ORB_EDGE,
             patchSize=31, fastThreshold=10)
         detectors[features] = orb
     return orb
@@ -507,7 +509,7 @@ def _more_views(gray: np.ndarray, work: np.ndarray, fp: ImageFingerprint
     y0, y1, x0, x1 = box
     mask = text_mask(work[y0:y1, x0:x1])
     if mask is not None:
-        views += [_unmarked_features(work, box, mask), _spread_features(work, box)]
+        views += _text_views(work, box, mask)
     blob = None if fp.page else photo_region(work)
     if blob is not None:
         codes += trimmed_codes(_in_gray(gray, work, blob))
@@ -540,68 +542,86 @@ def text_mask(gray: np.ndarray) -> np.ndarray | None:
     return ((1 - text) * 255).astype(np.uint8)
 
 
-def _unmarked_features(work: np.ndarray, box: Box, mask: np.ndarray) -> Features:
-    """Up to ORB_FEATURES keypoints of the content box off the text `mask`, in the work
-    frame."""
-    y0, y1, x0, x1 = box
-    if min(y1 - y0, x1 - x0) <= 2 * ORB_EDGE:
-        return Features.empty(work.shape)
-    keypoints, descriptors = _orb().detectAndCompute(
-        np.ascontiguousarray(work[y0:y1, x0:x1]), mask)
-    if descriptors is None or not keypoints:
-        return Features.empty(work.shape)
-    points = np.array([k.pt for k in keypoints], dtype=np.float32) + np.array([x0, y0],
-                                                                               np.float32)
-    return Features(points, descriptors, (work.shape[1], work.shape[0]))
-
-
 DENSE_FEATURES = 1000
 """Keypoints of a query's dense view, when large text covers it. Only the query has them; the
 stored image keeps its ORB_FEATURES, which on a photo without text are the ones the dense
 view finds again."""
-DENSE_CANDIDATES = 4000
-"""Corners ORB detects (the strongest, over its whole pyramid) for the dense view to choose
-from: enough that the photo's weaker corners between the letters are among them."""
+DENSE_CANDIDATES = 20_000
+"""Corners ORB keeps for the text views to choose from: more than FAST finds on a work-size
+image, so none is dropped. ORB would otherwise keep the strongest of each pyramid level,
+and on the fine levels the letters' corners would push out all of the photo's."""
 DENSE_GRID = 8
 DENSE_SPREAD = 0.8
 """Share of the dense view's keypoints given out evenly over the grid's cells."""
 
 
-def _spread_features(work: np.ndarray, box: Box) -> Features:
-    """Up to DENSE_FEATURES keypoints of the content box, in the work frame, spread over it:
-    most of them the strongest of each cell of a DENSE_GRID x DENSE_GRID grid, the rest the
-    strongest left anywhere.
+def _text_views(work: np.ndarray, box: Box, mask: np.ndarray) -> list[Features]:
+    """The two views of a query that large text covers, from one detection of up to
+    DENSE_CANDIDATES corners in the content box: the ORB_FEATURES strongest off the text
+    `mask`, and DENSE_FEATURES spread over the box (`_spread`); in the work frame."""
+    y0, y1, x0, x1 = box
+    pixels = np.ascontiguousarray(work[y0:y1, x0:x1])
+    if min(pixels.shape) <= 2 * ORB_EDGE:
+        return []
+    orb = _orb(DENSE_CANDIDATES)
+    found = orb.detect(pixels, None)
+    if not found:
+        return []
+    where = np.array([k.pt for k in found], np.float32)
+    strength = np.array([k.response for k in found], np.float32)
+    strongest = np.argsort(-strength, kind="stable")
+    inside = where[strongest].astype(np.int64)
+    off_text = _per_level(strongest[mask[inside[:, 1], inside[:, 0]] > 0],
+                          np.array([k.octave for k in found]), ORB_FEATURES)
+    spread = _spread(where, strength, strongest, pixels.shape)
+    chosen = np.union1d(off_text, spread)
+    for i in chosen:
+        found[i].class_id = int(i)  # compute() drops some: the survivors say who they are
+    keypoints, descriptors = orb.compute(pixels, [found[i] for i in chosen])
+    if descriptors is None or not keypoints:
+        return []
+    row_of = {k.class_id: row for row, k in enumerate(keypoints)}
+    points = np.array([k.pt for k in keypoints], np.float32) + np.array([x0, y0], np.float32)
+    size = (work.shape[1], work.shape[0])
+
+    def view(members: np.ndarray) -> Features:
+        rows = [row_of[i] for i in members.tolist() if i in row_of]
+        return Features(points[rows], descriptors[rows], size)
+
+    return [view(off_text), view(spread)]
+
+
+def _per_level(ranked: np.ndarray, level: np.ndarray, total: int) -> np.ndarray:
+    """Of the corners `ranked` (indexes, strongest first), the strongest of each pyramid
+    level up to its share of `total`, as ORB shares its budget out: a blurred photo's corners
+    are on the coarse levels, and the strongest overall would all be fine ones."""
+    shares = ORB_SCALE ** -np.arange(ORB_LEVELS)
+    quota = np.round(total * shares / shares.sum()).astype(np.int64)
+    of = level[ranked]
+    return np.concatenate([ranked[of == i][:quota[i]] for i in range(ORB_LEVELS)])
+
+
+def _spread(where: np.ndarray, strength: np.ndarray, strongest: np.ndarray,
+            shape: tuple[int, ...]) -> np.ndarray:
+    """Up to DENSE_FEATURES of the corners at `where` (indexes), spread over an image of
+    `shape`: most of them the strongest of each cell of a DENSE_GRID x DENSE_GRID grid, the
+    rest the strongest left anywhere (`strongest`: all indexes, strongest first).
 
     ORB keeps the strongest corners of the whole image, and the outlines of large letters
     are stronger than anything in a soft photo, so they would take the whole budget; no
     letters fill every cell, so the photo keeps its own corners wherever it shows between
     them, whatever the font, outline or layout.
     """
-    y0, y1, x0, x1 = box
-    pixels = np.ascontiguousarray(work[y0:y1, x0:x1])
-    if min(pixels.shape) <= 2 * ORB_EDGE:
-        return Features.empty(work.shape)
-    orb = _orb(DENSE_CANDIDATES)
-    found = orb.detect(pixels, None)
-    if not found:
-        return Features.empty(work.shape)
-    h, w = pixels.shape
-    where = np.array([k.pt for k in found], np.float32)
-    strength = np.array([k.response for k in found], np.float32)
+    h, w = shape
     column = np.minimum((where[:, 0] * DENSE_GRID / w).astype(np.int64), DENSE_GRID - 1)
     row = np.minimum((where[:, 1] * DENSE_GRID / h).astype(np.int64), DENSE_GRID - 1)
     cell = row * DENSE_GRID + column
     order = np.lexsort((-strength, cell))  # by cell, strongest first
     first = np.searchsorted(cell[order], cell[order])
     per_cell = max(1, round(DENSE_SPREAD * DENSE_FEATURES / DENSE_GRID ** 2))
-    spread = order[np.arange(len(order)) - first < per_cell]
-    rest = np.setdiff1d(np.argsort(-strength, kind="stable"), spread, assume_unique=True)
-    chosen = np.concatenate([spread, rest[:max(0, DENSE_FEATURES - len(spread))]])
-    keypoints, descriptors = orb.compute(pixels, [found[i] for i in chosen])
-    if descriptors is None or not keypoints:
-        return Features.empty(work.shape)
-    points = np.array([k.pt for k in keypoints], np.float32) + np.array([x0, y0], np.float32)
-    return Features(points, descriptors, (work.shape[1], work.shape[0]))
+    even = order[np.arange(len(order)) - first < per_cell]
+    rest = np.setdiff1d(strongest, even, assume_unique=True)
+    return np.concatenate([even, rest[:max(0, DENSE_FEATURES - len(even))]])
 
 
 def _in_gray(gray: np.ndarray, work: np.ndarray, box: Box) -> np.ndarray:
@@ -802,19 +822,26 @@ def verify(query: Features, ref: Features) -> Evidence:
                     ref.share(cv2.transform(query.corners()[None], transform)[0]))
 
 
-def consistent(src: np.ndarray, dst: np.ndarray) -> int:
-    """How many point pairs one similarity transform of sane scale maps onto each other, or 0."""
-    fitted = _fit(src, dst)
+def consistent(src: np.ndarray, dst: np.ndarray, tries: int = 500) -> int:
+    """How many point pairs one similarity transform of sane scale maps onto each other, or 0.
+
+    Only the count is wanted, so the transform is not refined: the refinement (iterations of
+    Levenberg-Marquardt on the inliers) costs several times what RANSAC does and leaves the
+    inliers as they are.
+    """
+    fitted = _fit(src, dst, refine=False, tries=tries)
     return 0 if fitted is None else int(fitted[1].sum())
 
 
-def _fit(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """The similarity transform RANSAC fits (2x3) and its inlier mask, or None if there is
-    none of sane scale."""
+def _fit(src: np.ndarray, dst: np.ndarray, refine: bool = True, tries: int = 500
+         ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The similarity transform RANSAC fits (2x3; `refine`d on its inliers) and its inlier
+    mask, or None if there is none of sane scale."""
     if len(src) < 4:
         return None
     transform, mask = cv2.estimateAffinePartial2D(
-        src, dst, method=cv2.RANSAC, ransacReprojThreshold=6.0, maxIters=500, confidence=0.99)
+        src, dst, method=cv2.RANSAC, ransacReprojThreshold=6.0, maxIters=tries, confidence=0.99,
+        refineIters=10 if refine else 0)
     if transform is None or mask is None:
         return None
     scale = float(np.sqrt(abs(np.linalg.det(transform[:, :2]))))
