@@ -241,3 +241,20 @@ def test_search_results_and_comparisons_carry_the_explanation(tmp_path: Path) ->
     c = ml.compare(query, synth.jpeg(PRODUCTS[5]))
     assert c.as_dict()["explanation"]["inliers"] == hit.explanation["inliers"]
     ml.close()
+
+
+def test_a_search_finds_the_photo_under_outlined_tiles_among_others(tmp_path: Path) -> None:
+    """The dense view's candidates go through the index (voting, then the items whose
+    correspondences agree best) to the photo the crop was cut from."""
+    ml = MediaLayer(str(tmp_path))
+    wanted = [ml.index(synth.jpeg(synth.photo(400 + seed))).id for seed in range(3)]
+    for seed in range(8):
+        ml.index(synth.jpeg(synth.photo(700 + seed)))
+    for seed, key in enumerate(wanted):
+        original = synth.photo(400 + seed)
+        w, h = original.size
+        marked = _outlined_tiles(original.crop((0, h // 5, w * 4 // 5, h)))
+        hits = ml.search(synth.jpeg(marked, 35), top_k=3).results
+        assert hits and hits[0].media.id == key, hits
+        assert hits[0].similarity_score >= IMAGE.medium, hits
+    ml.close()

@@ -357,7 +357,7 @@ def orb_features(gray: np.ndarray) -> Features:
     keypoints, descriptors = _orb().detectAndCompute(small, None)
     if descriptors is None or not keypoints:
         return Features.empty(small.shape)
-    points = np.array([k.pt for k in keypoints], dtype=np.float32)
+    points = cv2.KeyPoint_convert(keypoints)
     return Features(points, descriptors, (small.shape[1], small.shape[0]))
 
 
@@ -567,7 +567,7 @@ def _text_views(work: np.ndarray, box: Box, mask: np.ndarray) -> list[Features]:
     found = orb.detect(pixels, None)
     if not found:
         return []
-    where = np.array([k.pt for k in found], np.float32)
+    where = cv2.KeyPoint_convert(found)
     strength = np.array([k.response for k in found], np.float32)
     strongest = np.argsort(-strength, kind="stable")
     inside = where[strongest].astype(np.int64)
@@ -581,7 +581,7 @@ def _text_views(work: np.ndarray, box: Box, mask: np.ndarray) -> list[Features]:
     if descriptors is None or not keypoints:
         return []
     row_of = {k.class_id: row for row, k in enumerate(keypoints)}
-    points = np.array([k.pt for k in keypoints], np.float32) + np.array([x0, y0], np.float32)
+    points = cv2.KeyPoint_convert(keypoints) + np.array([x0, y0], np.float32)
     size = (work.shape[1], work.shape[0])
 
     def view(members: np.ndarray) -> Features:
