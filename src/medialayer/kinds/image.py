@@ -19,7 +19,7 @@ import math
 import struct
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import cv2
@@ -344,6 +344,12 @@ def _orb(features: int = ORB_FEATURES) -> cv2.ORB:
     return orb
 
 
+def _positions(keypoints: Sequence[cv2.KeyPoint]) -> np.ndarray:
+    """Keypoints' positions, (n, 2) float32, converted by OpenCV in one call: reading `pt`
+    builds a Python tuple per keypoint, which counts when there are thousands."""
+    return np.asarray(cv2.KeyPoint.convert(keypoints), np.float32).reshape(-1, 2)
+
+
 def orb_features(gray: np.ndarray) -> Features:
     """ORB keypoints at WORK_SIDE: coordinates in pixels of that scale, 32-byte descriptors.
 
@@ -357,7 +363,7 @@ def orb_features(gray: np.ndarray) -> Features:
     keypoints, descriptors = _orb().detectAndCompute(small, None)
     if descriptors is None or not keypoints:
         return Features.empty(small.shape)
-    points = cv2.KeyPoint_convert(keypoints)
+    points = _positions(keypoints)
     return Features(points, descriptors, (small.shape[1], small.shape[0]))
 
 
@@ -567,7 +573,7 @@ def _text_views(work: np.ndarray, box: Box, mask: np.ndarray) -> list[Features]:
     found = orb.detect(pixels, None)
     if not found:
         return []
-    where = cv2.KeyPoint_convert(found)
+    where = _positions(found)
     strength = np.array([k.response for k in found], np.float32)
     strongest = np.argsort(-strength, kind="stable")
     inside = where[strongest].astype(np.int64)
@@ -581,7 +587,7 @@ def _text_views(work: np.ndarray, box: Box, mask: np.ndarray) -> list[Features]:
     if descriptors is None or not keypoints:
         return []
     row_of = {k.class_id: row for row, k in enumerate(keypoints)}
-    points = cv2.KeyPoint_convert(keypoints) + np.array([x0, y0], np.float32)
+    points = _positions(keypoints) + np.array([x0, y0], np.float32)
     size = (work.shape[1], work.shape[0])
 
     def view(members: np.ndarray) -> Features:
