@@ -350,8 +350,17 @@ def _positions(keypoints: Sequence[cv2.KeyPoint]) -> np.ndarray:
     return np.asarray(cv2.KeyPoint.convert(keypoints), np.float32).reshape(-1, 2)
 
 
-def orb_features(gray: np.ndarray) -> Features:
-    """ORB keypoints at WORK_SIDE: coordinates in pixels of that scale, 32-byte descriptors.
+Corners = tuple[cv2.KeyPoint, ...]
+
+
+def _orb_view(gray: np.ndarray, mirror_of: Corners | None = None) -> tuple[Features, Corners]:
+    """ORB keypoints at WORK_SIDE (coordinates in pixels of that scale, 32-byte descriptors)
+    and the keypoints behind them; with `mirror_of` (the keypoints of `gray`'s own view),
+    those of its mirror image instead.
+
+    FAST and the Harris response are symmetric, so ORB finds the mirror images of the same
+    corners in a mirrored image: only their descriptors need computing there, each at the
+    mirrored place with the mirrored orientation.
 
     An image (or a region) too thin to hold a keypoint away from its borders has none: ORB
     could not place one anyway, and its pyramid asserts on sides that shrink to nothing, so a
@@ -359,12 +368,18 @@ def orb_features(gray: np.ndarray) -> Features:
     """
     small = shrink(gray, WORK_SIDE)
     if min(small.shape) <= 2 * ORB_EDGE:
-        return Features.empty(small.shape)
-    keypoints, descriptors = _orb().detectAndCompute(small, None)
+        return Features.empty(small.shape), ()
+    if mirror_of is None:
+        keypoints, descriptors = _orb().detectAndCompute(small, None)
+    else:
+        right = small.shape[1] - 1
+        keypoints, descriptors = _orb().compute(np.ascontiguousarray(small[:, ::-1]), [
+            cv2.KeyPoint(right - k.pt[0], k.pt[1], k.size, (180.0 - k.angle) % 360.0,
+                         k.response, k.octave) for k in mirror_of])
     if descriptors is None or not keypoints:
-        return Features.empty(small.shape)
-    points = _positions(keypoints)
-    return Features(points, descriptors, (small.shape[1], small.shape[0]))
+        return Features.empty(small.shape), ()
+    return (Features(_positions(keypoints), descriptors, (small.shape[1], small.shape[0])),
+            tuple(keypoints))
 
 
 Box = tuple[int, int, int, int]
@@ -483,23 +498,23 @@ def fingerprint_gray(gray: np.ndarray, query: bool = False, local: bool = True
         code, mirror = dhash_pair(small[y0:y1, x0:x1])
         f = work.shape[0] / small.shape[0]
         box = (round(y0 * f), round(y1 * f), round(x0 * f), round(x1 * f))
-        features = orb_features(work) if local else Features.empty(work.shape)
     else:
         box = region
         code, mirror = trimmed_codes(_in_gray(gray, work, region))
-        features = _region_features(gray, work, region, False) if local else Features.empty(
-            work.shape)
+    whole = (0, work.shape[0], 0, work.shape[1])
+    features, corners = (_region_features(gray, work, region or whole, False) if local
+                         else (Features.empty(work.shape), ()))
     fp = ImageFingerprint(code, features, (mirror,), box=box, page=region is not None)
     if not query or not local:
         return fp
     def expand() -> ImageFingerprint:
-        codes, views = _more_views(gray, work, fp)
+        codes, views = _more_views(gray, work, fp, corners)
         return replace(fp, query_codes=(*fp.query_codes, *codes), query_views=views, more=None)
 
     return replace(fp, more=functools.cache(expand))
 
 
-def _more_views(gray: np.ndarray, work: np.ndarray, fp: ImageFingerprint
+def _more_views(gray: np.ndarray, work: np.ndarray, fp: ImageFingerprint, corners: Corners
                 ) -> tuple[tuple[int, ...], tuple[Features, ...]]:
     """The query's costlier codes and views: keypoints of its mirror image (ORB is not
     mirror-invariant, so a flipped and cropped copy needs them); when large text covers it,
@@ -511,7 +526,7 @@ def _more_views(gray: np.ndarray, work: np.ndarray, fp: ImageFingerprint
     accept."""
     box = fp.box if fp.page and fp.box is not None else (0, work.shape[0], 0, work.shape[1])
     codes: list[int] = []
-    views = [_region_features(gray, work, box, True)]
+    views = [_region_features(gray, work, box, True, corners)[0]]
     y0, y1, x0, x1 = box
     mask = text_mask(work[y0:y1, x0:x1])
     if mask is not None:
@@ -519,7 +534,7 @@ def _more_views(gray: np.ndarray, work: np.ndarray, fp: ImageFingerprint
     blob = None if fp.page else photo_region(work)
     if blob is not None:
         codes += trimmed_codes(_in_gray(gray, work, blob))
-        views.append(_region_features(gray, work, blob, False))
+        views.append(_region_features(gray, work, blob, False)[0])
     return tuple(codes), tuple(views)
 
 
@@ -637,15 +652,20 @@ def _in_gray(gray: np.ndarray, work: np.ndarray, box: Box) -> np.ndarray:
     return gray[round(y0 * fy):round(y1 * fy), round(x0 * fx):round(x1 * fx)]
 
 
-def _region_features(gray: np.ndarray, work: np.ndarray, box: Box, mirrored: bool) -> Features:
-    """Keypoints of the content box alone (mirrored: of its mirror image), positioned in the
-    work frame."""
+def _region_features(gray: np.ndarray, work: np.ndarray, box: Box, mirrored: bool,
+                     corners: Corners | None = None) -> tuple[Features, Corners]:
+    """Keypoints of the content box alone (mirrored: of its mirror image, at the mirrored
+    `corners` of its own view when given), positioned in the work frame; and the keypoints
+    behind them."""
     h, w = work.shape
     y0, y1, x0, x1 = box
     pixels = work if box == (0, h, 0, w) else _in_gray(gray, work, box)
-    view = orb_features(np.ascontiguousarray(pixels[:, ::-1]) if mirrored else pixels)
+    if mirrored and corners is not None:
+        view, found = _orb_view(pixels, corners)
+    else:
+        view, found = _orb_view(np.ascontiguousarray(pixels[:, ::-1]) if mirrored else pixels)
     if len(view) == 0:
-        return Features.empty(work.shape)
+        return Features.empty(work.shape), ()
     vw, vh = view.size
     points = view.points.copy()
     if mirrored:
@@ -655,7 +675,7 @@ def _region_features(gray: np.ndarray, work: np.ndarray, box: Box, mirrored: boo
         points += np.array([x0, y0], np.float32)
     if mirrored:
         points[:, 0] = w - points[:, 0]
-    return Features(points, view.descriptors, (w, h), mirrored)
+    return Features(points, view.descriptors, (w, h), mirrored), found
 
 
 def fingerprint_bytes(data: bytes, query: bool = False, local: bool = True) -> ImageFingerprint:
