@@ -518,7 +518,7 @@ def _more_views(gray: np.ndarray, work: np.ndarray, fp: ImageFingerprint, corner
                 ) -> tuple[tuple[int, ...], tuple[Features, ...]]:
     """The query's costlier codes and views: keypoints of its mirror image (ORB is not
     mirror-invariant, so a flipped and cropped copy needs them); when large text covers it,
-    keypoints kept off the text and a dense view spread over the whole image (the letters of
+    a dense view of keypoints off the text and spread over the whole image (the letters of
     a watermark take the strongest keypoints, the photo's own are weaker and lie between
     them); and on
     something that is not quite a page, the largest photo-like blob found on a plain
@@ -530,7 +530,7 @@ def _more_views(gray: np.ndarray, work: np.ndarray, fp: ImageFingerprint, corner
     y0, y1, x0, x1 = box
     mask = text_mask(work[y0:y1, x0:x1])
     if mask is not None:
-        views += _text_views(work, box, mask)
+        views.append(_text_view(work, box, mask))
     blob = None if fp.page else photo_region(work)
     if blob is not None:
         codes += trimmed_codes(_in_gray(gray, work, blob))
@@ -568,7 +568,7 @@ DENSE_FEATURES = 1000
 stored image keeps its ORB_FEATURES, which on a photo without text are the ones the dense
 view finds again."""
 DENSE_CANDIDATES = 20_000
-"""Corners ORB keeps for the text views to choose from: more than FAST finds on a work-size
+"""Corners ORB keeps for the dense view to choose from: more than FAST finds on a work-size
 image, so none is dropped. ORB would otherwise keep the strongest of each pyramid level,
 and on the fine levels the letters' corners would push out all of the photo's."""
 DENSE_GRID = 8
@@ -576,40 +576,31 @@ DENSE_SPREAD = 0.8
 """Share of the dense view's keypoints given out evenly over the grid's cells."""
 
 
-def _text_views(work: np.ndarray, box: Box, mask: np.ndarray) -> list[Features]:
-    """The two views of a query that large text covers, from one detection of up to
-    DENSE_CANDIDATES corners in the content box: the ORB_FEATURES strongest off the text
-    `mask`, and DENSE_FEATURES spread over the box (`_spread`); in the work frame."""
+def _text_view(work: np.ndarray, box: Box, mask: np.ndarray) -> Features:
+    """The view of a query that large text covers, from one detection of every corner in
+    the content box: the ORB_FEATURES strongest off the text `mask` (shared out over the
+    pyramid levels, `_per_level`) and DENSE_FEATURES spread over the box (`_spread`), in the
+    work frame."""
     y0, y1, x0, x1 = box
     pixels = np.ascontiguousarray(work[y0:y1, x0:x1])
     if min(pixels.shape) <= 2 * ORB_EDGE:
-        return []
+        return Features.empty(work.shape)
     orb = _orb(DENSE_CANDIDATES)
     found = orb.detect(pixels, None)
     if not found:
-        return []
+        return Features.empty(work.shape)
     where = _positions(found)
     strength = np.array([k.response for k in found], np.float32)
     strongest = np.argsort(-strength, kind="stable")
     inside = where[strongest].astype(np.int64)
     off_text = _per_level(strongest[mask[inside[:, 1], inside[:, 0]] > 0],
                           np.array([k.octave for k in found]), ORB_FEATURES)
-    spread = _spread(where, strength, strongest, pixels.shape)
-    chosen = np.union1d(off_text, spread)
-    for i in chosen:
-        found[i].class_id = int(i)  # compute() drops some: the survivors say who they are
+    chosen = np.union1d(off_text, _spread(where, strength, strongest, pixels.shape))
     keypoints, descriptors = orb.compute(pixels, [found[i] for i in chosen])
     if descriptors is None or not keypoints:
-        return []
-    row_of = {k.class_id: row for row, k in enumerate(keypoints)}
-    points = _positions(keypoints) + np.array([x0, y0], np.float32)
-    size = (work.shape[1], work.shape[0])
-
-    def view(members: np.ndarray) -> Features:
-        rows = [row_of[i] for i in members.tolist() if i in row_of]
-        return Features(points[rows], descriptors[rows], size)
-
-    return [view(off_text), view(spread)]
+        return Features.empty(work.shape)
+    return Features(_positions(keypoints) + np.array([x0, y0], np.float32), descriptors,
+                    (work.shape[1], work.shape[0]))
 
 
 def _per_level(ranked: np.ndarray, level: np.ndarray, total: int) -> np.ndarray:

@@ -42,9 +42,9 @@ query of 1,908 at T (a 0.64 score); of candidates verifying at medium or better,
 VOTE_POOL = 30
 """Most voted items of a dense query view whose agreement is checked, to keep the few that
 agree best."""
-POOL_TRIES = 200
-"""RANSAC iterations of the pool's agreement checks: where 15 % or more of an item's
-correspondences agree, 200 draws of two find them 99 % of the time; strangers' do not agree,
+POOL_TRIES = 100
+"""RANSAC iterations of the pool's agreement checks: where a fifth or more of an item's
+correspondences agree, 100 draws of two find them 98 % of the time; strangers' do not agree,
 and cost every draw."""
 
 
