@@ -20,6 +20,18 @@ Families (queries; the expected answer is in the catalog):
   badges with the shop's name, in any of the machine's fonts, saved at JPEG quality 30-40.
   Negatives: the same edits of low-texture images not in the catalog.
 - wm_photo_crop: the same crops and watermarks (each style in turn) over ordinary photos.
+
+With --photo-set N, a set of ordinary photos instead (the hidden corpus's "crop + large
+watermark + q35" family is of this kind):
+
+    python bench/templates.py --out /tmp/photos --seed 5 --photo-set 80 \
+        --products /work/main/eval-data/image-dev/catalog \
+        --others /work/main/eval-data/image-dev/negatives
+
+- wm_tiled / wm_stroke / wm_logo: the styles above; wm_text: one big filled word or line,
+  sometimes shadowed, turned up to 30 degrees; wm_line: the dev corpus's one-line watermark
+  made large (held out: never looked at while tuning). Each over a centre or off-centre crop,
+  JPEG q30-40. Negatives: one photo per source of --others under a style in turn.
 """
 
 from __future__ import annotations
@@ -292,6 +304,67 @@ def logo_watermark(im: Image.Image, rng: random.Random, pool: list[Path]) -> Ima
     return out.convert("RGB")
 
 
+def text_watermark(im: Image.Image, rng: random.Random, pool: list[Path]) -> Image.Image:
+    """One big filled word or line (no outline), 40-75 % opaque, at the centre, top or
+    bottom, turned up to 30 degrees, sometimes over a soft drop shadow."""
+    layer = Image.new("RGBA", im.size, (0, 0, 0, 0))
+    d = ImageDraw.Draw(layer)
+    text = rng.choice(WORDS + LINES)
+    f = font(rng, max(12, int(im.width * rng.uniform(0.12, 0.22) * min(1.0, 7 / len(text)))),
+             pool)
+    ink = rng.choice(((255, 255, 255), (0, 0, 0), (200, 0, 0), (255, 220, 0)))
+    alpha = int(255 * rng.uniform(0.4, 0.75))
+    y = int(im.height * rng.choice((0.5, 0.8, 0.25)))
+    if rng.random() < 0.5:
+        d.text((im.width // 2 + 4, y + 4), text, font=f, anchor="mm", fill=(0, 0, 0, alpha // 2))
+    d.text((im.width // 2, y), text, font=f, anchor="mm", fill=(*ink, alpha))
+    layer = layer.rotate(rng.uniform(-30, 30), resample=Image.BICUBIC)
+    out = im.convert("RGBA")
+    out.alpha_composite(layer)
+    return out.convert("RGB")
+
+
+LINE_TEXTS = ("\u00a9 BestDeals", "SAMPLE", "ShopMaster", "www.cheap-store.example",
+              "\u00a9 2024 MegaSeller", "TopSeller", "Original Photo", "Do not copy", "OUTLET",
+              "seller_4821")
+
+
+def line_watermark(im: Image.Image, rng: random.Random, pool: list[Path]) -> Image.Image:
+    """The dev corpus's one-line watermark made large (held out: never looked at while
+    tuning): font 12-22 % of the width or 60-95 % of it across, 35-65 % opaque, fill only
+    or thinly outlined; at the centre, at the bottom, twice, or turned 25-40 degrees."""
+    layer = Image.new("RGBA", im.size, (0, 0, 0, 0))
+    d = ImageDraw.Draw(layer)
+    text = rng.choice(LINE_TEXTS)
+    probe = font(rng, 20, pool)
+    across = probe.getlength(text) if hasattr(probe, "getlength") else 20 * len(text)
+    size = int(20 * im.width * rng.uniform(0.6, 0.95) / max(1.0, across))
+    f = font(rng, max(14, min(size, int(im.width * rng.uniform(0.12, 0.22)))), pool)
+    ink = rng.choice(((255, 255, 255), (0, 0, 0), (200, 0, 0), (255, 200, 0)))
+    alpha = rng.randint(90, 165)
+    stroke = rng.choice((0, 0, max(1, f.size // 20)))
+    outline = (255, 255, 255, alpha) if ink == (0, 0, 0) else (0, 0, 0, alpha)
+    where = rng.choice(("centre", "bottom", "turned", "twice"))
+    for y in {"bottom": (0.85,), "twice": (0.3, 0.7)}.get(where, (0.5,)):
+        d.text((im.width // 2, int(im.height * y)), text, font=f, anchor="mm",
+               fill=(*ink, alpha), stroke_width=stroke, stroke_fill=outline)
+    if where == "turned":
+        layer = layer.rotate(rng.uniform(25, 40) * rng.choice((-1, 1)), resample=Image.BICUBIC)
+    out = im.convert("RGBA")
+    out.alpha_composite(layer)
+    return out.convert("RGB")
+
+
+def any_crop(im: Image.Image, rng: random.Random) -> Image.Image:
+    """A centre crop keeping 75-88 % of each side, or an off-centre one."""
+    if rng.random() < 0.5:
+        return off_centre_crop(im, rng)
+    keep = rng.uniform(0.75, 0.88)
+    w, h = round(im.width * keep), round(im.height * keep)
+    x, y = (im.width - w) // 2, (im.height - h) // 2
+    return im.crop((x, y, x + w, y + h))
+
+
 def jpeg(im: Image.Image, quality: int) -> bytes:
     buf = io.BytesIO()
     im.convert("RGB").save(buf, "JPEG", quality=quality)
@@ -407,6 +480,38 @@ def build_watermarks(w: Writer, blur_sources: list[Image.Image], per_set: int, n
             w.query(role, f"{family}_{i:03d}", data, family, f"{kind}, q{quality}", expected)
 
 
+PHOTO_MARKS: dict[str, Mark] = {"wm_tiled": tiled_watermark, "wm_stroke": stroke_watermark,
+                                 "wm_logo": logo_watermark, "wm_text": text_watermark,
+                                 "wm_line": line_watermark}
+
+
+def build_photo_set(w: Writer, folder: Path, others: Path, count: int, rng: random.Random,
+                    pool: list[Path]) -> None:
+    """Every photo of `folder` in the catalog (those not edited are distractors); `count` of
+    them under each watermark style over a crop (`any_crop`, JPEG q30-40) as queries; one
+    photo per name prefix of `others` (not in the catalog) under a style in turn as
+    negatives."""
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    for path in paths:
+        w.catalog(path.stem, Image.open(path).convert("RGB"))
+    for path in rng.sample(paths, min(count, len(paths))):
+        original = Image.open(path).convert("RGB")
+        for family, mark in PHOTO_MARKS.items():
+            quality = rng.randint(30, 40)
+            data = jpeg(mark(any_crop(original, rng), rng, pool), quality)
+            w.query("query", f"{family}_{path.stem}", data, family, f"q{quality}",
+                    f"catalog/{path.stem}.jpg")
+    firsts: dict[str, Path] = {}
+    for path in sorted(others.iterdir()):
+        firsts.setdefault(path.name.split("_")[0], path)
+    marks = list(PHOTO_MARKS.items())
+    for i, path in enumerate(firsts.values()):
+        family, mark = marks[i % len(marks)]
+        quality = rng.randint(30, 40)
+        data = jpeg(mark(any_crop(Image.open(path).convert("RGB"), rng), rng, pool), quality)
+        w.query("negative", f"{family}_other{i:03d}", data, family, f"q{quality}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
@@ -415,9 +520,21 @@ def main() -> None:
     ap.add_argument("--templates", type=int, default=2)
     ap.add_argument("--per-set", type=int, default=30)
     ap.add_argument("--negatives", type=int, default=15)
+    ap.add_argument("--photo-set", type=int, metavar="N",
+                    help="instead: a set of ordinary photos, N of --products under every "
+                         "watermark style, --others as negatives")
+    ap.add_argument("--others", type=Path, help="photos not in the catalog (--photo-set)")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     pool = fonts()
+    if args.photo_set:
+        if args.products is None or args.others is None:
+            ap.error("--photo-set needs --products and --others")
+        w = Writer(args.out)
+        build_photo_set(w, args.products, args.others, args.photo_set, rng, pool)
+        w.finish()
+        print(f"wrote {len(w.rows)} queries and negatives to {args.out}", file=sys.stderr)
+        return
     per_template = 2 * args.per_set + args.negatives
     blurred = args.per_set + args.negatives + 1  # a third of the 3x low-texture originals
     photos = args.per_set + args.negatives

@@ -16,6 +16,7 @@ from medialayer import MediaLayer
 from medialayer.calibration import IMAGE, IMAGE_CODE_MIN_INFORMATION
 from medialayer.kinds.base import Match, both_ways
 from medialayer.kinds.image import (
+    ORB_FEATURES,
     ImageFingerprint,
     code_information,
     decode,
@@ -23,6 +24,7 @@ from medialayer.kinds.image import (
     fingerprint_bytes,
     page_region,
     text_mask,
+    verify,
 )
 from medialayer.kinds.image_search import ImageKind
 
@@ -150,6 +152,40 @@ def test_heavy_tiled_text_over_a_crop_of_line_art_still_matches() -> None:
     assert sum(score >= IMAGE.medium for score in scores) >= 2, scores  # and some confidently
 
 
+def _outlined_tiles(im: Image.Image, word: str = "SAMPLE", angle: float = 30) -> Image.Image:
+    """Light words with heavy dark outlines tiled over the image: the outlines' corners are
+    the strongest anywhere in it."""
+    side = 2 * max(im.size)
+    layer = Image.new("RGBA", (side, side), (0, 0, 0, 0))
+    d = ImageDraw.Draw(layer)
+    size = im.width // 8
+    font = ImageFont.load_default(size=size)
+    for row, y in enumerate(range(0, side, int(size * 2.5))):
+        for x in range(-(row % 2) * size * 3, side, size * 5):
+            d.text((x, y), word, font=font, fill=(255, 255, 255, 120), stroke_width=3,
+                   stroke_fill=(0, 0, 0, 230))
+    layer = layer.rotate(angle, resample=Image.BICUBIC)
+    left, top = (side - im.width) // 2, (side - im.height) // 2
+    out = im.convert("RGBA")
+    out.alpha_composite(layer.crop((left, top, left + im.width, top + im.height)))
+    return out.convert("RGB")
+
+
+def test_the_dense_view_keeps_the_photo_between_the_letters() -> None:
+    """Under outlined words tiled over an off-centre crop, the strongest thousand corners are
+    nearly all the letters'; the dense view spreads over the image and keeps the photo's."""
+    inliers = []
+    for seed in range(6):
+        original = synth.photo(400 + seed)
+        w, h = original.size
+        marked = _outlined_tiles(original.crop((w // 5, 0, w, h * 4 // 5)))
+        query = fingerprint_bytes(synth.jpeg(marked, 35), query=True).expanded()
+        dense = max(query.views, key=len)
+        assert len(dense) > ORB_FEATURES
+        inliers.append(verify(dense, fingerprint_bytes(synth.jpeg(original)).features).inliers)
+    assert sum(n >= 20 for n in inliers) >= 5, inliers
+
+
 EDITS: dict[str, Callable[[Image.Image], Image.Image]] = {
     "pad_white": lambda im: synth.pad(im, 0.15, "white"),
     "crop_80": lambda im: synth.crop_center(im, 0.8),
@@ -204,4 +240,21 @@ def test_search_results_and_comparisons_carry_the_explanation(tmp_path: Path) ->
     assert hit.as_dict()["explanation"]["tier"] == "keypoints"
     c = ml.compare(query, synth.jpeg(PRODUCTS[5]))
     assert c.as_dict()["explanation"]["inliers"] == hit.explanation["inliers"]
+    ml.close()
+
+
+def test_a_search_finds_the_photo_under_outlined_tiles_among_others(tmp_path: Path) -> None:
+    """The dense view's candidates go through the index (voting, then the items whose
+    correspondences agree best) to the photo the crop was cut from."""
+    ml = MediaLayer(str(tmp_path))
+    wanted = [ml.index(synth.jpeg(synth.photo(400 + seed))).id for seed in range(3)]
+    for seed in range(8):
+        ml.index(synth.jpeg(synth.photo(700 + seed)))
+    for seed, key in enumerate(wanted):
+        original = synth.photo(400 + seed)
+        w, h = original.size
+        marked = _outlined_tiles(original.crop((0, h // 5, w * 4 // 5, h)))
+        hits = ml.search(synth.jpeg(marked, 35), top_k=3).results
+        assert hits and hits[0].media.id == key, hits
+        assert hits[0].similarity_score >= IMAGE.medium, hits
     ml.close()

@@ -19,7 +19,7 @@ import math
 import struct
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import cv2
@@ -63,6 +63,8 @@ GLOBAL_SIDE = 128
 ORB_FEATURES = 256
 ORB_BYTES = 32
 ORB_EDGE = 15
+ORB_SCALE = 1.3
+ORB_LEVELS = 6
 """Pixels at each border where ORB places no keypoint (its patch would not fit)."""
 
 
@@ -336,14 +338,29 @@ def _orb(features: int = ORB_FEATURES) -> cv2.ORB:
     orb = detectors.get(features)
     if orb is None:
         orb = cv2.ORB_create(  # type: ignore[attr-defined]
-            nfeatures=features, scaleFactor=1.3, nlevels=6, edgeThreshold=ORB_EDGE,
+            nfeatures=features, scaleFactor=ORB_SCALE, nlevels=ORB_LEVELS, edgeThreshold=ORB_EDGE,
             patchSize=31, fastThreshold=10)
         detectors[features] = orb
     return orb
 
 
-def orb_features(gray: np.ndarray) -> Features:
-    """ORB keypoints at WORK_SIDE: coordinates in pixels of that scale, 32-byte descriptors.
+def _positions(keypoints: Sequence[cv2.KeyPoint]) -> np.ndarray:
+    """Keypoints' positions, (n, 2) float32, converted by OpenCV in one call: reading `pt`
+    builds a Python tuple per keypoint, which counts when there are thousands."""
+    return np.asarray(cv2.KeyPoint.convert(keypoints), np.float32).reshape(-1, 2)
+
+
+Corners = tuple[cv2.KeyPoint, ...]
+
+
+def _orb_view(gray: np.ndarray, mirror_of: Corners | None = None) -> tuple[Features, Corners]:
+    """ORB keypoints at WORK_SIDE (coordinates in pixels of that scale, 32-byte descriptors)
+    and the keypoints behind them; with `mirror_of` (the keypoints of `gray`'s own view),
+    those of its mirror image instead.
+
+    FAST and the Harris response are symmetric, so ORB finds the mirror images of the same
+    corners in a mirrored image: only their descriptors need computing there, each at the
+    mirrored place with the mirrored orientation.
 
     An image (or a region) too thin to hold a keypoint away from its borders has none: ORB
     could not place one anyway, and its pyramid asserts on sides that shrink to nothing, so a
@@ -351,12 +368,18 @@ def orb_features(gray: np.ndarray) -> Features:
     """
     small = shrink(gray, WORK_SIDE)
     if min(small.shape) <= 2 * ORB_EDGE:
-        return Features.empty(small.shape)
-    keypoints, descriptors = _orb().detectAndCompute(small, None)
+        return Features.empty(small.shape), ()
+    if mirror_of is None:
+        keypoints, descriptors = _orb().detectAndCompute(small, None)
+    else:
+        right = small.shape[1] - 1
+        keypoints, descriptors = _orb().compute(np.ascontiguousarray(small[:, ::-1]), [
+            cv2.KeyPoint(right - k.pt[0], k.pt[1], k.size, (180.0 - k.angle) % 360.0,
+                         k.response, k.octave) for k in mirror_of])
     if descriptors is None or not keypoints:
-        return Features.empty(small.shape)
-    points = np.array([k.pt for k in keypoints], dtype=np.float32)
-    return Features(points, descriptors, (small.shape[1], small.shape[0]))
+        return Features.empty(small.shape), ()
+    return (Features(_positions(keypoints), descriptors, (small.shape[1], small.shape[0])),
+            tuple(keypoints))
 
 
 Box = tuple[int, int, int, int]
@@ -475,43 +498,43 @@ def fingerprint_gray(gray: np.ndarray, query: bool = False, local: bool = True
         code, mirror = dhash_pair(small[y0:y1, x0:x1])
         f = work.shape[0] / small.shape[0]
         box = (round(y0 * f), round(y1 * f), round(x0 * f), round(x1 * f))
-        features = orb_features(work) if local else Features.empty(work.shape)
     else:
         box = region
         code, mirror = trimmed_codes(_in_gray(gray, work, region))
-        features = _region_features(gray, work, region, False) if local else Features.empty(
-            work.shape)
+    whole = (0, work.shape[0], 0, work.shape[1])
+    features, corners = (_region_features(gray, work, region or whole, False) if local
+                         else (Features.empty(work.shape), ()))
     fp = ImageFingerprint(code, features, (mirror,), box=box, page=region is not None)
     if not query or not local:
         return fp
     def expand() -> ImageFingerprint:
-        codes, views = _more_views(gray, work, fp)
+        codes, views = _more_views(gray, work, fp, corners)
         return replace(fp, query_codes=(*fp.query_codes, *codes), query_views=views, more=None)
 
     return replace(fp, more=functools.cache(expand))
 
 
-def _more_views(gray: np.ndarray, work: np.ndarray, fp: ImageFingerprint
+def _more_views(gray: np.ndarray, work: np.ndarray, fp: ImageFingerprint, corners: Corners
                 ) -> tuple[tuple[int, ...], tuple[Features, ...]]:
     """The query's costlier codes and views: keypoints of its mirror image (ORB is not
     mirror-invariant, so a flipped and cropped copy needs them); when large text covers it,
-    keypoints kept off the text and a dense view (on a low-texture photo the letters of a
-    watermark take the strongest keypoints, the photo's own come after them); and on
+    a dense view of keypoints off the text and spread over the whole image (the letters of
+    a watermark take the strongest keypoints, the photo's own are weaker and lie between
+    them); and on
     something that is not quite a page, the largest photo-like blob found on a plain
     background (both tiers), as a last resort for screenshots `page_region` does not
     accept."""
     box = fp.box if fp.page and fp.box is not None else (0, work.shape[0], 0, work.shape[1])
     codes: list[int] = []
-    views = [_region_features(gray, work, box, True)]
+    views = [_region_features(gray, work, box, True, corners)[0]]
     y0, y1, x0, x1 = box
     mask = text_mask(work[y0:y1, x0:x1])
     if mask is not None:
-        views.append(_unmarked_features(work, box, mask, ORB_FEATURES))
-        views.append(_unmarked_features(work, box, None, DENSE_FEATURES))
+        views.append(_text_view(work, box, mask))
     blob = None if fp.page else photo_region(work)
     if blob is not None:
         codes += trimmed_codes(_in_gray(gray, work, blob))
-        views.append(_region_features(gray, work, blob, False))
+        views.append(_region_features(gray, work, blob, False)[0])
     return tuple(codes), tuple(views)
 
 
@@ -541,26 +564,76 @@ def text_mask(gray: np.ndarray) -> np.ndarray | None:
 
 
 DENSE_FEATURES = 1000
-"""Keypoints of a query's dense view, when large text covers it: the letters' corners take
-the strongest few hundred, and the photo's (a drawing's corners, a blurred shape's) come
-after them. Only the query has them; the stored image keeps its ORB_FEATURES, which on a
-photo without text are the ones the dense view finds again."""
+"""Keypoints of a query's dense view, when large text covers it. Only the query has them; the
+stored image keeps its ORB_FEATURES, which on a photo without text are the ones the dense
+view finds again."""
+DENSE_CANDIDATES = 20_000
+"""Corners ORB keeps for the dense view to choose from: more than FAST finds on a work-size
+image, so none is dropped. ORB would otherwise keep the strongest of each pyramid level,
+and on the fine levels the letters' corners would push out all of the photo's."""
+DENSE_GRID = 8
+DENSE_SPREAD = 0.8
+"""Share of the dense view's keypoints given out evenly over the grid's cells."""
 
 
-def _unmarked_features(work: np.ndarray, box: Box, mask: np.ndarray | None,
-                       features: int) -> Features:
-    """Up to `features` keypoints of the content box (off the text `mask` covers, if any),
-    in the work frame."""
+def _text_view(work: np.ndarray, box: Box, mask: np.ndarray) -> Features:
+    """The view of a query that large text covers, from one detection of every corner in
+    the content box: the ORB_FEATURES strongest off the text `mask` (shared out over the
+    pyramid levels, `_per_level`) and DENSE_FEATURES spread over the box (`_spread`), in the
+    work frame."""
     y0, y1, x0, x1 = box
-    if min(y1 - y0, x1 - x0) <= 2 * ORB_EDGE:
+    pixels = np.ascontiguousarray(work[y0:y1, x0:x1])
+    if min(pixels.shape) <= 2 * ORB_EDGE:
         return Features.empty(work.shape)
-    keypoints, descriptors = _orb(features).detectAndCompute(
-        np.ascontiguousarray(work[y0:y1, x0:x1]), mask)
+    orb = _orb(DENSE_CANDIDATES)
+    found = orb.detect(pixels, None)
+    if not found:
+        return Features.empty(work.shape)
+    where = _positions(found)
+    strength = np.array([k.response for k in found], np.float32)
+    strongest = np.argsort(-strength, kind="stable")
+    inside = where[strongest].astype(np.int64)
+    off_text = _per_level(strongest[mask[inside[:, 1], inside[:, 0]] > 0],
+                          np.array([k.octave for k in found]), ORB_FEATURES)
+    chosen = np.union1d(off_text, _spread(where, strength, strongest, pixels.shape))
+    keypoints, descriptors = orb.compute(pixels, [found[i] for i in chosen])
     if descriptors is None or not keypoints:
         return Features.empty(work.shape)
-    points = np.array([k.pt for k in keypoints], dtype=np.float32) + np.array([x0, y0],
-                                                                               np.float32)
-    return Features(points, descriptors, (work.shape[1], work.shape[0]))
+    return Features(_positions(keypoints) + np.array([x0, y0], np.float32), descriptors,
+                    (work.shape[1], work.shape[0]))
+
+
+def _per_level(ranked: np.ndarray, level: np.ndarray, total: int) -> np.ndarray:
+    """Of the corners `ranked` (indexes, strongest first), the strongest of each pyramid
+    level up to its share of `total`, as ORB shares its budget out: a blurred photo's corners
+    are on the coarse levels, and the strongest overall would all be fine ones."""
+    shares = ORB_SCALE ** -np.arange(ORB_LEVELS)
+    quota = np.round(total * shares / shares.sum()).astype(np.int64)
+    of = level[ranked]
+    return np.concatenate([ranked[of == i][:quota[i]] for i in range(ORB_LEVELS)])
+
+
+def _spread(where: np.ndarray, strength: np.ndarray, strongest: np.ndarray,
+            shape: tuple[int, ...]) -> np.ndarray:
+    """Up to DENSE_FEATURES of the corners at `where` (indexes), spread over an image of
+    `shape`: most of them the strongest of each cell of a DENSE_GRID x DENSE_GRID grid, the
+    rest the strongest left anywhere (`strongest`: all indexes, strongest first).
+
+    ORB keeps the strongest corners of the whole image, and the outlines of large letters
+    are stronger than anything in a soft photo, so they would take the whole budget; no
+    letters fill every cell, so the photo keeps its own corners wherever it shows between
+    them, whatever the font, outline or layout.
+    """
+    h, w = shape
+    column = np.minimum((where[:, 0] * DENSE_GRID / w).astype(np.int64), DENSE_GRID - 1)
+    row = np.minimum((where[:, 1] * DENSE_GRID / h).astype(np.int64), DENSE_GRID - 1)
+    cell = row * DENSE_GRID + column
+    order = np.lexsort((-strength, cell))  # by cell, strongest first
+    first = np.searchsorted(cell[order], cell[order])
+    per_cell = max(1, round(DENSE_SPREAD * DENSE_FEATURES / DENSE_GRID ** 2))
+    even = order[np.arange(len(order)) - first < per_cell]
+    rest = np.setdiff1d(strongest, even, assume_unique=True)
+    return np.concatenate([even, rest[:max(0, DENSE_FEATURES - len(even))]])
 
 
 def _in_gray(gray: np.ndarray, work: np.ndarray, box: Box) -> np.ndarray:
@@ -570,15 +643,20 @@ def _in_gray(gray: np.ndarray, work: np.ndarray, box: Box) -> np.ndarray:
     return gray[round(y0 * fy):round(y1 * fy), round(x0 * fx):round(x1 * fx)]
 
 
-def _region_features(gray: np.ndarray, work: np.ndarray, box: Box, mirrored: bool) -> Features:
-    """Keypoints of the content box alone (mirrored: of its mirror image), positioned in the
-    work frame."""
+def _region_features(gray: np.ndarray, work: np.ndarray, box: Box, mirrored: bool,
+                     corners: Corners | None = None) -> tuple[Features, Corners]:
+    """Keypoints of the content box alone (mirrored: of its mirror image, at the mirrored
+    `corners` of its own view when given), positioned in the work frame; and the keypoints
+    behind them."""
     h, w = work.shape
     y0, y1, x0, x1 = box
     pixels = work if box == (0, h, 0, w) else _in_gray(gray, work, box)
-    view = orb_features(np.ascontiguousarray(pixels[:, ::-1]) if mirrored else pixels)
+    if mirrored and corners is not None:
+        view, found = _orb_view(pixels, corners)
+    else:
+        view, found = _orb_view(np.ascontiguousarray(pixels[:, ::-1]) if mirrored else pixels)
     if len(view) == 0:
-        return Features.empty(work.shape)
+        return Features.empty(work.shape), ()
     vw, vh = view.size
     points = view.points.copy()
     if mirrored:
@@ -588,7 +666,7 @@ def _region_features(gray: np.ndarray, work: np.ndarray, box: Box, mirrored: boo
         points += np.array([x0, y0], np.float32)
     if mirrored:
         points[:, 0] = w - points[:, 0]
-    return Features(points, view.descriptors, (w, h), mirrored)
+    return Features(points, view.descriptors, (w, h), mirrored), found
 
 
 def fingerprint_bytes(data: bytes, query: bool = False, local: bool = True) -> ImageFingerprint:
@@ -761,19 +839,26 @@ def verify(query: Features, ref: Features) -> Evidence:
                     ref.share(cv2.transform(query.corners()[None], transform)[0]))
 
 
-def consistent(src: np.ndarray, dst: np.ndarray) -> int:
-    """How many point pairs one similarity transform of sane scale maps onto each other, or 0."""
-    fitted = _fit(src, dst)
+def consistent(src: np.ndarray, dst: np.ndarray, tries: int = 500) -> int:
+    """How many point pairs one similarity transform of sane scale maps onto each other, or 0.
+
+    Only the count is wanted, so the transform is not refined: the refinement (iterations of
+    Levenberg-Marquardt on the inliers) costs several times what RANSAC does and leaves the
+    inliers as they are.
+    """
+    fitted = _fit(src, dst, refine=False, tries=tries)
     return 0 if fitted is None else int(fitted[1].sum())
 
 
-def _fit(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """The similarity transform RANSAC fits (2x3) and its inlier mask, or None if there is
-    none of sane scale."""
+def _fit(src: np.ndarray, dst: np.ndarray, refine: bool = True, tries: int = 500
+         ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The similarity transform RANSAC fits (2x3; `refine`d on its inliers) and its inlier
+    mask, or None if there is none of sane scale."""
     if len(src) < 4:
         return None
     transform, mask = cv2.estimateAffinePartial2D(
-        src, dst, method=cv2.RANSAC, ransacReprojThreshold=6.0, maxIters=500, confidence=0.99)
+        src, dst, method=cv2.RANSAC, ransacReprojThreshold=6.0, maxIters=tries, confidence=0.99,
+        refineIters=10 if refine else 0)
     if transform is None or mask is None:
         return None
     scale = float(np.sqrt(abs(np.linalg.det(transform[:, :2]))))
