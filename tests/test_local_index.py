@@ -242,7 +242,7 @@ def test_a_bulk_load_built_straight_into_key_starts_equals_the_two_step_build() 
 def test_a_merge_run_apart_keeps_every_item_voting_throughout(monkeypatch) -> None:
     """While a merge runs off the lock, the frozen delta votes, adds and removals go on, and
     no second merge starts; after the swap, votes are those of one index built at once."""
-    monkeypatch.setattr(local, "MERGE_AT", 1000)
+    monkeypatch.setattr(local, "MERGE_AT", 500)
     items = {key: descriptors() for key in range(40)}
     idx = Index()
     for key in range(30):

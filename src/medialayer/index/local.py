@@ -37,10 +37,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-TABLES = 2
-KEY_BITS = 18
+TABLES = 3
+KEY_BITS = 19
 DESCRIPTOR_BITS = 256
-INDEXED = 192
+INDEXED = 128
 """Descriptors of an item that go into the tables; the rest are only verified (from the
 catalog). Votes and chance collisions both scale with indexed descriptors × tables, so memory
 buys recall in either; fewer tables also mean fewer probes per query."""
@@ -347,7 +347,7 @@ class LocalFeatureIndex:
         self.remove(key)
         if len(descriptors) == 0:
             return
-        chosen = spread(len(descriptors))
+        chosen = spread(len(descriptors), INDEXED)
         slot = self._new_slot(key)
         steps = np.rint(points[chosen] / self._step)
         self._points[slot, : len(chosen)] = np.clip(steps, 0, POSITION_STEPS)
