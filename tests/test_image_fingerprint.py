@@ -174,31 +174,6 @@ def test_candidates_are_verified_with_keypoints_read_back_from_the_catalog() -> 
     assert [m.key for m in index.search(copy, "shop", top_k=5) if m.key == 1] == []
 
 
-def test_keypoint_positions_survive_growth_replacement_and_reused_rows() -> None:
-    from medialayer.kinds.image_search import _Positions
-
-    rng = np.random.default_rng(3)
-
-    def points() -> np.ndarray:
-        return (rng.random((int(rng.integers(0, 300)), 2)) * 500).astype(np.float32)
-
-    store, expected = _Positions(), {}
-    for key in range(3000):
-        expected[key] = points()
-        store.put(key, expected[key])
-    for key in range(0, 3000, 3):
-        store.drop(key)
-        del expected[key]
-    for key in [*range(3000, 3500), 1, 2]:  # new keys take the freed rows; 1 and 2 replaced
-        expected[key] = points()
-        store.put(key, expected[key])
-    for key, want in expected.items():
-        n = min(len(want), 256)  # only the first 256 keypoints carry votes
-        assert np.array_equal(store.get(key)[:n], want[:n].astype(np.float16))
-        assert not store.get(key)[n:].any()
-    assert store.nbytes() < 3500 * 1024  # 3,500 rows without reuse would have grown it to 5,184
-
-
 def test_threads_fingerprint_with_their_own_orb_detector() -> None:
     """OpenCV algorithm objects are not thread-safe: each thread gets its own, and fingerprints
     computed on many threads at once equal the single-threaded ones."""

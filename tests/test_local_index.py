@@ -9,10 +9,26 @@ from medialayer.index import local
 from medialayer.index.local import LocalFeatureIndex
 
 RNG = np.random.default_rng(7)
+EXTENT = 480.0
 
 
 def descriptors(n: int = 200) -> np.ndarray:
     return RNG.integers(0, 256, (n, 32), dtype=np.uint8)
+
+
+def points(n: int) -> np.ndarray:
+    return (RNG.random((n, 2)) * EXTENT).astype(np.float32)
+
+
+class Index(LocalFeatureIndex):
+    """The index with positions made up for items added without them."""
+
+    def __init__(self) -> None:
+        super().__init__(extent=EXTENT)
+
+    def add(self, key: int, descriptors: np.ndarray, points_: np.ndarray | None = None
+            ) -> None:
+        super().add(key, descriptors, points(len(descriptors)) if points_ is None else points_)
 
 
 def flip_bits(d: np.ndarray, fraction: float) -> np.ndarray:
@@ -23,14 +39,14 @@ def flip_bits(d: np.ndarray, fraction: float) -> np.ndarray:
 
 
 @pytest.fixture
-def index() -> LocalFeatureIndex:
-    idx = LocalFeatureIndex()
+def index() -> Index:
+    idx = Index()
     for key in range(50):
         idx.add(key, descriptors())
     return idx
 
 
-def test_a_noisy_copy_votes_for_its_item_first(index: LocalFeatureIndex) -> None:
+def test_a_noisy_copy_votes_for_its_item_first(index: Index) -> None:
     target = descriptors()
     index.add(1000, target)
     votes = index.vote(flip_bits(target[:120], 0.08))
@@ -39,7 +55,7 @@ def test_a_noisy_copy_votes_for_its_item_first(index: LocalFeatureIndex) -> None
     assert all(v.votes < votes[0].votes / 4 for v in votes[1:])
 
 
-def test_removed_items_stop_voting_at_once(index: LocalFeatureIndex) -> None:
+def test_removed_items_stop_voting_at_once(index: Index) -> None:
     target = descriptors()
     index.add(1000, target)
     assert index.remove(1000)
@@ -48,7 +64,7 @@ def test_removed_items_stop_voting_at_once(index: LocalFeatureIndex) -> None:
     assert all(k != 1000 for k, *_ in index.vote(target))
 
 
-def test_exclude_skips_the_querys_own_item(index: LocalFeatureIndex) -> None:
+def test_exclude_skips_the_querys_own_item(index: Index) -> None:
     target = descriptors()
     index.add(1000, target)
     index.add(1001, flip_bits(target, 0.05))
@@ -57,7 +73,7 @@ def test_exclude_skips_the_querys_own_item(index: LocalFeatureIndex) -> None:
 
 def test_results_are_the_same_before_and_after_a_merge(monkeypatch) -> None:
     monkeypatch.setattr(local, "MERGE_AT", 10**9)
-    idx = LocalFeatureIndex()
+    idx = Index()
     items = {k: descriptors() for k in range(30)}
     for k, d in items.items():
         idx.add(k, d)
@@ -76,17 +92,22 @@ def plain(votes: list[local.Vote]) -> list[tuple[int, int, list[list[int]]]]:
     return [(v.key, v.votes, sorted(v.pairs.tolist())) for v in votes]
 
 
-def test_votes_carry_their_correspondences(index: LocalFeatureIndex) -> None:
-    """Query descriptor i is a noisy copy of stored descriptor i: the pairs say so."""
-    target = descriptors()
-    index.add(1000, target)
+def test_votes_carry_their_correspondences_and_stored_positions(index: Index) -> None:
+    """Query descriptor i is a noisy copy of stored descriptor i: the pairs say so (stored
+    descriptors counted among the indexed ones), and carry where the stored ones are, to
+    within half a position step."""
+    target, where = descriptors(300), points(300)
+    index.add(1000, target, where)
     vote = index.vote(flip_bits(target, 0.06))[0]
     assert vote.key == 1000 and vote.pairs.shape == (vote.votes, 2)
-    assert np.mean(vote.pairs[:, 0] == vote.pairs[:, 1]) > 0.95
+    original = local.spread(300)[vote.pairs[:, 1]]
+    assert np.mean(vote.pairs[:, 0] == original) > 0.95
+    step = EXTENT / local.POSITION_STEPS
+    assert np.abs(vote.points - where[original]).max() <= step / 2 + 1e-3
 
 
 def test_unrelated_items_do_not_reach_the_chance_floor() -> None:
-    idx = LocalFeatureIndex()
+    idx = Index()
     for key in range(3000):
         idx.add(key, descriptors(64))
     assert idx.vote(descriptors(), min_votes=1) == []
@@ -94,31 +115,36 @@ def test_unrelated_items_do_not_reach_the_chance_floor() -> None:
     assert local.chance_votes(0.001, 10) == 1
 
 
-def test_only_the_first_256_descriptors_of_an_item_are_indexed() -> None:
-    """ORB asked for 256 keypoints now and then returns 257; the item must still be indexed."""
-    idx = LocalFeatureIndex()
+def test_an_item_indexes_INDEXED_descriptors_spread_through_all_of_its_keypoints() -> None:
+    """ORB lists keypoints level by level: the indexed ones come from every part of the list,
+    so a copy found only at coarse levels (the list's end) still votes."""
+    idx = Index()
     many = descriptors(300)
     idx.add(1, many)
-    assert idx.vote(many[:256])[0].key == 1
-    assert idx.vote(many[256:]) == []
+    idx.prepare()
+    assert idx._delta.size == local.INDEXED
+    chosen = local.spread(300)
+    assert len(set(chosen.tolist())) == local.INDEXED and chosen.max() >= 290
+    assert idx.vote(many[200:])[0].key == 1
+    assert np.array_equal(local.spread(100), np.arange(100))  # a small item indexes all
 
 
 def test_slots_are_compacted_after_many_removals(monkeypatch) -> None:
     monkeypatch.setattr(local, "MERGE_AT", 500)
-    idx = LocalFeatureIndex()
+    idx = Index()
     keep = descriptors(20)
     for k in range(3000):
         idx.add(k, descriptors(20) if k != 2999 else keep)
     for k in range(2900):
         idx.remove(k)
     idx._fold()
-    assert len(idx) == 100 and len(idx._key_of_slot) == 100
+    assert len(idx) == 100 and idx._used == 100
     vote = idx.vote(keep)[0]
     assert vote.key == 2999
     assert (vote.pairs[:, 0] == vote.pairs[:, 1]).all()  # descriptor indexes survive renumbering
 
 
-def test_replacing_an_items_descriptors(index: LocalFeatureIndex) -> None:
+def test_replacing_an_items_descriptors(index: Index) -> None:
     old, new = descriptors(), descriptors()
     index.add(7, old)
     index.add(7, new)
@@ -130,7 +156,7 @@ def test_replacing_an_items_descriptors(index: LocalFeatureIndex) -> None:
 def test_interleaved_adds_and_votes_see_every_item(monkeypatch) -> None:
     """Search after every insert (ingest with index=true) across delta and main merges."""
     monkeypatch.setattr(local, "MERGE_AT", 2000)
-    idx = LocalFeatureIndex()
+    idx = Index()
     items = {}
     for k in range(60):
         items[k] = descriptors(100)
@@ -142,7 +168,7 @@ def test_interleaved_adds_and_votes_see_every_item(monkeypatch) -> None:
 
 def test_votes_across_main_and_delta_equal_votes_on_main_alone(monkeypatch) -> None:
     monkeypatch.setattr(local, "MERGE_AT", 0)
-    split, merged = LocalFeatureIndex(), LocalFeatureIndex()
+    split, merged = Index(), Index()
     items = {k: descriptors(80) for k in range(40)}
     items[39] = flip_bits(items[3], 0.03)  # a near copy, in the delta
     for k in range(30):
@@ -169,7 +195,7 @@ def test_a_main_level_kept_as_key_offsets_merges_and_compacts_like_a_fresh_build
     it and compacting it must leave the votes a freshly built index of the same items gives."""
     monkeypatch.setattr(local, "MERGE_AT", 500)
     items = {k: descriptors(20) for k in range(3100)}
-    idx = LocalFeatureIndex()
+    idx = Index()
     for k in range(3000):
         idx.add(k, items[k])
     idx._fold()
@@ -179,9 +205,9 @@ def test_a_main_level_kept_as_key_offsets_merges_and_compacts_like_a_fresh_build
     for k in range(3000, 3100):  # a delta past MERGE_AT: merged into main, then compacted
         idx.add(k, items[k])
     idx._fold()
-    assert len(idx._key_of_slot) == len(idx) == 1100  # the dead slots are gone
+    assert idx._used == len(idx) == 1100  # the dead slots are gone
     assert idx._main.keys is None and (idx._main.starts[:, -1] == idx._main.size).all()
-    fresh = LocalFeatureIndex()
+    fresh = Index()
     for k in range(2000, 3100):
         fresh.add(k, items[k])
     fresh._fold()
@@ -216,9 +242,9 @@ def test_a_bulk_load_built_straight_into_key_starts_equals_the_two_step_build() 
 def test_a_merge_run_apart_keeps_every_item_voting_throughout(monkeypatch) -> None:
     """While a merge runs off the lock, the frozen delta votes, adds and removals go on, and
     no second merge starts; after the swap, votes are those of one index built at once."""
-    monkeypatch.setattr(local, "MERGE_AT", 1000)
+    monkeypatch.setattr(local, "MERGE_AT", 500)
     items = {key: descriptors() for key in range(40)}
-    idx = LocalFeatureIndex()
+    idx = Index()
     for key in range(30):
         idx.add(key, items[key])
     idx.prepare()
@@ -256,7 +282,7 @@ def test_items_added_while_a_merge_runs_survive_the_compaction_that_ends_it(monk
     the old slot numbers.)"""
     monkeypatch.setattr(local, "MERGE_AT", 1000)
     items = {key: descriptors() for key in range(60)}
-    idx = LocalFeatureIndex()
+    idx = Index()
     for key in range(40):
         idx.add(key, items[key])
     idx.prepare()
@@ -271,7 +297,82 @@ def test_items_added_while_a_merge_runs_survive_the_compaction_that_ends_it(monk
         idx.add(key, items[key])
     merge.run()
     idx.end_merge(merge)
-    found = {key: [v.key for v in idx.vote(flip_bits(items[key][:100], 0.05), top=1)]
+    found = {key: [v.key for v in idx.vote(flip_bits(items[key], 0.05), top=1)]
              for key in range(30, 60)}
     assert found == {key: [key] for key in range(30, 60)}
 
+def test_positions_follow_their_items_through_replacement_and_compaction(monkeypatch) -> None:
+    monkeypatch.setattr(local, "MERGE_AT", 500)
+    idx = Index()
+    items = {k: (descriptors(int(RNG.integers(8, 300))), None) for k in range(2000)}
+    items = {k: (d, points(len(d))) for k, (d, _) in items.items()}
+    for k, (d, p) in items.items():
+        idx.add(k, d, p)
+    for k in range(0, 1800):  # most go: the slots are compacted at the next merge
+        idx.remove(k)
+        del items[k]
+    for k in (1900, 1950):  # replaced: new descriptors and positions
+        items[k] = (descriptors(), points(200))
+        idx.add(k, *items[k])
+    for k in range(2000, 2700):  # past MERGE_AT entries: merged, then compacted
+        items[k] = (descriptors(20), points(20))
+        idx.add(k, *items[k])
+    idx.prepare()
+    assert idx._used == len(idx) == len(items)
+    step = EXTENT / local.POSITION_STEPS
+    for k in (1800, 1900, 1950, 1999, 2000, 2699):
+        d, p = items[k]
+        vote = idx.vote(d)[0]
+        assert vote.key == k
+        assert np.abs(vote.points - p[local.spread(len(d))[vote.pairs[:, 1]]]).max() \
+            <= step / 2 + 1e-3
+
+
+def test_the_state_as_flat_arrays_gives_back_the_same_index(monkeypatch) -> None:
+    """What a snapshot writes and maps: votes from the arrays equal the original's, and the
+    restored index takes adds and removals (into copies of what it was given)."""
+    monkeypatch.setattr(local, "MERGE_AT", 300)
+    items = {k: descriptors(60) for k in range(100)}
+    idx = Index()
+    for k, d in items.items():
+        idx.add(k, d)
+    idx.prepare()  # some in main, the latest in the delta: arrays() folds them
+    idx.remove(4)
+    arrays = idx.arrays()
+    assert idx._delta.size == 0 and set(arrays) == {"entries", "starts", "key_of", "points",
+                                                    "slot_of"}
+    frozen = {name: a.copy() for name, a in arrays.items()}
+    for a in frozen.values():
+        a.flags.writeable = False  # as if mapped read-only: nothing may write into them
+    for name in ("key_of", "slot_of"):  # the two that changes write to: copy-on-write
+        frozen[name] = frozen[name].copy()
+    back = local.LocalFeatureIndex.from_arrays(frozen, extent=EXTENT)
+    assert len(back) == 99 and 4 not in back and 5 in back
+    for k in (0, 4, 50, 99):
+        query = flip_bits(items[k], 0.05)
+        assert plain(back.vote(query, top=10, min_votes=1)) == \
+            plain(idx.vote(query, top=10, min_votes=1))
+    back.remove(50)
+    back.add(500, items[50], points(60))
+    back.add(7, descriptors(60), points(60))
+    assert back.vote(items[50])[0].key == 500
+    assert back.vote(items[7]) == []
+
+
+def test_an_item_costs_its_entries_positions_and_slot() -> None:
+    """Per item: a 4-byte entry per indexed descriptor and table, two position bytes per
+    indexed descriptor, its key and its slot; the rest is fixed per index."""
+    sizes = []
+    for items in (2000, 4000):
+        idx = Index()
+        for k in range(items):
+            idx.add(k, descriptors(256))
+        idx.prepare()
+        sizes.append(idx.nbytes())
+    per_item = (sizes[1] - sizes[0]) / 2000
+    assert per_item <= local.INDEXED * (4 * local.TABLES + 2) + 8 + 4 + 16
+
+
+def test_keys_are_non_negative() -> None:
+    with pytest.raises(ValueError):
+        Index().add(-1, descriptors(10))

@@ -1,24 +1,32 @@
 """Candidate search over local binary descriptors (ORB), for the crop/screenshot tier.
 
-Each catalog item contributes a few hundred 256-bit descriptors. A query's descriptors vote for
-the items holding similar descriptors; the best-voted items go on to geometric verification.
+Each catalog item contributes up to `INDEXED` of its 256-bit descriptors, spread through its
+keypoints (`spread`); a query probes with all of its own. A query's descriptors vote for the
+items holding similar descriptors; the best-voted items go on to the agreement check (their
+stored positions, kept here) and then to verification, which reads the items' whole
+fingerprints from the catalog. So this tier only has to propose candidates, and it is sized
+for that: a 4-byte entry per indexed descriptor and table, and one byte per coordinate of its
+position.
 
 Similar descriptors are found with bit-sampling LSH: each of `TABLES` tables keys a descriptor by
 `KEY_BITS` fixed bit positions. Two descriptors of the same scene point differ in about 10-15 % of
 their bits, so they share a key in at least one table with good odds, while unrelated ones share
-one with odds 2^-20 per table.
+one with odds 2^-KEY_BITS per table.
 
 Each table is a sorted key array kept in three levels so that neither bulk loading nor
 search-after-every-insert costs a full sort: new items wait unsorted; the first vote after them
 sorts just them and merges them into a small sorted delta; the delta is merged into the main
-arrays (a linear merge, not a sort) once it outgrows a sixty-fourth of them. The main arrays also
-keep where each of the 2^KEY_BITS keys starts, so a probe there is two array reads rather than
-two binary searches over tens of millions of entries (which cost most of a search at 100k items);
-the small delta is probed with `searchsorted`.
+arrays (a linear merge, not a sort) once it outgrows a sixty-fourth of them. The main arrays
+keep where each of the 2^KEY_BITS keys starts instead of the keys, so a probe there is two array
+reads rather than two binary searches over tens of millions of entries; the small delta is
+probed with `searchsorted`.
 
 Merging the delta into the main arrays rewrites them all (seconds at catalog scale), so it can
 run off the caller's exclusive lock: `begin_merge` freezes the delta as a third level that votes
 like the others, the merge reads only immutable levels, and `end_merge` swaps the result in.
+
+Everything an index holds once folded is a few flat arrays (see `LocalFeatureIndex.arrays`), so
+it can be written out and mapped back as they are.
 """
 
 from __future__ import annotations
@@ -29,21 +37,28 @@ from typing import NamedTuple
 
 import numpy as np
 
-TABLES = 6
-KEY_BITS = 20
+TABLES = 3
+KEY_BITS = 19
 DESCRIPTOR_BITS = 256
+INDEXED = 128
+"""Descriptors of an item that go into the tables; the rest are only verified (from the
+catalog). Votes and chance collisions both scale with indexed descriptors × tables, so memory
+buys recall in either; fewer tables also mean fewer probes per query."""
 MERGE_AT = 65_536
 """The delta is merged into the main tables past this many entries (or a sixty-fourth of main)."""
 
 DESCRIPTOR_INDEX_BITS = 8
-"""An entry is its item's slot shifted left by this, or'ed with the descriptor's index: only an
-item's first 2^8 descriptors are indexed."""
-MAX_DESCRIPTORS = 1 << DESCRIPTOR_INDEX_BITS
+"""An entry is its item's slot shifted left by this, or'ed with the descriptor's index among
+the item's indexed ones (below INDEXED)."""
+_INDEX_MASK = (1 << DESCRIPTOR_INDEX_BITS) - 1
 MAX_SLOTS = 1 << (32 - DESCRIPTOR_INDEX_BITS)
 COMPACT_MIN_DEAD = 64
 """Dead slots are dropped once there are this many and they are a quarter of all slots: the
 quarter rule spreads a compaction's cost over the deletes behind it, and the floor keeps a small
 catalog with steady deletes from holding dead entries several times its own size."""
+POSITION_STEPS = 255
+"""Stored positions are kept as steps of extent / POSITION_STEPS in each coordinate, one byte
+each: the agreement check tolerates pixels, not fractions of one."""
 CHANCE = 0.01
 """Expected number of catalog items that reach a returned vote count by chance alone."""
 
@@ -57,6 +72,17 @@ def table_keys(descriptors: np.ndarray) -> np.ndarray:
     bits = np.unpackbits(descriptors, axis=1)
     return np.stack([bits[:, pos].astype(np.uint32) @ _WEIGHTS
                      for pos in _POSITIONS])
+
+
+def spread(count: int, n: int = INDEXED) -> np.ndarray:
+    """Which `n` of an item's `count` keypoints to index: evenly through their order.
+
+    ORB lists keypoints pyramid level by level, so an even stride keeps every scale: a crop
+    finds its stored points one level finer than its own, a downscaled copy one coarser.
+    """
+    if count <= n:
+        return np.arange(count)
+    return (np.arange(n) * count) // n
 
 
 def _key_counts(keys: np.ndarray) -> np.ndarray:
@@ -82,11 +108,13 @@ def chance_votes(rate: float, items: int, chance: float = CHANCE) -> int:
 
 class Vote(NamedTuple):
     """An item's votes, with the correspondences behind them: (query, stored) descriptor
-    indexes, one row per vote. They let the caller check geometry before any matching."""
+    indexes, one row per vote (stored: among the item's indexed descriptors), and the stored
+    descriptors' positions. They let the caller check geometry before any matching."""
 
     key: int
     votes: int
     pairs: np.ndarray  # (votes, 2) int64
+    points: np.ndarray  # (votes, 2) float32, in the coordinates the item was added with
 
 
 class _Pending:
@@ -94,7 +122,7 @@ class _Pending:
     fold can hand each table's memory back before it sorts the next (at start-up they are a
     third of the peak), and no concatenation of many small arrays is needed."""
 
-    def __init__(self, capacity: int = MAX_DESCRIPTORS) -> None:
+    def __init__(self, capacity: int = INDEXED) -> None:
         self.keys = [np.empty(capacity, np.uint32) for _ in range(TABLES)]
         self.slots = np.empty(capacity, np.uint32)
         self.size = 0
@@ -129,15 +157,13 @@ def grown(rows: np.ndarray, used: int, capacity: int) -> np.ndarray:
     out = np.zeros((capacity, *rows.shape[1:]), rows.dtype)
     out[:used] = rows[:used]
     return out
-
-
 class _Tables:
     """Per table: the entries (item slot and descriptor) sorted by their descriptor's key.
 
     Where each key's entries are is kept in one of two forms: the sorted keys themselves (small
     levels, probed by binary search), or, for the main level, each key's first position
     (`starts`), where a probe is two array reads. The starts are all a level needs to merge or
-    compact, so with them the main level keeps no keys: 4 bytes per entry, 6 KB per item.
+    compact, so with them the main level keeps no keys: 4 bytes per entry.
     """
 
     def __init__(self, keys: np.ndarray | None, slots: np.ndarray,
@@ -147,9 +173,9 @@ class _Tables:
         self.starts = starts  # (TABLES, 2^KEY_BITS + 1) int64: where each key's entries begin
 
     def with_starts(self) -> _Tables:
-        """Replace the keys by each key's first position per table (48 MB in all): probes
-        become O(1) lookups. Worth it for the main level only. (64-bit: a table of 8.4M items'
-        256 descriptors would overflow 32.)"""
+        """Replace the keys by each key's first position per table: probes become O(1)
+        lookups. Worth it for the main level only. (64-bit: a table of MAX_SLOTS items'
+        INDEXED descriptors can overflow 32.)"""
         if self.starts is None and self.keys is not None:
             starts = np.zeros((TABLES, (1 << KEY_BITS) + 1), np.int64)
             for t in range(TABLES):
@@ -237,7 +263,7 @@ class _Tables:
             else:
                 keys.append(self.sorted_keys()[t][keep])
             slots.append((remap[items[keep]].astype(np.uint32) << DESCRIPTOR_INDEX_BITS)
-                         | (self.slots[t][keep] & (MAX_DESCRIPTORS - 1)))
+                         | (self.slots[t][keep] & _INDEX_MASK))
         return _Tables(np.stack(keys) if keys else None, np.stack(slots), starts)
 
     def probe(self, tables: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -284,12 +310,26 @@ class Merge:
 
 
 class LocalFeatureIndex:
-    """Descriptors of many items, voted on by a query's descriptors."""
+    """Descriptors of many items, voted on by a query's descriptors.
 
-    def __init__(self) -> None:
-        self._slot_of: dict[int, int] = {}
-        self._key_of_slot: list[int] = []
-        self._live = np.zeros(1024, dtype=bool)
+    Keys are non-negative integers, dense enough to index an array by (catalog sequence
+    numbers). Each item has a slot: its row in `_points` and the high bits of its entries.
+    """
+
+    def __init__(self, extent: float = 1.0) -> None:
+        """`extent`: the largest coordinate of the positions added; they are kept to the
+        nearest step of extent / POSITION_STEPS."""
+        self._step = extent / POSITION_STEPS
+        self._slot_of = np.zeros(0, np.int32)
+        """By key: its slot, or -1."""
+        self._key_of = np.zeros(0, np.int64)
+        """By slot: its key, or -1 once removed (the slot stops voting; its entries go at the
+        next compaction)."""
+        self._points = np.zeros((0, INDEXED, 2), np.uint8)
+        """By slot: the positions of its indexed descriptors, in steps."""
+        self._used = 0
+        """Slots handed out since the last compaction."""
+        self._count = 0
         self._main = _Tables.empty()
         self._frozen = _Tables.empty()
         """A delta being merged into main off the lock (see `begin_merge`)."""
@@ -298,40 +338,100 @@ class LocalFeatureIndex:
         self._pending = _Pending()
 
     def __len__(self) -> int:
-        return len(self._slot_of)
+        return self._count
 
     def __contains__(self, key: int) -> bool:
-        return key in self._slot_of
+        return 0 <= key < len(self._slot_of) and int(self._slot_of[key]) >= 0
 
-    def add(self, key: int, descriptors: np.ndarray) -> None:
+    def add(self, key: int, descriptors: np.ndarray, points: np.ndarray) -> None:
+        """Index the item `key` by `descriptors` (n, 32) at `points` (n, 2), replacing what
+        it had."""
+        if key < 0:
+            raise ValueError(f"keys are non-negative, not {key}")
         self.remove(key)
         if len(descriptors) == 0:
             return
-        descriptors = descriptors[:MAX_DESCRIPTORS]  # ORB's 256 are now and then 257
-        slot = len(self._key_of_slot)
+        chosen = spread(len(descriptors), INDEXED)
+        slot = self._new_slot(key)
+        steps = np.rint(points[chosen] / self._step)
+        self._points[slot, : len(chosen)] = np.clip(steps, 0, POSITION_STEPS)
+        entries = (np.uint32(slot) << DESCRIPTOR_INDEX_BITS) | np.arange(
+            len(chosen), dtype=np.uint32)
+        self._pending.add(table_keys(descriptors[chosen]), entries)
+
+    def _new_slot(self, key: int) -> int:
+        slot = self._used
         if slot >= MAX_SLOTS:
             raise OverflowError(f"a keypoint index holds {MAX_SLOTS:,} items")
-        self._key_of_slot.append(key)
+        if slot == len(self._key_of):
+            capacity = max(1024, slot + slot // 2)
+            self._key_of = grown(self._key_of, slot, capacity)
+            self._points = grown(self._points, slot, capacity)
+        if key >= len(self._slot_of):
+            slot_of = np.full(max(1024, key + 1, 2 * len(self._slot_of)), -1, np.int32)
+            slot_of[: len(self._slot_of)] = self._slot_of
+            self._slot_of = slot_of
+        self._key_of[slot] = key
         self._slot_of[key] = slot
-        if slot >= len(self._live):
-            self._live = np.concatenate([self._live, np.zeros(len(self._live), dtype=bool)])
-        self._live[slot] = True
-        entries = (np.uint32(slot) << DESCRIPTOR_INDEX_BITS) | np.arange(
-            len(descriptors), dtype=np.uint32)
-        self._pending.add(table_keys(descriptors), entries)
+        self._used += 1
+        self._count += 1
+        return slot
 
     def remove(self, key: int) -> bool:
         """Tombstone: the slot stops voting at once; its entries go at the next compaction."""
-        slot = self._slot_of.pop(key, None)
-        if slot is None:
+        if key not in self:
             return False
-        self._live[slot] = False
+        slot = int(self._slot_of[key])
+        self._slot_of[key] = -1
+        self._key_of[slot] = -1
+        self._count -= 1
         return True
 
     def nbytes(self) -> int:
+        """Bytes held, counting the slot arrays' rows in use (the rest of their capacity is
+        unwritten, so not resident)."""
         pending = self._pending.nbytes()
         levels = self._main.nbytes() + self._frozen.nbytes() + self._delta.nbytes()
-        return levels + pending + self._live.nbytes
+        slots = self._used * (self._key_of.itemsize + self._points[0:1].nbytes)
+        return levels + pending + slots + self._slot_of.nbytes
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The whole state as flat arrays, everything folded into the main level first (so
+        under the caller's exclusive lock, and not while a merge runs); `from_arrays` takes
+        them back, mapped read-only or copy-on-write.
+
+        `entries` (TABLES, n) uint32: slot << DESCRIPTOR_INDEX_BITS | descriptor, each row
+        sorted by key; `starts` (TABLES, 2^KEY_BITS + 1) int64: where each key's entries
+        begin; `key_of` (slots,) int64: each slot's key, -1 if removed; `points` (slots,
+        INDEXED, 2) uint8: each slot's descriptor positions in steps; `slot_of` (keys,)
+        int32: each key's slot, -1 if none. They hold for this module's TABLES, KEY_BITS,
+        INDEXED and the index's extent.
+        """
+        if self._merge is not None:
+            raise ValueError("a merge is running: end it first")
+        self._fold(merge=False)
+        self._main = self._main.merged(self._delta).with_starts()
+        self._delta = _Tables.empty()
+        self._compact()
+        starts = self._main.starts
+        assert starts is not None  # with_starts() gave it
+        return {"entries": self._main.slots, "starts": starts,
+                "key_of": self._key_of[: self._used], "points": self._points[: self._used],
+                "slot_of": self._slot_of}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], extent: float = 1.0
+                    ) -> LocalFeatureIndex:
+        """The index whose `arrays()` these are. They are used as given, not copied: what
+        changes later (adds, removals) writes into `key_of`/`slot_of`, so map those
+        copy-on-write; merges and compactions build new arrays."""
+        index = cls(extent)
+        index._main = _Tables(None, arrays["entries"], arrays["starts"])
+        index._key_of, index._points = arrays["key_of"], arrays["points"]
+        index._slot_of = arrays["slot_of"]
+        index._used = len(index._key_of)
+        index._count = int(np.count_nonzero(index._key_of >= 0))
+        return index
 
     def vote(self, descriptors: np.ndarray, top: int = 5, min_votes: int = 3,
              exclude: int | None = None, chance: float = CHANCE,
@@ -350,7 +450,7 @@ class LocalFeatureIndex:
         `allowed(keys)` filters items (a tenant's), `population` their number: the chance
         floor is that of the allowed items, not of the whole index.
         """
-        if not self._slot_of or len(descriptors) == 0:
+        if not self._count or len(descriptors) == 0:
             return []
         self._fold()
         n = len(descriptors)
@@ -359,22 +459,21 @@ class LocalFeatureIndex:
         probes, first = np.unique(flat.ravel(), return_index=True)
         qidx, entries = self._collisions(probes, first % n)
         items = (entries >> DESCRIPTOR_INDEX_BITS).astype(np.int64)
-        bound = np.bincount(items, minlength=len(self._key_of_slot))
-        bound[~self._live[: len(bound)]] = 0
-        if exclude is not None and exclude in self._slot_of:
+        bound = np.bincount(items, minlength=self._used)
+        bound[self._key_of[: len(bound)] < 0] = 0
+        if exclude is not None and exclude in self:
             bound[self._slot_of[exclude]] = 0
         floor = max(min_votes, chance_votes(self._chance_rate(len(probes)),
-                                            population or len(self._slot_of), chance))
+                                            population or self._count, chance))
         if allowed is not None:
             able = np.flatnonzero(bound >= floor)
-            keys = np.array([self._key_of_slot[i] for i in able], np.int64)
-            bound[able[~allowed(keys)]] = 0
+            bound[able[~allowed(self._key_of[able])]] = 0
         hopeful = (bound >= floor)[items]
         if not hopeful.any():
             return []
         # (item, query descriptor) pairs, each with one stored descriptor, sorted by pair
         packed = np.sort(((items[hopeful] * n + qidx[hopeful]) << DESCRIPTOR_INDEX_BITS)
-                         | (entries[hopeful] & (MAX_DESCRIPTORS - 1)))
+                         | (entries[hopeful] & _INDEX_MASK))
         pair = packed >> DESCRIPTOR_INDEX_BITS
         first = np.ones(packed.size, dtype=bool)
         first[1:] = pair[1:] != pair[:-1]  # one vote per (item, query descriptor)
@@ -385,9 +484,10 @@ class LocalFeatureIndex:
         found = []
         for i in best:
             mine = packed[np.searchsorted(item_of, i):np.searchsorted(item_of, i, "right")]
-            pairs = np.stack([(mine >> DESCRIPTOR_INDEX_BITS) % n,
-                              mine & (MAX_DESCRIPTORS - 1)], axis=1)
-            found.append(Vote(self._key_of_slot[i], int(votes[i]), pairs))
+            stored = mine & _INDEX_MASK
+            pairs = np.stack([(mine >> DESCRIPTOR_INDEX_BITS) % n, stored], axis=1)
+            points = self._points[i, stored].astype(np.float32) * np.float32(self._step)
+            found.append(Vote(int(self._key_of[i]), int(votes[i]), pairs, points))
         return found
 
     def _chance_rate(self, probes: int) -> float:
@@ -398,7 +498,7 @@ class LocalFeatureIndex:
         never less accurate.
         """
         per_bucket = (self._main.size + self._frozen.size + self._delta.size) / (1 << KEY_BITS)
-        return probes * per_bucket / len(self._slot_of)
+        return probes * per_bucket / self._count
 
     def _collisions(self, probes: np.ndarray, owners: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray]:
@@ -470,18 +570,20 @@ class LocalFeatureIndex:
         Entries still pending (added while a merge ran) are sorted into the delta first: they
         carry the slot numbers that are about to change.
         """
-        used = len(self._key_of_slot)
-        dead = used - len(self._slot_of)
+        used = self._used
+        dead = used - self._count
         if dead < COMPACT_MIN_DEAD or dead < used // 4:
             return
         if self._pending:
             pending, self._pending = self._pending, _Pending()
             self._delta = self._delta.merged(_Tables.build(pending))
-        live = self._live[:used]
+        live = self._key_of[:used] >= 0
         remap = (np.cumsum(live) - 1).astype(np.int32)
         self._main = self._main.alive(live, remap)
         self._delta = self._delta.alive(live, remap)
-        self._key_of_slot = [k for k, alive in zip(self._key_of_slot, live, strict=True) if alive]
-        self._slot_of = {k: i for i, k in enumerate(self._key_of_slot)}
-        self._live = np.zeros(max(1024, 2 * len(self._key_of_slot)), dtype=bool)
-        self._live[: len(self._key_of_slot)] = True
+        keys = self._key_of[:used][live]
+        capacity = max(1024, 2 * len(keys))
+        self._key_of = grown(keys, len(keys), capacity)
+        self._points = grown(self._points[:used][live], len(keys), capacity)
+        self._slot_of[keys] = np.arange(len(keys), dtype=np.int32)
+        self._used = len(keys)

@@ -13,7 +13,7 @@ from PIL import Image
 
 from medialayer.calibration import IMAGE, IMAGE_CODE_MIN_INFORMATION, image_score
 from medialayer.index.hamming import HammingIndex
-from medialayer.index.local import MAX_DESCRIPTORS, LocalFeatureIndex, Merge, Vote, grown
+from medialayer.index.local import LocalFeatureIndex, Merge, Vote
 from medialayer.index.snapshot import IndexState
 from medialayer.index.tenants import TenantMap
 from medialayer.kinds import image
@@ -37,9 +37,9 @@ CODE_RADIUS = 8
 VOTED_CANDIDATES = 5
 """Most items per query view that descriptor voting proposes for verification."""
 AGREEING_VOTES = 6
-"""Voted items whose own correspondences agree on fewer points are not verified. On dev
-(`bench/accuracy.py`), 6 skips 93 % of the verifications of unrelated items and loses one
-query of 1,908 at T (a 0.64 score); of candidates verifying at medium or better, 1 in 3,186."""
+"""Voted items whose own correspondences agree on fewer points are not verified: unrelated
+items share descriptors by chance but rarely their geometry, so most of their verifications are
+skipped at the cost of almost no copies (the trade-off is measured in docs/matching.md)."""
 VOTE_POOL = 30
 """Most voted items of a dense query view whose agreement is checked, to keep the few that
 agree best."""
@@ -49,61 +49,21 @@ correspondences agree, 100 draws of two find them 98 % of the time; strangers' d
 and cost every draw."""
 
 
-class _Positions:
-    """Each item's keypoint positions (float16, as stored) in one growing array: one object per
-    item cost about 1.1 KB each and pinned the heap between the fingerprints decoded at start-up
-    (300 MB of RSS at 100k items that trimming could not return)."""
-
-    def __init__(self) -> None:
-        self._rows = np.zeros((0, MAX_DESCRIPTORS, 2), np.float16)
-        self._row_of: dict[int, int] = {}
-        self._free: list[int] = []
-
-    def put(self, key: int, points: np.ndarray) -> None:
-        row = self._row_of.get(key)
-        if row is None:
-            row = self._free.pop() if self._free else self._grow()
-            self._row_of[key] = row
-        kept = points[:MAX_DESCRIPTORS]  # the descriptor index votes carry is below this
-        self._rows[row, : len(kept)] = kept
-        self._rows[row, len(kept):] = 0
-
-    def get(self, key: int) -> np.ndarray:
-        rows: np.ndarray = self._rows[self._row_of[key]]
-        return rows
-
-    def drop(self, key: int) -> None:
-        row = self._row_of.pop(key, None)
-        if row is not None:
-            self._free.append(row)
-
-    def nbytes(self) -> int:
-        return self._rows.nbytes
-
-    def _grow(self) -> int:
-        """A new row at the end, growing the array by half when full."""
-        used = len(self._row_of) + len(self._free)
-        if used == len(self._rows):
-            self._rows = grown(self._rows, used, max(1024, used + used // 2))
-        return used
-
-
 class ImageIndex:
     """Hamming index of global codes plus descriptor voting over every tenant's images;
     verification ranks the union of what either proposes within the query's tenant.
 
-    Besides the indexes, memory holds each item's keypoint positions as float16 (1 KB per
-    item): the agreement check runs on every voted item, so it must not wait for the catalog.
-    The descriptors that verification needs (8 KB per item) are read back from the catalog for
-    the few candidates that pass it.
+    The keypoint index keeps the positions of the keypoints it indexes: the agreement check
+    runs on every voted item, so it must not wait for the catalog. The descriptors and exact
+    positions that verification needs are read back from the catalog for the few candidates
+    that pass it.
     """
 
     def __init__(self, load: Loader[ImageFingerprint], bands: int = DEFAULT_BANDS) -> None:
         self.codes = HammingIndex(bits=64, bands=bands)
-        self.local = LocalFeatureIndex()
+        self.local = LocalFeatureIndex(extent=image.WORK_SIDE)
         self.tenants = TenantMap()
         self._load = load
-        self._positions = _Positions()
         self._loaded: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.uint64]]] = []
         """Codes from `add_codes` not in the Hamming index yet: it takes them in one call, as
         each call rebuilds its tables."""
@@ -115,8 +75,7 @@ class ImageIndex:
         return key in self.tenants
 
     def nbytes(self) -> int:
-        return (self.codes.nbytes() + self.local.nbytes() + self._positions.nbytes()
-                + self.tenants.nbytes())
+        return self.codes.nbytes() + self.local.nbytes() + self.tenants.nbytes()
 
     def prepare(self) -> None:
         """Finish pending index work now (at start-up, or before shared-lock searches)."""
@@ -151,8 +110,7 @@ class ImageIndex:
         by_tenant: dict[str, list[int]] = {}
         for key, tenant, fp in items:
             if len(fp.features):  # a global-only item has no keypoints to vote or agree with
-                self.local.add(key, fp.features.descriptors)
-                self._positions.put(key, fp.features.points)
+                self.local.add(key, fp.features.descriptors, fp.features.points)
             by_tenant.setdefault(tenant, []).append(key)
         for tenant, added in by_tenant.items():
             self.tenants.set_many(np.array(added, np.int64), tenant)
@@ -189,13 +147,11 @@ class ImageIndex:
         complete (upserted whole meanwhile), are left alone."""
         for key, _, fp in items:
             if key in self.tenants and key not in self.local and len(fp.features):
-                self.local.add(key, fp.features.descriptors)
-                self._positions.put(key, fp.features.points)
+                self.local.add(key, fp.features.descriptors, fp.features.points)
 
     def delete(self, key: int) -> bool:
         self._add_loaded()
         self.local.remove(key)
-        self._positions.drop(key)
         self.codes.remove(key)
         return self.tenants.drop(key)
 
@@ -317,10 +273,10 @@ class ImageIndex:
         matching: unrelated photos of similar things share descriptors but not geometry."""
         return self._agreement(view, vote) >= AGREEING_VOTES
 
-    def _agreement(self, view: image.Features, vote: Vote, tries: int = 500) -> int:
+    @staticmethod
+    def _agreement(view: image.Features, vote: Vote, tries: int = 500) -> int:
         """How many of the correspondences behind the votes one transform maps."""
-        stored = self._positions.get(vote.key)[vote.pairs[:, 1]].astype(np.float32)
-        return image.consistent(view.points[vote.pairs[:, 0]], stored, tries)
+        return image.consistent(view.points[vote.pairs[:, 0]], vote.points, tries)
 
     @staticmethod
     def _score(key: int, query: ImageFingerprint, distance: int | None,
