@@ -8,6 +8,7 @@ from __future__ import annotations
 import builtins
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -241,25 +242,34 @@ class SqlCatalogStore:
         Each batch is one result row: the database joins the rows and concatenates each
         column into one string, which numpy parses. Fetched as rows, the driver's and
         SQLAlchemy's objects for every value cost more than the rest of a start-up's load.
+        The next batch is fetched in a thread while the caller takes this one in, so the
+        database's work (SQLite's outside the GIL, PostgreSQL's in the server) overlaps the
+        caller's instead of adding to it.
         """
-        after = 0
-        while True:
-            with self.engine.connect() as c:
-                found = c.execute(_CODE_COLUMNS, {"type": media_type, "after": after,
-                                                  "batch": batch}).one()
-                count, coded, version, top_version, top, seqs, codes, tenants = found
-                if not count:
-                    return
-                names = tenants.split(_TENANT_SEPARATOR)
-                if coded == count and version == top_version and len(names) == count:
-                    yield CodeBatch(_ints(seqs), np.array(names, object),
-                                    np.full(count, version, np.int64),
-                                    _ints(codes).view(np.uint64), np.ones(count, bool))
-                else:  # NULL codes, versions, or a tenant name holding the separator
-                    rows = c.execute(_CODE_ROWS, {"type": media_type, "after": after,
-                                                  "batch": batch}).all()
-                    yield _code_batch([(r[0], r[1], r[2], r[3]) for r in rows])
-            after = top
+        with ThreadPoolExecutor(1, thread_name_prefix="code-batches") as ahead:
+            pending = ahead.submit(self._code_batch_after, media_type, 0, batch)
+            while (found := pending.result()) is not None:
+                pending = ahead.submit(self._code_batch_after, media_type,
+                                       int(found.seqs.max()), batch)
+                yield found
+
+    def _code_batch_after(self, media_type: str, after: int, batch: int) -> CodeBatch | None:
+        """The batch of rows above seq `after`, or None past the last."""
+        with self.engine.connect() as c:
+            found = c.execute(_CODE_COLUMNS, {"type": media_type, "after": after,
+                                              "batch": batch}).one()
+            count, coded, version, top_version, seqs, codes, tenants = found
+            if not count:
+                return None
+            names = tenants.split(_TENANT_SEPARATOR)
+            if coded == count and version == top_version and len(names) == count:
+                return CodeBatch(_ints(seqs), np.array(names, object),
+                                 np.full(count, version, np.int64),
+                                 _ints(codes).view(np.uint64), np.ones(count, bool))
+            # NULL codes, versions, or a tenant name holding the separator
+            rows = c.execute(_CODE_ROWS, {"type": media_type, "after": after,
+                                          "batch": batch}).all()
+            return _code_batch([(r[0], r[1], r[2], r[3]) for r in rows])
 
     def store_codes(self, written: Sequence[tuple[int, Encoded]]) -> None:
         """The codes of rows that have none (rows written before the code columns existed);
@@ -345,7 +355,7 @@ _TENANT_SEPARATOR = "\x1f"
 _CODE_ROWS_SUB = _CODE_ROWS.subquery()
 _CODE_COLUMNS = select(
     func.count(), func.count(_CODE_ROWS_SUB.c.code), func.min(_CODE_ROWS_SUB.c.fingerprint_version),
-    func.max(_CODE_ROWS_SUB.c.fingerprint_version), func.max(_CODE_ROWS_SUB.c.seq),
+    func.max(_CODE_ROWS_SUB.c.fingerprint_version),
     func.aggregate_strings(cast(_CODE_ROWS_SUB.c.seq, String), ","),
     func.aggregate_strings(cast(_CODE_ROWS_SUB.c.code, String), ","),
     func.aggregate_strings(_CODE_ROWS_SUB.c.tenant, _TENANT_SEPARATOR))
