@@ -242,34 +242,35 @@ class SqlCatalogStore:
         Each batch is one result row: the database joins the rows and concatenates each
         column into one string, which numpy parses. Fetched as rows, the driver's and
         SQLAlchemy's objects for every value cost more than the rest of a start-up's load.
-        The next batch is fetched in a thread while the caller takes this one in, so the
-        database's work (SQLite's outside the GIL, PostgreSQL's in the server) overlaps the
-        caller's instead of adding to it.
+        The next batch's query runs in a thread while this one is parsed and taken in, so
+        the database's work (SQLite's outside the GIL, PostgreSQL's in the server) overlaps
+        the caller's instead of adding to it.
         """
         with ThreadPoolExecutor(1, thread_name_prefix="code-batches") as ahead:
-            pending = ahead.submit(self._code_batch_after, media_type, 0, batch)
+            pending = ahead.submit(self._code_columns_after, media_type, 0, batch)
             while (found := pending.result()) is not None:
-                pending = ahead.submit(self._code_batch_after, media_type,
-                                       int(found.seqs.max()), batch)
-                yield found
+                top, columns = found
+                pending = ahead.submit(self._code_columns_after, media_type, top, batch)
+                yield columns if isinstance(columns, CodeBatch) else _parsed(*columns)
 
-    def _code_batch_after(self, media_type: str, after: int, batch: int) -> CodeBatch | None:
-        """The batch of rows above seq `after`, or None past the last."""
+    def _code_columns_after(self, media_type: str, after: int, batch: int
+                            ) -> tuple[int, CodeBatch | tuple[int, int, str, str, str]] | None:
+        """The batch of rows above seq `after` (None past the last) with its highest seq: its
+        columns as the database joined them (count, version, seqs, codes, tenants), or, when
+        they cannot be (NULL codes, several versions, a tenant name holding the separator),
+        the batch read as rows."""
         with self.engine.connect() as c:
             found = c.execute(_CODE_COLUMNS, {"type": media_type, "after": after,
                                               "batch": batch}).one()
-            count, coded, version, top_version, seqs, codes, tenants = found
+            count, coded, version, top_version, top, seqs, codes, tenants = found
             if not count:
                 return None
-            names = tenants.split(_TENANT_SEPARATOR)
-            if coded == count and version == top_version and len(names) == count:
-                return CodeBatch(_ints(seqs), np.array(names, object),
-                                 np.full(count, version, np.int64),
-                                 _ints(codes).view(np.uint64), np.ones(count, bool))
-            # NULL codes, versions, or a tenant name holding the separator
+            if coded == count and version == top_version and \
+                    tenants.count(_TENANT_SEPARATOR) == count - 1:
+                return top, (count, version, seqs, codes, tenants)
             rows = c.execute(_CODE_ROWS, {"type": media_type, "after": after,
                                           "batch": batch}).all()
-            return _code_batch([(r[0], r[1], r[2], r[3]) for r in rows])
+            return top, _code_batch([(r[0], r[1], r[2], r[3]) for r in rows])
 
     def store_codes(self, written: Sequence[tuple[int, Encoded]]) -> None:
         """The codes of rows that have none (rows written before the code columns existed);
@@ -355,7 +356,7 @@ _TENANT_SEPARATOR = "\x1f"
 _CODE_ROWS_SUB = _CODE_ROWS.subquery()
 _CODE_COLUMNS = select(
     func.count(), func.count(_CODE_ROWS_SUB.c.code), func.min(_CODE_ROWS_SUB.c.fingerprint_version),
-    func.max(_CODE_ROWS_SUB.c.fingerprint_version),
+    func.max(_CODE_ROWS_SUB.c.fingerprint_version), func.max(_CODE_ROWS_SUB.c.seq),
     func.aggregate_strings(cast(_CODE_ROWS_SUB.c.seq, String), ","),
     func.aggregate_strings(cast(_CODE_ROWS_SUB.c.code, String), ","),
     func.aggregate_strings(_CODE_ROWS_SUB.c.tenant, _TENANT_SEPARATOR))
@@ -407,6 +408,13 @@ def _code_batch(rows: Sequence[tuple[int, str, int, int | None]]) -> CodeBatch:
         values = np.array([code or 0 for code in codes], np.int64)
     return CodeBatch(np.array(seqs, np.int64), np.array(tenants, object),
                      np.array(versions, np.int64), values.view(np.uint64), coded)
+
+
+def _parsed(count: int, version: int, seqs: str, codes: str, tenants: str) -> CodeBatch:
+    """A batch's joined columns as arrays: every row coded, of one version."""
+    return CodeBatch(_ints(seqs), np.array(tenants.split(_TENANT_SEPARATOR), object),
+                     np.full(count, version, np.int64), _ints(codes).view(np.uint64),
+                     np.ones(count, bool))
 
 
 def _ints(joined: str) -> npt.NDArray[np.int64]:
