@@ -1,7 +1,7 @@
 """A start-up's code load (`SqlCatalogStore.code_batches`): every row of the kind once, in
-batches that follow each other, with its tenant, version and first code, on SQLite and
-PostgreSQL; rows of other kinds, rows without codes and tenant names holding the columns'
-separator included the way the registry expects them."""
+batches of seq ranges that follow each other (fetched in parallel), with its tenant, version
+and first code, on SQLite and PostgreSQL; rows of other kinds left out, rows without codes and
+tenant names holding the columns' separator included the way the registry expects them."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def check_batches(store: SqlCatalogStore) -> None:
 
     batches = list(store.code_batches("image", batch=4))
 
-    assert [len(b.seqs) for b in batches] == [4, 4, 4, 4, 1]
+    assert len(batches) == 6 and all(int(b.seqs.max() - b.seqs.min()) < 4 for b in batches)
     got = sorted((int(s), str(t), int(v), int(c), bool(k)) for b in batches
                  for s, t, v, c, k in zip(b.seqs, b.tenants, b.versions,
                                           b.codes.view(np.int64), b.coded, strict=True))

@@ -6,6 +6,8 @@ Callers speak in `MediaRecord`s and never see SQL, so a backend is a class, not 
 from __future__ import annotations
 
 import builtins
+import collections
+import itertools
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -46,7 +48,9 @@ from medialayer.kinds.base import Chunk, Encoded, Window
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 CODE_BATCH = 65_536
-"""Rows per fetch of a start-up's code load: large enough that per-fetch costs vanish."""
+"""Seqs per fetch of a start-up's code load: large enough that per-fetch costs vanish."""
+LOAD_THREADS = 4
+"""A start-up's code-load queries in flight at once."""
 Within = Callable[[Session, str], None]
 WithinMany = Callable[[Session, list[str]], None]
 
@@ -237,40 +241,48 @@ class SqlCatalogStore:
             after_seq = rows[-1][0]
 
     def code_batches(self, media_type: str, batch: int = CODE_BATCH) -> Iterator[CodeBatch]:
-        """Every row of `media_type` with its first code, as batches of columns (by seq).
+        """Every row of `media_type` with its first code, as batches of columns, in seq order:
+        one batch per `batch` seqs from the kind's lowest to its highest at the call (rows
+        written later come through the change feed).
 
         Each batch is one result row: the database joins the rows and concatenates each
         column into one string, which numpy parses. Fetched as rows, the driver's and
         SQLAlchemy's objects for every value cost more than the rest of a start-up's load.
-        The next batch's query runs in a thread while this one is parsed and taken in, so
-        the database's work (SQLite's outside the GIL, PostgreSQL's in the server) overlaps
-        the caller's instead of adding to it.
+        The batches' queries run `LOAD_THREADS` at a time, ahead of the caller, on
+        connections of their own: their work runs outside the GIL (SQLite's in the driver,
+        PostgreSQL's in the server), on every core, while this thread parses and indexes.
         """
-        with ThreadPoolExecutor(1, thread_name_prefix="code-batches") as ahead:
-            pending = ahead.submit(self._code_columns_after, media_type, 0, batch)
-            while (found := pending.result()) is not None:
-                top, columns = found
-                pending = ahead.submit(self._code_columns_after, media_type, top, batch)
-                yield columns if isinstance(columns, CodeBatch) else _parsed(*columns)
-
-    def _code_columns_after(self, media_type: str, after: int, batch: int
-                            ) -> tuple[int, CodeBatch | tuple[int, int, str, str, str]] | None:
-        """The batch of rows above seq `after` (None past the last) with its highest seq: its
-        columns as the database joined them (count, version, seqs, codes, tenants), or, when
-        they cannot be (NULL codes, several versions, a tenant name holding the separator),
-        the batch read as rows."""
         with self.engine.connect() as c:
-            found = c.execute(_CODE_COLUMNS, {"type": media_type, "after": after,
-                                              "batch": batch}).one()
-            count, coded, version, top_version, top, seqs, codes, tenants = found
-            if not count:
-                return None
-            if coded == count and version == top_version and \
-                    tenants.count(_TENANT_SEPARATOR) == count - 1:
-                return top, (count, version, seqs, codes, tenants)
-            rows = c.execute(_CODE_ROWS, {"type": media_type, "after": after,
-                                          "batch": batch}).all()
-            return top, _code_batch([(r[0], r[1], r[2], r[3]) for r in rows])
+            low, high = c.execute(_SEQ_BOUNDS, {"type": media_type}).one()
+        if low is None:
+            return
+        starts = iter(range(low - 1, high, batch))
+        with self._readers() as engine, ThreadPoolExecutor(
+                LOAD_THREADS, thread_name_prefix="code-batches") as pool:
+            ahead = collections.deque(
+                pool.submit(_code_columns, engine, media_type, after, after + batch)
+                for after in itertools.islice(starts, LOAD_THREADS + 1))
+            while ahead:
+                found = ahead.popleft().result()
+                if (after := next(starts, None)) is not None:
+                    ahead.append(pool.submit(_code_columns, engine, media_type, after,
+                                             after + batch))
+                if found is not None:
+                    yield found if isinstance(found, CodeBatch) else _parsed(*found)
+
+    @contextmanager
+    def _readers(self) -> Iterator[Engine]:
+        """Connections for parallel reads: the store's own on PostgreSQL; on SQLite (whose
+        store shares one connection in turn) a pool of its own for the while (WAL readers
+        do not block each other or the writer)."""
+        if self.engine.dialect.name != "sqlite":
+            yield self.engine
+            return
+        readers = _engine(self.url, pool_size=LOAD_THREADS)
+        try:
+            yield readers
+        finally:
+            readers.dispose()
 
     def store_codes(self, written: Sequence[tuple[int, Encoded]]) -> None:
         """The codes of rows that have none (rows written before the code columns existed);
@@ -344,19 +356,22 @@ _DELETIONS_SINCE = (select(Deletion.seq, Deletion.media_seq)
                     .where(Deletion.media_type == bindparam("type"),
                            Deletion.seq > bindparam("after"))
                     .order_by(Deletion.seq))
+_SEQ_BOUNDS = select(func.min(Media.seq), func.max(Media.seq)).where(
+    Media.media_type == bindparam("type"))
 _CODE_ROWS = (select(Media.seq, Media.tenant, Media.fingerprint_version, MediaCode.code)
               .outerjoin(MediaCode, and_(MediaCode.media_seq == Media.seq,
                                          MediaCode.position == 0,
-                                         MediaCode.media_seq > bindparam("after")))
-              .where(Media.media_type == bindparam("type"), Media.seq > bindparam("after"))
-              .order_by(Media.seq).limit(bindparam("batch")))
-"""A batch of rows with their first code (NULL for a row with none). The codes' own bound on
-seq lets PostgreSQL's merge join start at the batch, not at the first code."""
+                                         MediaCode.media_seq > bindparam("after"),
+                                         MediaCode.media_seq <= bindparam("upto")))
+              .where(Media.media_type == bindparam("type"), Media.seq > bindparam("after"),
+                     Media.seq <= bindparam("upto")))
+"""A batch of rows with their first code (NULL for a row with none). The codes' own bounds
+on seq let PostgreSQL's merge join start at the batch, not at the first code."""
 _TENANT_SEPARATOR = "\x1f"
 _CODE_ROWS_SUB = _CODE_ROWS.subquery()
 _CODE_COLUMNS = select(
     func.count(), func.count(_CODE_ROWS_SUB.c.code), func.min(_CODE_ROWS_SUB.c.fingerprint_version),
-    func.max(_CODE_ROWS_SUB.c.fingerprint_version), func.max(_CODE_ROWS_SUB.c.seq),
+    func.max(_CODE_ROWS_SUB.c.fingerprint_version),
     func.aggregate_strings(cast(_CODE_ROWS_SUB.c.seq, String), ","),
     func.aggregate_strings(cast(_CODE_ROWS_SUB.c.code, String), ","),
     func.aggregate_strings(_CODE_ROWS_SUB.c.tenant, _TENANT_SEPARATOR))
@@ -410,6 +425,23 @@ def _code_batch(rows: Sequence[tuple[int, str, int, int | None]]) -> CodeBatch:
                      np.array(versions, np.int64), values.view(np.uint64), coded)
 
 
+def _code_columns(engine: Engine, media_type: str, after: int, upto: int
+                  ) -> CodeBatch | tuple[int, int, str, str, str] | None:
+    """The rows with `after` < seq <= `upto` (None if there are none): their columns as the
+    database joined them (count, version, seqs, codes, tenants), or, when they cannot be
+    (NULL codes, several versions, a tenant name holding the separator), read as rows."""
+    bounds = {"type": media_type, "after": after, "upto": upto}
+    with engine.connect() as c:
+        count, coded, version, top_version, seqs, codes, tenants = c.execute(
+            _CODE_COLUMNS, bounds).one()
+        if not count:
+            return None
+        if coded == count and version == top_version and \
+                tenants.count(_TENANT_SEPARATOR) == count - 1:
+            return count, version, seqs, codes, tenants
+        return _code_batch([(r[0], r[1], r[2], r[3]) for r in c.execute(_CODE_ROWS, bounds)])
+
+
 def _parsed(count: int, version: int, seqs: str, codes: str, tenants: str) -> CodeBatch:
     """A batch's joined columns as arrays: every row coded, of one version."""
     return CodeBatch(_ints(seqs), np.array(tenants.split(_TENANT_SEPARATOR), object),
@@ -450,12 +482,12 @@ def as_utc(moment: datetime | None) -> datetime | None:
     return moment
 
 
-def _engine(url: str) -> Engine:
+def _engine(url: str, pool_size: int = 1) -> Engine:
     if url.startswith("sqlite"):
         # One connection shared in turn: threads queue on the pool instead of on SQLite's
         # busy handler, whose sleep-and-retry backoff stalls concurrent writers.
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
-                               pool_size=1, max_overflow=0, pool_timeout=120)
+                               pool_size=pool_size, max_overflow=0, pool_timeout=120)
 
         @event.listens_for(engine, "connect")
         def _pragmas(conn: Any, _record: Any) -> None:  # WAL: readers never block the writer
