@@ -1,7 +1,7 @@
 """A start-up's code load (`SqlCatalogStore.code_batches`): every row of the kind once, in
 batches of seq ranges that follow each other (fetched in parallel), with its tenant, version
 and first code, on SQLite and PostgreSQL; rows of other kinds left out, rows without codes and
-tenant names holding the columns' separator included the way the registry expects them."""
+a tenant name holding a control character included the way the registry expects them."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def _item(media_type: str, tenant: str, code: int, version: int = 1) -> NewMedia
 
 
 def check_batches(store: SqlCatalogStore) -> None:
-    tenants = ["a", "b", "c\x1fd"]  # the last holds the separator of the tenant column
+    tenants = ["a", "b", "c\x1fd"]  # the last holds a control character
     items = [_item("image" if i % 4 else "audio", tenants[i % 3], -(2**62) + i)
              for i in range(23)]
     records = store.add_many(items)

@@ -268,7 +268,7 @@ class SqlCatalogStore:
                     ahead.append(pool.submit(_code_columns, engine, media_type, after,
                                              after + batch))
                 if found is not None:
-                    yield found if isinstance(found, CodeBatch) else _parsed(*found)
+                    yield found if isinstance(found, CodeBatch) else _parsed(found)
 
     @contextmanager
     def _readers(self) -> Iterator[Engine]:
@@ -356,8 +356,11 @@ _DELETIONS_SINCE = (select(Deletion.seq, Deletion.media_seq)
                     .where(Deletion.media_type == bindparam("type"),
                            Deletion.seq > bindparam("after"))
                     .order_by(Deletion.seq))
-_SEQ_BOUNDS = select(func.min(Media.seq), func.max(Media.seq)).where(
-    Media.media_type == bindparam("type"))
+_SEQ_BOUNDS = select(
+    select(func.min(Media.seq)).where(Media.media_type == bindparam("type")).scalar_subquery(),
+    select(func.max(Media.seq)).where(Media.media_type == bindparam("type")).scalar_subquery())
+"""A kind's lowest and highest seq, each read at an end of the (media_type, seq) index: asked
+for both in one aggregate, SQLite reads the whole index."""
 _CODE_ROWS = (select(Media.seq, Media.tenant, Media.fingerprint_version, MediaCode.code)
               .outerjoin(MediaCode, and_(MediaCode.media_seq == Media.seq,
                                          MediaCode.position == 0,
@@ -367,18 +370,18 @@ _CODE_ROWS = (select(Media.seq, Media.tenant, Media.fingerprint_version, MediaCo
                      Media.seq <= bindparam("upto")))
 """A batch of rows with their first code (NULL for a row with none). The codes' own bounds
 on seq let PostgreSQL's merge join start at the batch, not at the first code."""
-_TENANT_SEPARATOR = "\x1f"
 _CODE_ROWS_SUB = _CODE_ROWS.subquery()
 _CODE_COLUMNS = select(
-    func.count(), func.count(_CODE_ROWS_SUB.c.code), func.min(_CODE_ROWS_SUB.c.fingerprint_version),
-    func.max(_CODE_ROWS_SUB.c.fingerprint_version),
+    _CODE_ROWS_SUB.c.tenant, func.count(), func.count(_CODE_ROWS_SUB.c.code),
+    func.min(_CODE_ROWS_SUB.c.fingerprint_version), func.max(_CODE_ROWS_SUB.c.fingerprint_version),
     func.aggregate_strings(cast(_CODE_ROWS_SUB.c.seq, String), ","),
-    func.aggregate_strings(cast(_CODE_ROWS_SUB.c.code, String), ","),
-    func.aggregate_strings(_CODE_ROWS_SUB.c.tenant, _TENANT_SEPARATOR))
-"""The same batch as one row: counts, and comma-separated columns (tenants apart by a control
-character). One aggregation reads the rows once and adds each to every column in turn, so the
-columns stay aligned whatever order it reads them in. A batch with rows of several versions or
-without codes (rare, and once: their codes are then written) is read again as rows."""
+    func.aggregate_strings(cast(_CODE_ROWS_SUB.c.code, String), ",")
+).group_by(_CODE_ROWS_SUB.c.tenant)
+"""The same batch as one row per tenant: counts, and comma-separated columns. One aggregation
+reads the rows once and adds each to every column in turn, so the columns stay aligned whatever
+order it reads them in; the tenant, once per group, costs nothing per row. A batch with rows of
+several versions or without codes (rare, and once: their codes are then written) is read again
+as rows."""
 _FINGERPRINT_COLUMNS = (Media.seq, Media.tenant, Media.fingerprint_version, Media.fingerprint,
                         Media.duration, Media.duration.is_not(None).label("has_chunks"))
 """Only time-based rows (with a duration) can have chunks: still media skip the chunk read."""
@@ -426,27 +429,29 @@ def _code_batch(rows: Sequence[tuple[int, str, int, int | None]]) -> CodeBatch:
 
 
 def _code_columns(engine: Engine, media_type: str, after: int, upto: int
-                  ) -> CodeBatch | tuple[int, int, str, str, str] | None:
+                  ) -> CodeBatch | list[tuple[str, int, int, str, str]] | None:
     """The rows with `after` < seq <= `upto` (None if there are none): their columns as the
-    database joined them (count, version, seqs, codes, tenants), or, when they cannot be
-    (NULL codes, several versions, a tenant name holding the separator), read as rows."""
+    database joined them, per tenant (tenant, count, version, seqs, codes), or, when they
+    cannot be (NULL codes, several versions), read as rows."""
     bounds = {"type": media_type, "after": after, "upto": upto}
     with engine.connect() as c:
-        count, coded, version, top_version, seqs, codes, tenants = c.execute(
-            _CODE_COLUMNS, bounds).one()
-        if not count:
+        groups = c.execute(_CODE_COLUMNS, bounds).all()
+        if not groups:
             return None
-        if coded == count and version == top_version and \
-                tenants.count(_TENANT_SEPARATOR) == count - 1:
-            return count, version, seqs, codes, tenants
+        if all(coded == count and low == high for _, count, coded, low, high, _, _ in groups):
+            return [(tenant, count, version, seqs, codes)
+                    for tenant, count, _, version, _, seqs, codes in groups]
         return _code_batch([(r[0], r[1], r[2], r[3]) for r in c.execute(_CODE_ROWS, bounds)])
 
 
-def _parsed(count: int, version: int, seqs: str, codes: str, tenants: str) -> CodeBatch:
-    """A batch's joined columns as arrays: every row coded, of one version."""
-    return CodeBatch(_ints(seqs), np.array(tenants.split(_TENANT_SEPARATOR), object),
-                     np.full(count, version, np.int64), _ints(codes).view(np.uint64),
-                     np.ones(count, bool))
+def _parsed(groups: list[tuple[str, int, int, str, str]]) -> CodeBatch:
+    """A batch's joined columns as arrays: every row coded."""
+    counts = [count for _, count, _, _, _ in groups]
+    return CodeBatch(_ints(",".join(seqs for _, _, _, seqs, _ in groups)),
+                     np.repeat(np.array([tenant for tenant, *_ in groups], object), counts),
+                     np.repeat(np.array([v for _, _, v, _, _ in groups], np.int64), counts),
+                     _ints(",".join(codes for *_, codes in groups)).view(np.uint64),
+                     np.ones(sum(counts), bool))
 
 
 def _ints(joined: str) -> npt.NDArray[np.int64]:
