@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/startup.py [--items 1000000] [--keypoint-items 20000]
         [--postgres postgresql://postgres@127.0.0.1:5432/test] [--tenant-items 100000]
-        [--tiers global,keypoint] [--starts 1] [--no-tenants] [--keep DIR]
+        [--tiers global,keypoint] [--starts 1] [--no-tenants] [--ready-only] [--keep DIR]
 
 1. Global tier: `--items` synthetic image rows (random 64-bit codes, no keypoints) are written
    to a fresh SQLite catalog (and a fresh schema of `--postgres`, if given); a new process opens
@@ -137,12 +137,12 @@ class ServerCpu:
         return spent
 
 
-def measure_start(url: str) -> dict[str, Any]:
+def measure_start(url: str, keypoints: bool = True) -> dict[str, Any]:
     """In this (fresh) process: open the catalog and build every index, as `serve` does, one
     stage at a time: open (migrations), the other kinds (their imports; no rows), the image
     code tier from the code columns, which together make the service ready
-    (`warm_up(wait=False)`); then the keypoint tier behind it (`warm_up()`, searches wait for
-    it)."""
+    (`warm_up(wait=False)`); then, with `keypoints`, the keypoint tier behind it (`warm_up()`,
+    searches wait for it)."""
     from medialayer.kinds import kinds
     from medialayer.service import MediaLayer
 
@@ -174,10 +174,11 @@ def measure_start(url: str) -> dict[str, Any]:
              "db_cpu": None if stages[-1]["db_cpu"] is None else
              sum(s["db_cpu"] for s in stages), "load": stages[-1]["load"],
              **{k: stages[-1][k] for k in ("peak_mb", "added_mb", "index_mb")}}
-    ml.warm_up()
-    stage("keypoint tier, after ready", items)
+    if keypoints:
+        ml.warm_up()
+        stage("keypoint tier, after ready", items)
     ml.close()
-    return {"stages": [*stages[:3], ready, stages[3]]}
+    return {"stages": [*stages[:3], ready, *stages[3:]]}
 
 
 def measure_tenants(items: int, per_tenant: int) -> dict[str, Any]:
@@ -254,7 +255,7 @@ def row(tier: str, db: str, m: dict[str, Any]) -> str:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1].startswith("--child-"):
-        result = {"--child-start": lambda: measure_start(sys.argv[2]),
+        result = {"--child-start": lambda: measure_start(sys.argv[2], sys.argv[3] == "all"),
                   "--child-tenants": lambda: measure_tenants(int(sys.argv[2]),
                                                              int(sys.argv[3]))}[sys.argv[1]]()
         print(json.dumps(result))
@@ -267,6 +268,8 @@ def main() -> None:
     ap.add_argument("--tiers", default="global,keypoint", help="catalogs to start from")
     ap.add_argument("--starts", type=int, default=1, help="start-ups measured per catalog")
     ap.add_argument("--no-tenants", action="store_true", help="skip the tenant comparison")
+    ap.add_argument("--ready-only", action="store_true",
+                    help="global catalog: stop at ready (no keypoint tier behind it)")
     ap.add_argument("--keep", type=Path, help="keep the catalogs (SQLite files here, PostgreSQL "
                     "schemas named by tier and size) and reuse them on the next run")
     args = ap.parse_args()
@@ -284,7 +287,8 @@ def main() -> None:
                 if not (args.keep and holds(url, items)):
                     populate(url, items, keypoints)
                 for _ in range(args.starts):
-                    for m in child("--child-start", url)["stages"]:
+                    stages = "ready" if args.ready_only and tier == "global" else "all"
+                    for m in child("--child-start", url, stages)["stages"]:
                         print(row(tier, db, m), flush=True)
                 if db == "PostgreSQL" and not args.keep:
                     drop_postgres(args.postgres, url)
