@@ -1,20 +1,21 @@
 """Two code states of the service, measured in alternating runs on the same synthetic catalog.
 
-    .venv/bin/python bench/ab.py --before bfed4ea [--rounds 2] [--catalog /tmp/mlbench-100k]
-        [--before-catalog /tmp/mlbench-100k-bfed4ea] [--catalog-size 100000] [--real 300]
+    .venv/bin/python bench/ab.py --before bfed4ea[,05463f4] [--rounds 2]
+        [--catalog /tmp/mlbench-100k] [--catalog-size 100000] [--real 300]
         [--clients 4] [--duration 12] [--workers 2] [--bulk-rows 2000]
 
 This machine's speed drifts by ±15 % from one minute to the next, so a before/after comparison
 made of two separate `bench/http.py` runs says little. Here each round starts the service from
-`--before` (a git revision, exported into a temporary folder and put first on PYTHONPATH),
+each `--before` revision (exported into a temporary folder and put first on PYTHONPATH),
 then from the working tree, with the same client: the copy and the novel query at `--clients`
 keep-alive clients, then a bulk job into an empty catalog. Rounds alternate old/new, and the
 table shows every run.
 
-Each code state reads its own copy of the catalog, written by its own `bench/http.py` (same
-seeds, same items) with its own code: the schema its migrations make and the stored format and
-fingerprint version its image kind reads (a catalog of the other state's format would be
-refused or skipped). Keys are made the same way. A catalog directory is reused when its
+Each code state reads its own copy of the catalog (`--catalog`, suffixed -REV for a before
+state), written by its own `bench/http.py` (same seeds, same items) with its own code: the
+schema its migrations make, the stored format its image kind encodes, and the fingerprint
+version that kind reads (a catalog of another state's format would be refused or skipped).
+Keys are made the same way. A catalog directory is reused when its
 parameters match, else built.
 """
 
@@ -60,6 +61,14 @@ if sys.argv[2] == "key":
     print(hb.new_key(data_dir))
 elif not hb.catalog_ready(data_dir, int(sys.argv[4]), int(sys.argv[5])):
     hb.build_catalog(data_dir, int(sys.argv[4]), int(sys.argv[5]), hb.query_images()[0])
+    try:  # rows carry the version this tree's image kind reads (some trees' bench wrote 1)
+        from medialayer.kinds.image_search import ImageKind
+    except ImportError:  # before the kind protocol: no version is read
+        pass
+    else:
+        import sqlite3
+        with sqlite3.connect(data_dir / "catalog.db") as db:
+            db.execute("update media set fingerprint_version = ?", (ImageKind.version,))
 """
 
 
@@ -98,12 +107,11 @@ def run_round(hb: ModuleType, label: str, tree: Path, catalog: Path, args: argpa
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--before", required=True, help="git revision to compare against")
+    ap.add_argument("--before", required=True,
+                    help="git revision(s) to compare against, comma-separated")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--catalog", type=Path, default=Path("/tmp/mlbench-100k"),
                     help="the working tree's catalog (as `bench/http.py --keep DIR` builds it)")
-    ap.add_argument("--before-catalog", type=Path,
-                    help="the before state's catalog (default: --catalog, suffixed -REV)")
     ap.add_argument("--catalog-size", type=int, default=100_000)
     ap.add_argument("--real", type=int, default=300, help="real fingerprints in each catalog")
     ap.add_argument("--clients", type=int, default=4)
@@ -111,17 +119,18 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--bulk-rows", type=int, default=2000)
     args = ap.parse_args()
-    before_catalog = args.before_catalog or Path(f"{args.catalog}-{args.before}")
     hb = http_bench()
     work = Path(tempfile.mkdtemp(prefix="medialayer-ab-"))
-    before = work / "before"
-    before.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", args.before],
-                             check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(before)], input=archive, check=True)
+    states = []
+    for rev in args.before.split(","):
+        tree = work / rev
+        tree.mkdir()
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", rev],
+                                 check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+        states.append((f"{rev} (before)", tree, Path(f"{args.catalog}-{rev}")))
+    states.append(("working tree", ROOT, args.catalog))
     try:
-        states = [(f"{args.before} (before)", before, before_catalog),
-                  ("working tree", ROOT, args.catalog)]
         for _, tree, catalog in states:
             in_tree(tree, "catalog", catalog, str(args.catalog_size), str(args.real))
         images = hb.bulk_images(args.bulk_rows)
@@ -131,8 +140,8 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     head = ["code", "copy /s (p99 ms)", "CPU per copy search", "novel /s (p99 ms)",
             "CPU per novel search", "bulk rows/s", "CPU per bulk row", "bulk failed"]
-    print(f"\n{args.catalog_size:,} items ({args.real} real) in {before_catalog} and "
-          f"{args.catalog}, `--workers {args.workers}`, {args.clients} clients, "
+    print(f"\n{args.catalog_size:,} items ({args.real} real) in {args.catalog} (-REV for a "
+          f"before state), `--workers {args.workers}`, {args.clients} clients, "
           f"{args.duration:.0f} s per load, {args.bulk_rows} bulk rows\n")
     for line in (head, ["---"] * len(head), *rows):
         print("| " + " | ".join(line) + " |")
