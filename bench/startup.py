@@ -2,15 +2,17 @@
 
     .venv/bin/python bench/startup.py [--items 1000000] [--keypoint-items 20000]
         [--postgres postgresql://postgres@127.0.0.1:5432/test] [--tenant-items 100000]
+        [--tiers global,keypoint] [--starts 1] [--no-tenants] [--ready-only] [--keep DIR]
 
 1. Global tier: `--items` synthetic image rows (random 64-bit codes, no keypoints) are written
    to a fresh SQLite catalog (and a fresh schema of `--postgres`, if given); a new process opens
    the catalog and builds the index as `medialayer serve` does: the code tier from the code
    columns (`MediaLayer.warm_up(wait=False)`, after which the service takes requests), then the
    keypoint tier from the stored fingerprints (`MediaLayer.warm_up()`), each on its own row.
-   Printed: items, seconds, items per second, CPU seconds, the process's peak RSS (VmHWM) and
-   RSS added since the start, the index's bytes. Per tier: the keypoint row counts from the end
-   of the code tier.
+   Printed: items, seconds, items per second, CPU seconds, the PostgreSQL backends' CPU seconds
+   (the server's share, not in the process's), the load average, the process's peak RSS
+   (VmHWM) and RSS added since the start, the index's bytes. Per tier: the keypoint row counts
+   from the end of the code tier.
 2. Keypoint tier, separately: `--keypoint-items` rows with 256 random ORB-sized descriptors.
 3. Tenants: the same number of items (`--tenant-items`, with keypoints) indexed as 1 tenant, and
    as tenants of 100 items each, in a fresh process each: the index's bytes and the RSS added.
@@ -99,15 +101,52 @@ def populate(url: str, items: int, keypoints: bool, tenants: int = 1) -> None:
     store.engine.dispose()
 
 
-def measure_start(url: str) -> dict[str, Any]:
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of another process on this machine (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class ServerCpu:
+    """CPU seconds of the PostgreSQL backends serving this process (found by a per-run
+    application name): the server's share of a start-up, which the process's own CPU lacks.
+    A local server only; nothing for SQLite, whose work is in the process's own CPU."""
+
+    def __init__(self, url: str) -> None:
+        self.name = f"ml-startup-{uuid.uuid4().hex[:8]}"
+        postgres = url.startswith("postgresql")
+        self.url = f"{url}{'&' if '?' in url else '?'}application_name={self.name}" \
+            if postgres else url
+        self._engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://",
+                                                    1)) if postgres else None
+        self._seen: dict[int, float] = {}
+
+    def take(self) -> float | None:
+        """CPU of the backends since the last call (None for SQLite)."""
+        if self._engine is None:
+            return None
+        with self._engine.connect() as conn:
+            pids = conn.execute(sa.text("select pid from pg_stat_activity "
+                                        "where application_name = :n"), {"n": self.name})
+            now = {pid: process_cpu(pid) for pid in pids.scalars()}
+        spent = sum(cpu - self._seen.get(pid, 0.0) for pid, cpu in now.items())
+        self._seen.update(now)
+        return spent
+
+
+def measure_start(url: str, keypoints: bool = True) -> dict[str, Any]:
     """In this (fresh) process: open the catalog and build every index, as `serve` does, one
     stage at a time: open (migrations), the other kinds (their imports; no rows), the image
     code tier from the code columns, which together make the service ready
-    (`warm_up(wait=False)`); then the keypoint tier behind it (`warm_up()`, searches wait for
-    it)."""
+    (`warm_up(wait=False)`); then, with `keypoints`, the keypoint tier behind it (`warm_up()`,
+    searches wait for it)."""
     from medialayer.kinds import kinds
     from medialayer.service import MediaLayer
 
+    server = ServerCpu(url)
     before = status_mb("VmRSS")
     stages: list[dict[str, Any]] = []
     clock = [time.perf_counter(), cpu_seconds()]
@@ -115,12 +154,13 @@ def measure_start(url: str) -> dict[str, Any]:
     def stage(name: str, items: int) -> None:
         now = [time.perf_counter(), cpu_seconds()]
         stages.append({"stage": name, "items": items, "seconds": now[0] - clock[0],
-                       "cpu": now[1] - clock[1], "peak_mb": status_mb("VmHWM"),
+                       "cpu": now[1] - clock[1], "db_cpu": server.take(),
+                       "load": os.getloadavg()[0], "peak_mb": status_mb("VmHWM"),
                        "added_mb": status_mb("VmRSS") - before,
                        "index_mb": ml.index_sizes().get("image", (0, 0))[1] / 2**20})
         clock[:] = now
 
-    ml = MediaLayer(Path(tempfile.gettempdir()), database_url=url)
+    ml = MediaLayer(Path(tempfile.gettempdir()), database_url=server.url)
     stage("open catalog", 0)
     for other in kinds():  # first, so the image kind's background load overlaps none of it
         if other != "image":
@@ -131,11 +171,14 @@ def measure_start(url: str) -> dict[str, Any]:
     stage("global tier (image codes)", items)
     ready = {"stage": "start to ready", "items": items,
              **{k: sum(s[k] for s in stages) for k in ("seconds", "cpu")},
+             "db_cpu": None if stages[-1]["db_cpu"] is None else
+             sum(s["db_cpu"] for s in stages), "load": stages[-1]["load"],
              **{k: stages[-1][k] for k in ("peak_mb", "added_mb", "index_mb")}}
-    ml.warm_up()
-    stage("keypoint tier, after ready", items)
+    if keypoints:
+        ml.warm_up()
+        stage("keypoint tier, after ready", items)
     ml.close()
-    return {"stages": [*stages[:3], ready, stages[3]]}
+    return {"stages": [*stages[:3], ready, *stages[3:]]}
 
 
 def measure_tenants(items: int, per_tenant: int) -> dict[str, Any]:
@@ -167,10 +210,9 @@ def child(*args: str) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def fresh_postgres(url: str) -> str:
-    schema = f"ml_startup_{uuid.uuid4().hex[:10]}"
+def postgres_schema(url: str, schema: str) -> str:
     with sa.create_engine(url).begin() as conn:
-        conn.execute(sa.text(f'create schema "{schema}"'))
+        conn.execute(sa.text(f'create schema if not exists "{schema}"'))
     sep = "&" if "?" in url else "?"
     return f"{url}{sep}options=-csearch_path%3D{schema}"
 
@@ -181,16 +223,39 @@ def drop_postgres(url: str, scoped: str) -> None:
         conn.execute(sa.text(f'drop schema "{schema}" cascade'))
 
 
-def catalogs(args: argparse.Namespace, tmp: Path, name: str) -> list[tuple[str, str]]:
-    found = [("SQLite", f"sqlite:///{tmp / name}.db")]
+def holds(url: str, items: int) -> bool:
+    """Whether the catalog at `url` holds `items` rows already (a kept catalog)."""
+    try:
+        with sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1)
+                              ).connect() as conn:
+            return conn.execute(sa.text("select count(*) from media")).scalar() == items
+    except sa.exc.SQLAlchemyError:
+        return False
+
+
+def catalogs(args: argparse.Namespace, folder: Path, name: str) -> list[tuple[str, str]]:
+    """The catalogs of one tier: kept ones (--keep) are named by tier and size."""
+    name = f"{name}_{args.items if name == 'global' else args.keypoint_items}" if args.keep \
+        else name
+    found = [("SQLite", f"sqlite:///{folder / name}.db")]
     if args.postgres:
-        found.append(("PostgreSQL", fresh_postgres(args.postgres)))
+        schema = f"ml_startup_{name}" if args.keep else f"ml_startup_{uuid.uuid4().hex[:10]}"
+        found.append(("PostgreSQL", postgres_schema(args.postgres, schema)))
     return found
+
+
+def row(tier: str, db: str, m: dict[str, Any]) -> str:
+    rate = (f"{m['items'] / m['seconds']:,.0f} | {m['cpu']:.2f} s "
+            f"| {m['items'] / m['cpu']:,.0f}") if m["items"] else f"- | {m['cpu']:.2f} s | -"
+    db_cpu = "-" if m["db_cpu"] is None else f"{m['db_cpu']:.2f} s"
+    return (f"| {tier} | {db} | {m['stage']} | {m['items']:,} | {m['seconds']:.2f} s | {rate} "
+            f"| {db_cpu} | {m['load']:.1f} | {m['peak_mb']:,.0f} MB | {m['added_mb']:,.0f} MB "
+            f"| {m['index_mb']:,.1f} MB |")
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1].startswith("--child-"):
-        result = {"--child-start": lambda: measure_start(sys.argv[2]),
+        result = {"--child-start": lambda: measure_start(sys.argv[2], sys.argv[3] == "all"),
                   "--child-tenants": lambda: measure_tenants(int(sys.argv[2]),
                                                              int(sys.argv[3]))}[sys.argv[1]]()
         print(json.dumps(result))
@@ -200,31 +265,41 @@ def main() -> None:
     ap.add_argument("--keypoint-items", type=int, default=20_000)
     ap.add_argument("--tenant-items", type=int, default=100_000)
     ap.add_argument("--postgres", help="a PostgreSQL URL (a fresh schema is made and dropped)")
+    ap.add_argument("--tiers", default="global,keypoint", help="catalogs to start from")
+    ap.add_argument("--starts", type=int, default=1, help="start-ups measured per catalog")
+    ap.add_argument("--no-tenants", action="store_true", help="skip the tenant comparison")
+    ap.add_argument("--ready-only", action="store_true",
+                    help="global catalog: stop at ready (no keypoint tier behind it)")
+    ap.add_argument("--keep", type=Path, help="keep the catalogs (SQLite files here, PostgreSQL "
+                    "schemas named by tier and size) and reuse them on the next run")
     args = ap.parse_args()
     print("| catalog | database | stage | items | wall | items/s | CPU | items per CPU-s "
-          "| peak RSS | RSS added | index |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| DB server CPU | load | peak RSS | RSS added | index |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory() as tmp:
+        folder = args.keep or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
         for tier, items, keypoints in (("global", args.items, False),
                                        ("keypoint", args.keypoint_items, True)):
-            for db, url in catalogs(args, Path(tmp), tier):
-                populate(url, items, keypoints)
-                for m in child("--child-start", url)["stages"]:
-                    rate = (f"{m['items'] / m['seconds']:,.0f} | {m['cpu']:.2f} s "
-                            f"| {m['items'] / m['cpu']:,.0f}") if m["items"] else (
-                                f"- | {m['cpu']:.2f} s | -")
-                    print(f"| {tier} | {db} | {m['stage']} | {m['items']:,} "
-                          f"| {m['seconds']:.2f} s | {rate} | {m['peak_mb']:,.0f} MB "
-                          f"| {m['added_mb']:,.0f} MB | {m['index_mb']:,.1f} MB |", flush=True)
-                if db == "PostgreSQL":
+            if tier not in args.tiers.split(","):
+                continue
+            for db, url in catalogs(args, folder, tier):
+                if not (args.keep and holds(url, items)):
+                    populate(url, items, keypoints)
+                for _ in range(args.starts):
+                    stages = "ready" if args.ready_only and tier == "global" else "all"
+                    for m in child("--child-start", url, stages)["stages"]:
+                        print(row(tier, db, m), flush=True)
+                if db == "PostgreSQL" and not args.keep:
                     drop_postgres(args.postgres, url)
+    if args.no_tenants:
+        return
     print("\n| tenants x items | index | RSS added | peak RSS |")
     print("| --- | --- | --- | --- |")
     for per_tenant in (args.tenant_items, 100):
         r = child("--child-tenants", str(args.tenant_items), str(per_tenant))
         print(f"| {r['tenants']:,} x {per_tenant:,} | {r['index_mb']:,.1f} MB "
               f"| {r['added_mb']:,.0f} MB | {r['peak_mb']:,.0f} MB |", flush=True)
-
 
 if __name__ == "__main__":
     main()

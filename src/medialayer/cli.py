@@ -156,7 +156,7 @@ def _index_files(ml: MediaLayer, files: list[Path], media_type: str | None,
 def _index_file(ml: MediaLayer, file: Path, media_type: str | None) -> tuple[MediaRecord, bool]:
     """The file's catalog record, and whether it was there already (under its path)."""
     identity = str(file.resolve())
-    known = ml.store.get_by_external_id(ml.tenant, identity)
+    known = ml.get_by_external_id(identity)
     if known is not None:
         return known, True
     return ml.index(file, media_type, external_id=identity, if_exists="return"), False
@@ -167,7 +167,6 @@ def _index_csv(ml: MediaLayer, listing: Path, tenant: str, done: list[dict[str, 
     """Run the listing as a local bulk job in this process, with a progress bar."""
     import asyncio
 
-    from medialayer.catalog import jobs as job_rows
     from medialayer.config import Settings
     from medialayer.jobs import JobRunner, submit_csv
 
@@ -176,14 +175,14 @@ def _index_csv(ml: MediaLayer, listing: Path, tenant: str, done: list[dict[str, 
     job_id = _run(lambda: submit_csv(ml, text, tenant, settings, allow_paths=True,
                                      base=listing.parent))
     runner = JobRunner(ml, settings)
-    total = job_rows.progress(ml.store, tenant, job_id).total
+    total = ml.job_progress(job_id, tenant).total
     with _progress() as bar:
         task = bar.add_task(f"job {job_id[:8]}", total=total)
 
         async def work() -> None:
             runner_task = asyncio.create_task(runner.run_until_idle(job_id))
             while not runner_task.done():
-                p = job_rows.progress(ml.store, tenant, job_id)
+                p = ml.job_progress(job_id, tenant)
                 bar.update(task, completed=p.done + p.failed)
                 await asyncio.sleep(0.2)
             await runner_task
@@ -191,9 +190,9 @@ def _index_csv(ml: MediaLayer, listing: Path, tenant: str, done: list[dict[str, 
         asyncio.run(work())
     runner.close()
     done += [{"row": n, "media_id": m, "source": str(listing)}
-             for n, state, m in job_rows.row_outcomes(ml.store, job_id) if state == "done"]
+             for n, state, m in ml.job_outcomes(job_id) if state == "done"]
     failed += [{"row": e["row"], "source": e["url"], "error": e["error"]}
-               for e in job_rows.row_errors(ml.store, tenant, job_id)]
+               for e in ml.job_errors(job_id, tenant=tenant)]
 
 
 @app.command()
@@ -204,7 +203,7 @@ def search(file: MediaFile, data_dir: DataDir = None, tenant: Tenant = "default"
            as_json: AsJson = False) -> None:
     """What in the catalog is this file? Ranked matches with score and confidence."""
     ml = _open(data_dir, tenant)
-    if not ml.store.count(tenant):
+    if not ml.count(tenant):
         ml.close()
         _fail(f"the catalog has no media of tenant {tenant!r}: index something first")
     result = _run(lambda: ml.search(file, media_type, top_k=top_k, min_score=min_score))
@@ -297,10 +296,8 @@ def keys_create(tenant: Annotated[str, typer.Option()] = "default",
                     help="Requests per minute (default: the service's).")] = None,
                 data_dir: DataDir = None) -> None:
     """Create a key; it is printed once and stored only as a hash."""
-    from medialayer.keys import create_key
-
     ml = _open(data_dir, create=True)
-    info, plaintext = _run(lambda: create_key(ml.store, tenant, _split(scopes), name, rate_limit))
+    info, plaintext = _run(lambda: ml.create_key(tenant, _split(scopes), name, rate_limit))
     ml.close()
     console.print(f"id {info.id}  tenant {info.tenant}  scopes {','.join(info.scopes)}")
     print(plaintext)
@@ -310,11 +307,9 @@ def keys_create(tenant: Annotated[str, typer.Option()] = "default",
 def keys_list(tenant: Annotated[str | None, typer.Option()] = None,
               data_dir: DataDir = None) -> None:
     """List keys (prefix only; the key itself is never stored)."""
-    from medialayer.keys import list_keys
-
     ml = _open(data_dir)
     table = Table("id", "prefix", "tenant", "scopes", "rate limit", "created", "revoked")
-    for k in list_keys(ml.store, tenant):
+    for k in ml.list_keys(tenant):
         table.add_row(k.id, k.prefix + "…", k.tenant, ",".join(k.scopes), str(k.rate_limit or ""),
                       f"{k.created_at:%Y-%m-%d %H:%M}" if k.created_at else "",
                       f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "")
@@ -325,10 +320,8 @@ def keys_list(tenant: Annotated[str | None, typer.Option()] = None,
 @keys_app.command("revoke")
 def keys_revoke(key_id: str, data_dir: DataDir = None) -> None:
     """Revoke a key by id or prefix; requests with it get 401 from now on."""
-    from medialayer.keys import revoke_key
-
     ml = _open(data_dir)
-    info = _run(lambda: revoke_key(ml.store, key_id))
+    info = _run(lambda: ml.revoke_key(key_id))
     ml.close()
     console.print(f"revoked {info.id} ({info.prefix}…)")
     from medialayer.config import Settings
@@ -374,7 +367,6 @@ def serve(host: Annotated[str | None, typer.Option(help="Default: MEDIALAYER_HOS
     from medialayer.api.app import create_app
     from medialayer.api.supervisor import serve_workers
     from medialayer.config import Settings
-    from medialayer.keys import create_key, list_keys
 
     settings = Settings()
     if data_dir is not None:
@@ -382,8 +374,8 @@ def serve(host: Annotated[str | None, typer.Option(help="Default: MEDIALAYER_HOS
     host, port = host or settings.host, port or settings.port
     workers = workers or settings.workers
     ml = _service(settings.data_dir, database_url=settings.database_url)
-    if not list_keys(ml.store):
-        _, key = create_key(ml.store, "default", ["index", "search", "admin"], "first key")
+    if not ml.list_keys():
+        _, key = ml.create_key("default", ["index", "search", "admin"], "first key")
         _print_welcome(key, host, port, Path(settings.data_dir) / "examples")
     if settings.snapshot_dir and workers > 1:  # the workers map it instead of each building
         _print_snapshots(ml.write_snapshots())
@@ -483,12 +475,10 @@ def jobs_status(job_id: str, tenant: Tenant = "default", data_dir: DataDir = Non
                 errors: Annotated[bool, typer.Option("--errors", help="List failed rows.")] = False
                 ) -> None:
     """A job's progress as JSON (and its failed rows with --errors)."""
-    from medialayer.catalog import jobs as job_rows
-
     ml = _open(data_dir, tenant)
-    out = _run(lambda: job_rows.progress(ml.store, tenant, job_id)).as_dict()
+    out = _run(lambda: ml.job_progress(job_id, tenant)).as_dict()
     if errors:
-        out["errors"] = job_rows.row_errors(ml.store, tenant, job_id)
+        out["errors"] = ml.job_errors(job_id, tenant=tenant)
     ml.close()
     console.print_json(json.dumps(out))
 
@@ -498,10 +488,8 @@ def jobs_list(tenant: Tenant = "default", data_dir: DataDir = None,
               limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
               as_json: AsJson = False) -> None:
     """The tenant's jobs, newest first, with their progress."""
-    from medialayer.catalog import jobs as job_rows
-
     ml = _open(data_dir, tenant)
-    found = [j.as_dict() for j in _run(lambda: job_rows.list_jobs(ml.store, tenant, None, limit))]
+    found = [j.as_dict() for j in _run(lambda: ml.jobs(None, limit, tenant))]
     ml.close()
     if as_json:
         console.print_json(json.dumps(found))

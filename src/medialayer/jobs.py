@@ -176,7 +176,7 @@ class JobRunner:
         pending (a CSV indexed a second time).
         """
         try:
-            while claims := await asyncio.to_thread(job_rows.claim_rows, self.ml.store, n,
+            while claims := await asyncio.to_thread(self.ml.claim_job_rows, n,
                                                     self.settings.bulk_claim_timeout, job_id):
                 if todo := await asyncio.to_thread(self._skip_known, claims):
                     return todo
@@ -192,7 +192,7 @@ class JobRunner:
         for claim in claims:
             if claim.payload.get("external_id"):
                 wanted.setdefault(claim.tenant, set()).add(claim.payload["external_id"])
-        found = {tenant: self.ml.store.media_ids_by_external_id(tenant, sorted(ids))
+        found = {tenant: self.ml.media_ids_by_external_id(tenant, sorted(ids))
                  for tenant, ids in wanted.items()}
         todo = []
         for claim in claims:
@@ -200,7 +200,7 @@ class JobRunner:
             if media_id is None:
                 todo.append(claim)
             else:
-                job_rows.finish_row(self.ml.store, claim, media_id)
+                self.ml.finish_job_row(claim, media_id)
         return todo
 
     async def _work(self, claim: Claim) -> Fingerprinted | None:
@@ -284,8 +284,8 @@ class JobRunner:
                 [row.media()], keep_edges=False,
                 within=lambda s, ids: job_rows.complete_row(s, claim, ids[0]))
         except Conflict:  # the same external id arrived through another row meanwhile
-            known = self.ml.store.get_by_external_id(claim.tenant, claim.payload["external_id"])
-            job_rows.finish_row(self.ml.store, claim, known.id if known else None)
+            known = self.ml.get_by_external_id(claim.payload["external_id"], claim.tenant)
+            self.ml.finish_job_row(claim, known.id if known else None)
         except ClaimLost:
             log.info("row %s of job %s went to another worker", claim.row_number, claim.job_id)
         except DATABASE_GONE:
@@ -302,7 +302,7 @@ class JobRunner:
         else:
             log.error("row %s of job %s failed", claim.row_number, claim.job_id, exc_info=error)
             reason = f"internal error: {error.__class__.__name__}"
-        job_rows.finish_row(self.ml.store, claim, None, reason)
+        self.ml.finish_job_row(claim, None, reason)
 
 
 @dataclass(frozen=True)
@@ -343,5 +343,5 @@ def submit_csv(ml: MediaLayer, text: str | bytes, tenant: str, settings: Setting
         for row in rows:
             if row.get("path") and not Path(row["path"]).is_absolute():
                 row["path"] = str(base / row["path"])
-    return job_rows.create_job(ml.store, tenant, rows, errors, allow_paths)
+    return ml.create_job(tenant, rows, errors, allow_paths)
 

@@ -2,6 +2,11 @@
 
 A key is 32 random bytes, so one unsalted SHA-256 suffices (nothing to brute-force) and lets a
 lookup be one indexed query; the digest comparison is constant-time all the same.
+
+A key also signs in to the review UI: a session is a random token in an HttpOnly cookie, its
+digest and a CSRF token in the catalog, so every worker process (and machine) knows the session
+and signing out ends it. A session lives only as long as its key: a key revoked ends its
+sessions at once.
 """
 
 from __future__ import annotations
@@ -11,12 +16,13 @@ import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
-from medialayer.catalog.models import ApiKey
-from medialayer.catalog.store import SqlCatalogStore
+from medialayer.catalog.models import ApiKey, utcnow
+from medialayer.catalog.review_models import UiSession
+from medialayer.catalog.store import SqlCatalogStore, as_utc
 from medialayer.errors import InvalidInput, NotFound
 
 SCOPES = ("index", "search", "review", "admin")
@@ -91,3 +97,35 @@ def authenticate(store: SqlCatalogStore, plaintext: str | None) -> KeyInfo | Non
     if row is None or not hmac.compare_digest(row.key_hash, wanted) or row.revoked_at is not None:
         return None
     return KeyInfo.from_row(row)
+
+
+def start_session(store: SqlCatalogStore, key: KeyInfo, hours: float) -> tuple[str, str]:
+    """A new UI session for `key`: (cookie token, CSRF token)."""
+    token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    now = utcnow()
+    with store.session.begin() as s:
+        s.execute(delete(UiSession).where(UiSession.expires_at < now))  # tidy expired ones
+        s.add(UiSession(token_hash=digest(token), key_id=key.id, csrf=csrf,
+                        expires_at=now + timedelta(hours=hours)))
+    return token, csrf
+
+
+def session_of(store: SqlCatalogStore, token: str | None) -> tuple[KeyInfo, str] | None:
+    """The live key and CSRF token of a cookie token's session: unexpired, its key live."""
+    if not token:
+        return None
+    with store.session() as s:
+        row = s.get(UiSession, digest(token))
+        expires = None if row is None else as_utc(row.expires_at)
+        if row is None or expires is None or expires < utcnow():
+            return None
+        key_row = s.scalar(select(ApiKey).where(ApiKey.id == row.key_id))
+    if key_row is None or key_row.revoked_at is not None:
+        return None
+    return KeyInfo.from_row(key_row), row.csrf
+
+
+def end_session(store: SqlCatalogStore, token: str | None) -> None:
+    if token:
+        with store.session.begin() as s:
+            s.execute(delete(UiSession).where(UiSession.token_hash == digest(token)))

@@ -11,12 +11,17 @@ import builtins
 import ctypes
 import io
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import text
+
+from medialayer import keys
+from medialayer.catalog import jobs as job_rows
 from medialayer.catalog import upserts
 from medialayer.catalog.decisions import Actor, Mark
+from medialayer.catalog.jobs import Claim, Progress
 from medialayer.catalog.store import MediaRecord, NewMedia, Within, WithinMany, open_store
 from medialayer.errors import Conflict, InvalidInput, MediaTooLarge
 from medialayer.fields import problem
@@ -38,6 +43,9 @@ from medialayer.review import NEIGHBOURS, Review
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
+
+    from medialayer.config import Settings
+    from medialayer.webhooks import Dispatcher, Webhooks
 
 DEFAULT_TENANT = "default"
 SNIFF_BYTES = 512
@@ -278,6 +286,92 @@ class MediaLayer:
     def close(self) -> None:
         self.indexes.close()
         self.store.engine.dispose()
+
+    # -- what the API, the CLI and bulk jobs keep beside the media --------------------------
+
+    def get_by_external_id(self, external_id: str, tenant: str | None = None
+                           ) -> MediaRecord | None:
+        return self.store.get_by_external_id(tenant or self.tenant, external_id)
+
+    def media_ids_by_external_id(self, tenant: str, external_ids: builtins.list[str]
+                                 ) -> dict[str, str]:
+        return self.store.media_ids_by_external_id(tenant, external_ids)
+
+    def count(self, tenant: str | None = None) -> int:
+        """Items in the catalog: of one tenant, or of every tenant."""
+        return self.store.count(tenant)
+
+    def ping(self) -> None:
+        """Raise unless the catalog database answers (readiness)."""
+        with self.store.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def create_key(self, tenant: str, scopes: builtins.list[str], name: str | None = None,
+                   rate_limit: int | None = None) -> tuple[keys.KeyInfo, str]:
+        """A new API key: its record and the plaintext, shown once and never stored."""
+        return keys.create_key(self.store, tenant, scopes, name, rate_limit)
+
+    def list_keys(self, tenant: str | None = None) -> builtins.list[keys.KeyInfo]:
+        return keys.list_keys(self.store, tenant)
+
+    def revoke_key(self, key_id: str) -> keys.KeyInfo:
+        return keys.revoke_key(self.store, key_id)
+
+    def authenticate(self, plaintext: str | None) -> keys.KeyInfo | None:
+        return keys.authenticate(self.store, plaintext)
+
+    def start_ui_session(self, key: keys.KeyInfo, hours: float) -> tuple[str, str]:
+        return keys.start_session(self.store, key, hours)
+
+    def ui_session(self, token: str | None) -> tuple[keys.KeyInfo, str] | None:
+        return keys.session_of(self.store, token)
+
+    def end_ui_session(self, token: str | None) -> None:
+        keys.end_session(self.store, token)
+
+    def webhooks(self, settings: Settings) -> Webhooks:
+        from medialayer.webhooks import Webhooks  # its HTTP client only where hooks are used
+
+        return Webhooks(self.store, settings)
+
+    def webhook_dispatcher(self, settings: Settings) -> Dispatcher:
+        from medialayer.webhooks import Dispatcher
+
+        return Dispatcher(self.store, settings)
+
+    def create_job(self, tenant: str, rows: builtins.list[dict[str, Any]],
+                   errors: builtins.list[tuple[int, dict[str, Any], str]],
+                   allow_paths: bool = False) -> str:
+        return job_rows.create_job(self.store, tenant, rows, errors, allow_paths)
+
+    def claim_job_rows(self, limit: int, stale_after: float, job_id: str | None = None
+                       ) -> builtins.list[Claim]:
+        return job_rows.claim_rows(self.store, limit, stale_after, job_id)
+
+    def finish_job_row(self, claim: Claim, media_id: str | None = None,
+                       error: str | None = None) -> bool:
+        return job_rows.finish_row(self.store, claim, media_id, error)
+
+    def job_progress(self, job_id: str, tenant: str | None = None) -> Progress:
+        return job_rows.progress(self.store, tenant or self.tenant, job_id)
+
+    def job_errors(self, job_id: str, after: int = 0, limit: int = 1000,
+                   tenant: str | None = None) -> builtins.list[dict[str, Any]]:
+        return job_rows.row_errors(self.store, tenant or self.tenant, job_id, after, limit)
+
+    def job_failed_rows(self, job_id: str, tenant: str | None = None
+                        ) -> Iterator[dict[str, Any]]:
+        return job_rows.failed_rows(self.store, tenant or self.tenant, job_id)
+
+    def job_outcomes(self, job_id: str) -> builtins.list[tuple[int, str, str | None]]:
+        return job_rows.row_outcomes(self.store, job_id)
+
+    def jobs(self, before: str | None = None, limit: int = 50, tenant: str | None = None
+             ) -> builtins.list[Progress]:
+        return job_rows.list_jobs(self.store, tenant or self.tenant, before, limit)
+
+    def job_rows_by_state(self) -> dict[str, int]:
+        return job_rows.counts_by_state(self.store)
 
     # -- internals ------------------------------------------------------------------------
 

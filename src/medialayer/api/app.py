@@ -54,7 +54,6 @@ from medialayer.errors import (
 from medialayer.jobs import JobRunner
 from medialayer.kinds.image import limit_heavy_decodes
 from medialayer.service import MediaLayer
-from medialayer.webhooks import Dispatcher
 
 log = logging.getLogger("medialayer.api")
 
@@ -145,7 +144,7 @@ async def _webhook_dispatcher(ml: MediaLayer, settings: Settings) -> AsyncIterat
         yield
         return
     stop = asyncio.Event()
-    task = asyncio.create_task(Dispatcher(ml.store, settings).run_forever(stop))
+    task = asyncio.create_task(ml.webhook_dispatcher(settings).run_forever(stop))
     try:
         yield
     finally:

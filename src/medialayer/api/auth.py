@@ -13,6 +13,7 @@ removes it at once.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
@@ -28,6 +29,7 @@ from starlette.exceptions import HTTPException
 from medialayer.api.shared import Redis, decode_key, encode_key, key_entry, key_index
 from medialayer.catalog.store import SqlCatalogStore
 from medialayer.keys import KeyInfo, authenticate, digest
+from medialayer.service import MediaLayer
 
 KEY_ID_SCOPE = "medialayer.key_id"
 """Where the caller's key id is left for the access log (the id, never the key)."""
@@ -89,22 +91,26 @@ class KeyCache:
             return None
         return found[0]
 
-    async def authenticate(self, store: SqlCatalogStore, plaintext: str) -> KeyInfo | None:
-        """The live key for `plaintext`: from the cache, else from the catalog (in a thread,
-        so the query never blocks the event loop)."""
+    async def authenticate(self, catalog: MediaLayer | SqlCatalogStore, plaintext: str
+                           ) -> KeyInfo | None:
+        """The live key for `plaintext`: from the cache, else from the catalog, through the
+        service (or a bare store), in a thread, so the query never blocks the event loop."""
+        lookup = catalog.authenticate if isinstance(catalog, MediaLayer) else \
+            functools.partial(authenticate, catalog)
         if self._shared is not None and self.seconds > 0:
-            return await self._shared_authenticate(self._shared, store, plaintext)
+            return await self._shared_authenticate(self._shared, lookup, plaintext)
         key = self.get(plaintext)
         if key is not None:
             return key
-        key = await run_in_threadpool(authenticate, store, plaintext)
+        key = await run_in_threadpool(lookup, plaintext)
         if key is not None and self.seconds > 0:
             if len(self._keys) >= self._max_keys:
                 self._keys.clear()
             self._keys[digest(plaintext)] = (key, self._clock())
         return key
 
-    async def _shared_authenticate(self, shared: Redis, store: SqlCatalogStore,
+    async def _shared_authenticate(self, shared: Redis,
+                                   lookup: Callable[[str], KeyInfo | None],
                                    plaintext: str) -> KeyInfo | None:
         entry = key_entry(shared.prefix, digest(plaintext))
 
@@ -115,7 +121,7 @@ class KeyCache:
         key = await shared.call(cached, None)
         if key is not None:
             return key
-        key = await run_in_threadpool(authenticate, store, plaintext)
+        key = await run_in_threadpool(lookup, plaintext)
         if key is not None:
             live = key
 
@@ -153,7 +159,7 @@ def require(*scopes: str) -> Callable[..., Awaitable[KeyInfo]]:
         if not api_key:
             raise HTTPException(401, "missing X-API-Key header")
         state = request.app.state
-        key = await state.key_cache.authenticate(state.ml.store, api_key)
+        key = await state.key_cache.authenticate(state.ml, api_key)
         if key is None:
             raise HTTPException(401, "unknown or revoked API key")
         request.scope[KEY_ID_SCOPE] = key.id

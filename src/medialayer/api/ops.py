@@ -14,7 +14,6 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
-from sqlalchemy import text
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,7 +21,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from medialayer.api.auth import KEY_ID_SCOPE
 from medialayer.api.logs import REQUEST_ID, request_id_from
 from medialayer.api.schemas import ErrorOut
-from medialayer.catalog import jobs as job_rows
 from medialayer.service import MediaLayer
 
 log = logging.getLogger("medialayer.api.access")
@@ -39,7 +37,7 @@ class _CatalogCollector:
 
     def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily("medialayer_catalog_media", "Media items in the catalog.",
-                                value=self._ml.store.count())
+                                value=self._ml.count())
         items = GaugeMetricFamily("medialayer_index_items", "Items in this process's indexes.",
                                   labels=["media_type"])
         size = GaugeMetricFamily("medialayer_index_bytes", "Memory of this process's indexes.",
@@ -51,7 +49,7 @@ class _CatalogCollector:
         yield size
         rows = GaugeMetricFamily("medialayer_job_rows", "Bulk job rows by state.",
                                  labels=["state"])
-        for state, n in job_rows.counts_by_state(self._ml.store).items():
+        for state, n in self._ml.job_rows_by_state().items():
             rows.add_metric([state], n)
         yield rows
 
@@ -123,8 +121,7 @@ def healthz() -> dict[str, str]:
             responses={503: {"model": ErrorOut}})
 def readyz(request: Request) -> dict[str, str]:
     try:
-        with request.app.state.ml.store.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        request.app.state.ml.ping()
     except Exception as e:  # any failure means "do not send traffic here"
         log.warning("readiness check failed: %s", e)
         raise HTTPException(503, "the catalog database is unavailable") from None

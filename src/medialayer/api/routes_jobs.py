@@ -21,7 +21,6 @@ from medialayer.api.schemas import (
     errors,
     links,
 )
-from medialayer.catalog import jobs as job_rows
 from medialayer.csvfile import csv_lines
 from medialayer.jobs import submit_csv
 
@@ -49,7 +48,7 @@ async def bulk(key: IndexKey, ml: ML, settings: AppSettings, file: FormCsv) -> d
 @router.get("/jobs/{job_id}", response_model=JobOut, responses=errors(403, 404))
 async def job(job_id: PathId, key: ReadKey, ml: ML) -> dict[str, Any]:
     """Progress: total, done, failed, pending, state, rate and ETA."""
-    return (await run_in_threadpool(job_rows.progress, ml.store, key.tenant, job_id)).as_dict()
+    return (await run_in_threadpool(ml.job_progress, job_id, key.tenant)).as_dict()
 
 
 @router.get("/jobs/{job_id}/errors", response_model=JobErrors, responses=errors(403, 404))
@@ -58,8 +57,7 @@ async def job_errors(job_id: PathId, key: ReadKey, ml: ML,
                                                  description="Row number cursor")] = 0,
                      limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
     """Failed rows (row number, url, reason), in row order, a page at a time."""
-    rows = await run_in_threadpool(job_rows.row_errors, ml.store, key.tenant, job_id, after,
-                                   limit + 1)
+    rows = await run_in_threadpool(ml.job_errors, job_id, after, limit + 1, key.tenant)
     page = rows[:limit]
     return {"errors": page, "next_after": page[-1]["row"] if len(rows) > limit else None}
 
@@ -68,7 +66,7 @@ async def job_errors(job_id: PathId, key: ReadKey, ml: ML,
 async def jobs(key: ReadKey, ml: ML, cursor: Annotated[str | None, Query(max_length=64)] = None,
                limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict[str, Any]:
     """The tenant's jobs with their progress, newest first, a page at a time."""
-    found = await run_in_threadpool(job_rows.list_jobs, ml.store, key.tenant, cursor, limit + 1)
+    found = await run_in_threadpool(ml.jobs, cursor, limit + 1, key.tenant)
     page = found[:limit]
     return {"items": [j.as_dict() for j in page],
             "next_cursor": page[-1].id if len(found) > limit else None}
@@ -80,9 +78,9 @@ async def jobs(key: ReadKey, ml: ML, cursor: Annotated[str | None, Query(max_len
 async def job_errors_csv(job_id: PathId, key: ReadKey, ml: ML) -> StreamingResponse:
     """Every failed row as a CSV download, to fix and submit again; cells a spreadsheet would
     run as formulas are quoted."""
-    await run_in_threadpool(job_rows.progress, ml.store, key.tenant, job_id)  # 404 first
+    await run_in_threadpool(ml.job_progress, job_id, key.tenant)  # 404 first
     rows = ([r["row"], r["url"], r["external_id"], r["error"]]
-            for r in job_rows.failed_rows(ml.store, key.tenant, job_id))
+            for r in ml.job_failed_rows(job_id, key.tenant))
     lines = csv_lines(["row", "url", "external_id", "error"], rows)
     return StreamingResponse(iterate_in_threadpool(lines), media_type="text/csv",
                              headers={"Content-Disposition":

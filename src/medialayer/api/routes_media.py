@@ -99,7 +99,7 @@ async def list_media(key: ReadKey, ml: ML, media_type: str | None = None,
     if media_type is not None:
         get_kind(media_type)
     if external_id is not None:
-        found = await run_in_threadpool(ml.store.get_by_external_id, key.tenant, external_id)
+        found = await run_in_threadpool(ml.get_by_external_id, external_id, key.tenant)
         return {"items": [found.as_dict()] if found else [], "next_cursor": None}
     records = await run_in_threadpool(ml.list, media_type, after=_decode_cursor(cursor),
                                       limit=limit + 1, tenant=key.tenant)

@@ -25,7 +25,6 @@ from medialayer.api.routes_review import queue_filter
 from medialayer.api.schemas_review import ID_MAX
 from medialayer.catalog.decisions import Actor
 from medialayer.errors import InvalidInput, MediaLayerError, NotFound
-from medialayer.keys import authenticate
 from medialayer.kinds import kinds
 from medialayer.review import Pair
 from medialayer.service import MediaLayer
@@ -55,8 +54,8 @@ def _ml(request: Request) -> MediaLayer:
 
 async def signed_in(request: Request) -> Signed:
     """The session of the request's cookie, or a redirect to the sign-in page."""
-    found = await run_in_threadpool(sessions.load, _ml(request).store,
-                                    request.cookies.get(SESSION_COOKIE))
+    found = sessions.signed(await run_in_threadpool(_ml(request).ui_session,
+                                                    request.cookies.get(SESSION_COOKIE)))
     if found is None:
         raise HTTPException(303, "sign in first", headers={"Location": "/ui/login"})
     return found
@@ -97,14 +96,14 @@ async def login(request: Request, api_key: Annotated[str, Form(max_length=200)],
     if not sessions.same_token(request.cookies.get(LOGIN_COOKIE, ""), csrf):
         return page(request, "login.html", None, status=403, login_csrf="",
                     error="The sign-in form expired; reload the page and try again.")
-    store = _ml(request).store
-    key = await run_in_threadpool(authenticate, store, api_key)
+    ml = _ml(request)
+    key = await run_in_threadpool(ml.authenticate, api_key)
     if key is None or not key.allows(sessions.SCOPE):
         return RedirectResponse("/ui/login?" + urlencode(
             {"error": "That key is unknown, revoked or lacks the review scope."}),
             status_code=303)
     hours = request.app.state.settings.ui_session_hours
-    token, _ = await run_in_threadpool(sessions.start, store, key, hours)
+    token, _ = await run_in_threadpool(ml.start_ui_session, key, hours)
     response = RedirectResponse("/ui/queue", status_code=303)
     response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict",
                         secure=_secure(request), path="/ui", max_age=int(hours * 3600))
@@ -116,7 +115,7 @@ async def login(request: Request, api_key: Annotated[str, Form(max_length=200)],
 async def logout(request: Request, signed: Session,
                  csrf: Annotated[str, Form(max_length=100)]) -> Response:
     _check_csrf(signed, csrf)
-    await run_in_threadpool(sessions.end, _ml(request).store, request.cookies.get(SESSION_COOKIE))
+    await run_in_threadpool(_ml(request).end_ui_session, request.cookies.get(SESSION_COOKIE))
     response = RedirectResponse("/ui/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/ui")
     return response

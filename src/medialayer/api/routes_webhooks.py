@@ -62,7 +62,8 @@ class Fired(BaseModel):
 
 
 def _hooks(request: Request) -> Webhooks:
-    return Webhooks(request.app.state.ml.store, request.app.state.settings)
+    hooks: Webhooks = request.app.state.ml.webhooks(request.app.state.settings)
+    return hooks
 
 
 @router.post("/webhooks", status_code=201, response_model=WebhookCreated,

@@ -6,8 +6,11 @@ Callers speak in `MediaRecord`s and never see SQL, so a backend is a class, not 
 from __future__ import annotations
 
 import builtins
+import collections
+import itertools
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -45,7 +48,9 @@ from medialayer.kinds.base import Chunk, Encoded, Window
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 CODE_BATCH = 65_536
-"""Rows per fetch of a start-up's code load: large enough that per-fetch costs vanish."""
+"""Seqs per fetch of a start-up's code load: large enough that per-fetch costs vanish."""
+LOAD_THREADS = 4
+"""A start-up's code-load queries in flight at once."""
 Within = Callable[[Session, str], None]
 WithinMany = Callable[[Session, list[str]], None]
 
@@ -236,30 +241,48 @@ class SqlCatalogStore:
             after_seq = rows[-1][0]
 
     def code_batches(self, media_type: str, batch: int = CODE_BATCH) -> Iterator[CodeBatch]:
-        """Every row of `media_type` with its first code, as batches of columns (by seq).
+        """Every row of `media_type` with its first code, as batches of columns, in seq order:
+        one batch per `batch` seqs from the kind's lowest to its highest at the call (rows
+        written later come through the change feed).
 
         Each batch is one result row: the database joins the rows and concatenates each
         column into one string, which numpy parses. Fetched as rows, the driver's and
         SQLAlchemy's objects for every value cost more than the rest of a start-up's load.
+        The batches' queries run `LOAD_THREADS` at a time, ahead of the caller, on
+        connections of their own: their work runs outside the GIL (SQLite's in the driver,
+        PostgreSQL's in the server), on every core, while this thread parses and indexes.
         """
-        after = 0
-        while True:
-            with self.engine.connect() as c:
-                found = c.execute(_CODE_COLUMNS, {"type": media_type, "after": after,
-                                                  "batch": batch}).one()
-                count, coded, version, top_version, top, seqs, codes, tenants = found
-                if not count:
-                    return
-                names = tenants.split(_TENANT_SEPARATOR)
-                if coded == count and version == top_version and len(names) == count:
-                    yield CodeBatch(_ints(seqs), np.array(names, object),
-                                    np.full(count, version, np.int64),
-                                    _ints(codes).view(np.uint64), np.ones(count, bool))
-                else:  # NULL codes, versions, or a tenant name holding the separator
-                    rows = c.execute(_CODE_ROWS, {"type": media_type, "after": after,
-                                                  "batch": batch}).all()
-                    yield _code_batch([(r[0], r[1], r[2], r[3]) for r in rows])
-            after = top
+        with self.engine.connect() as c:
+            low, high = c.execute(_SEQ_BOUNDS, {"type": media_type}).one()
+        if low is None:
+            return
+        starts = iter(range(low - 1, high, batch))
+        with self._readers() as engine, ThreadPoolExecutor(
+                LOAD_THREADS, thread_name_prefix="code-batches") as pool:
+            ahead = collections.deque(
+                pool.submit(_code_columns, engine, media_type, after, after + batch)
+                for after in itertools.islice(starts, LOAD_THREADS + 1))
+            while ahead:
+                found = ahead.popleft().result()
+                if (after := next(starts, None)) is not None:
+                    ahead.append(pool.submit(_code_columns, engine, media_type, after,
+                                             after + batch))
+                if found is not None:
+                    yield found if isinstance(found, CodeBatch) else _parsed(found)
+
+    @contextmanager
+    def _readers(self) -> Iterator[Engine]:
+        """Connections for parallel reads: the store's own on PostgreSQL; on SQLite (whose
+        store shares one connection in turn) a pool of its own for the while (WAL readers
+        do not block each other or the writer)."""
+        if self.engine.dialect.name != "sqlite":
+            yield self.engine
+            return
+        readers = _engine(self.url, pool_size=LOAD_THREADS)
+        try:
+            yield readers
+        finally:
+            readers.dispose()
 
     def store_codes(self, written: Sequence[tuple[int, Encoded]]) -> None:
         """The codes of rows that have none (rows written before the code columns existed);
@@ -333,26 +356,32 @@ _DELETIONS_SINCE = (select(Deletion.seq, Deletion.media_seq)
                     .where(Deletion.media_type == bindparam("type"),
                            Deletion.seq > bindparam("after"))
                     .order_by(Deletion.seq))
+_SEQ_BOUNDS = select(
+    select(func.min(Media.seq)).where(Media.media_type == bindparam("type")).scalar_subquery(),
+    select(func.max(Media.seq)).where(Media.media_type == bindparam("type")).scalar_subquery())
+"""A kind's lowest and highest seq, each read at an end of the (media_type, seq) index: asked
+for both in one aggregate, SQLite reads the whole index."""
 _CODE_ROWS = (select(Media.seq, Media.tenant, Media.fingerprint_version, MediaCode.code)
               .outerjoin(MediaCode, and_(MediaCode.media_seq == Media.seq,
                                          MediaCode.position == 0,
-                                         MediaCode.media_seq > bindparam("after")))
-              .where(Media.media_type == bindparam("type"), Media.seq > bindparam("after"))
-              .order_by(Media.seq).limit(bindparam("batch")))
-"""A batch of rows with their first code (NULL for a row with none). The codes' own bound on
-seq lets PostgreSQL's merge join start at the batch, not at the first code."""
-_TENANT_SEPARATOR = "\x1f"
+                                         MediaCode.media_seq > bindparam("after"),
+                                         MediaCode.media_seq <= bindparam("upto")))
+              .where(Media.media_type == bindparam("type"), Media.seq > bindparam("after"),
+                     Media.seq <= bindparam("upto")))
+"""A batch of rows with their first code (NULL for a row with none). The codes' own bounds
+on seq let PostgreSQL's merge join start at the batch, not at the first code."""
 _CODE_ROWS_SUB = _CODE_ROWS.subquery()
 _CODE_COLUMNS = select(
-    func.count(), func.count(_CODE_ROWS_SUB.c.code), func.min(_CODE_ROWS_SUB.c.fingerprint_version),
-    func.max(_CODE_ROWS_SUB.c.fingerprint_version), func.max(_CODE_ROWS_SUB.c.seq),
+    _CODE_ROWS_SUB.c.tenant, func.count(), func.count(_CODE_ROWS_SUB.c.code),
+    func.min(_CODE_ROWS_SUB.c.fingerprint_version), func.max(_CODE_ROWS_SUB.c.fingerprint_version),
     func.aggregate_strings(cast(_CODE_ROWS_SUB.c.seq, String), ","),
-    func.aggregate_strings(cast(_CODE_ROWS_SUB.c.code, String), ","),
-    func.aggregate_strings(_CODE_ROWS_SUB.c.tenant, _TENANT_SEPARATOR))
-"""The same batch as one row: counts, and comma-separated columns (tenants apart by a control
-character). One aggregation reads the rows once and adds each to every column in turn, so the
-columns stay aligned whatever order it reads them in. A batch with rows of several versions or
-without codes (rare, and once: their codes are then written) is read again as rows."""
+    func.aggregate_strings(cast(_CODE_ROWS_SUB.c.code, String), ",")
+).group_by(_CODE_ROWS_SUB.c.tenant)
+"""The same batch as one row per tenant: counts, and comma-separated columns. One aggregation
+reads the rows once and adds each to every column in turn, so the columns stay aligned whatever
+order it reads them in; the tenant, once per group, costs nothing per row. A batch with rows of
+several versions or without codes (rare, and once: their codes are then written) is read again
+as rows."""
 _FINGERPRINT_COLUMNS = (Media.seq, Media.tenant, Media.fingerprint_version, Media.fingerprint,
                         Media.duration, Media.duration.is_not(None).label("has_chunks"))
 """Only time-based rows (with a duration) can have chunks: still media skip the chunk read."""
@@ -399,6 +428,32 @@ def _code_batch(rows: Sequence[tuple[int, str, int, int | None]]) -> CodeBatch:
                      np.array(versions, np.int64), values.view(np.uint64), coded)
 
 
+def _code_columns(engine: Engine, media_type: str, after: int, upto: int
+                  ) -> CodeBatch | list[tuple[str, int, int, str, str]] | None:
+    """The rows with `after` < seq <= `upto` (None if there are none): their columns as the
+    database joined them, per tenant (tenant, count, version, seqs, codes), or, when they
+    cannot be (NULL codes, several versions), read as rows."""
+    bounds = {"type": media_type, "after": after, "upto": upto}
+    with engine.connect() as c:
+        groups = c.execute(_CODE_COLUMNS, bounds).all()
+        if not groups:
+            return None
+        if all(coded == count and low == high for _, count, coded, low, high, _, _ in groups):
+            return [(tenant, count, version, seqs, codes)
+                    for tenant, count, _, version, _, seqs, codes in groups]
+        return _code_batch([(r[0], r[1], r[2], r[3]) for r in c.execute(_CODE_ROWS, bounds)])
+
+
+def _parsed(groups: list[tuple[str, int, int, str, str]]) -> CodeBatch:
+    """A batch's joined columns as arrays: every row coded."""
+    counts = [count for _, count, _, _, _ in groups]
+    return CodeBatch(_ints(",".join(seqs for _, _, _, seqs, _ in groups)),
+                     np.repeat(np.array([tenant for tenant, *_ in groups], object), counts),
+                     np.repeat(np.array([v for _, _, v, _, _ in groups], np.int64), counts),
+                     _ints(",".join(codes for *_, codes in groups)).view(np.uint64),
+                     np.ones(sum(counts), bool))
+
+
 def _ints(joined: str) -> npt.NDArray[np.int64]:
     """Comma-separated integers, parsed in C."""
     return np.fromstring(joined, np.int64, sep=",")
@@ -432,12 +487,12 @@ def as_utc(moment: datetime | None) -> datetime | None:
     return moment
 
 
-def _engine(url: str) -> Engine:
+def _engine(url: str, pool_size: int = 1) -> Engine:
     if url.startswith("sqlite"):
         # One connection shared in turn: threads queue on the pool instead of on SQLite's
         # busy handler, whose sleep-and-retry backoff stalls concurrent writers.
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
-                               pool_size=1, max_overflow=0, pool_timeout=120)
+                               pool_size=pool_size, max_overflow=0, pool_timeout=120)
 
         @event.listens_for(engine, "connect")
         def _pragmas(conn: Any, _record: Any) -> None:  # WAL: readers never block the writer
