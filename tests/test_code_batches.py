@@ -58,3 +58,30 @@ def test_code_batches_on_sqlite(tmp_path) -> None:
 @needs_postgres
 def test_code_batches_on_postgres(pg_url: str) -> None:
     check_batches(SqlCatalogStore(pg_url))
+
+
+
+def test_the_code_load_reads_media_rows_from_an_index_alone(tmp_path) -> None:
+    """A row's tenant and version come after its fingerprint blob: read from the row, every
+    blob's overflow pages would be walked at start-up. SQLite's plan for each query the load
+    runs must read media through a covering index."""
+    store = SqlCatalogStore(f"sqlite:///{tmp_path / 'catalog.db'}")
+    store.add_many([_item("image", "t", 5), _item("image", "t", 6, version=2)])  # both forms
+    ran: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        if "media_codes" in statement:
+            ran.append((statement, parameters))
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", capture)  # the readers too
+    assert sum(len(b.seqs) for b in store.code_batches("image")) == 2
+    sa.event.remove(sa.engine.Engine, "before_cursor_execute", capture)
+    assert len(ran) == 2  # the joined columns, then the rows (two versions)
+    with store.engine.connect() as c:
+        for statement, parameters in ran:
+            plan = [row[-1] for row in c.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}",
+                                                        parameters).all()]
+            media = [step for step in plan if step.split()[:2] in (["SEARCH", "media"],
+                                                                    ["SCAN", "media"])]
+            assert media and all("COVERING INDEX" in step for step in media), plan
+    store.engine.dispose()

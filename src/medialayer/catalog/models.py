@@ -57,7 +57,10 @@ class Media(Base):
 
     __table_args__ = (
         Index("ix_media_tenant_type_seq", "tenant", "media_type", "seq"),
-        Index("ix_media_type_seq", "media_type", "seq"),
+        # covering: the start-up code load reads a row's tenant and version from here, never
+        # from the row, whose fingerprint blob comes first (migration 0007)
+        Index("ix_media_type_seq_tenant_version", "media_type", "seq", "tenant",
+              "fingerprint_version"),
         Index("ux_media_tenant_external_id", "tenant", "external_id", unique=True),
         {"sqlite_autoincrement": True},  # a deleted item's seq is never handed out again
     )
