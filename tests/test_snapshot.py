@@ -127,22 +127,23 @@ def test_a_keypoint_index_over_its_mapped_state_answers_as_a_fresh_build(tmp_pat
     queries = {k: d[::2] for k, (d, _) in list(items.items())[::30]}
     assert _keypoint_votes(mapped, queries) == _keypoint_votes(built, queries)
 
+    for k in range(0, 120):  # a quarter of the slots dead: a compaction after the merge
+        assert mapped.remove(k)
+        del items[k]
     for k in range(300, 330):  # past MERGE_AT: a merge into main
         items[k] = (rng.integers(0, 256, (40, 32), dtype=np.uint8),
                     rng.uniform(0, extent, (40, 2)).astype(np.float32))
         mapped.add(k, *items[k])
-    for k in range(0, 120):  # a quarter of the slots dead: a compaction
-        assert mapped.remove(k)
-        del items[k]
+    assert mapped._points is state.arrays["points"]  # still the mapped one, not a private copy
+    merge = mapped.begin_merge()  # off the lock, as the registry runs it
+    assert merge is not None
+    merge.run()
+    mapped.end_merge(merge)
     del items[150]  # replaced: its new slot is the last
     items[150] = (rng.integers(0, 256, (40, 32), dtype=np.uint8),
                   rng.uniform(0, extent, (40, 2)).astype(np.float32))
     mapped.add(150, *items[150])
     mapped.prepare()
-    merge = mapped.begin_merge()
-    if merge is not None:
-        merge.run()
-        mapped.end_merge(merge)
     fresh = LocalFeatureIndex(extent)
     for k, (d, p) in items.items():
         fresh.add(k, d, p)
