@@ -2,7 +2,7 @@
 from a snapshot by several workers.
 
     .venv/bin/python bench/scale.py --items 1000000 [--items 10000000] [--workers 2]
-        [--bands 4] [--queries 2000] [--dir /tmp/medialayer-scale]
+        [--bands 4] [--queries 2000] [--keypoints 0] [--dir /tmp/medialayer-scale]
 
 For each `--items` N (synthetic rows: random 64-bit codes in 10 tenants, stored fingerprints
 without keypoints, written straight into an SQLite catalog under `--dir`, kept for the next
@@ -21,10 +21,15 @@ run), each step in a fresh process of its own:
 "Ready" is from the process's first line (before importing MediaLayer) to the image index's
 global tier answering ("index": from the catalog opened to ready, the part a snapshot
 changes): the keypoint tier that loads behind it (the catalog's stored fingerprints, no
-keypoints here) is stopped before searching, so the searches measure the
-global tier alone: radius 8 around a stored code with 0-8 bits flipped and its mirror code, then
-the tenant filter, one query at a time in-process (`ImageIndex` does this on every search).
-Wall times on a shared machine vary; CPU seconds are the process's own (user + system).
+keypoints by default) is stopped before searching. With `--keypoints K` each row stores K
+random descriptors at random positions (the index keeps at most `INDEXED` of an item's, so
+K = INDEXED costs what a real image does), the catalog is a separate one, and "ready" is to
+both tiers answering (`IndexRegistry.wait`, then its pending work folded): from the catalog
+that loads every row's keypoints, from a snapshot they are mapped. Either way the searches
+measure the global tier alone: radius 8 around a stored code with 0-8 bits flipped and its
+mirror code, then the tenant filter, one query at a time in-process (`ImageIndex` does this
+on every search). Wall times on a shared machine vary; CPU seconds are the process's own
+(user + system).
 """
 
 from __future__ import annotations
@@ -78,11 +83,12 @@ def memory(snapshot_dir: str | None = None) -> dict[str, float]:
     return found
 
 
-def catalog_path(folder: Path, items: int) -> Path:
-    return folder / f"catalog-{items}" / "catalog.db"
+def catalog_path(folder: Path, items: int, keypoints: int) -> Path:
+    return folder / (f"catalog-{items}-k{keypoints}" if keypoints else f"catalog-{items}"
+                     ) / "catalog.db"
 
 
-def populate(path: Path, items: int) -> None:
+def populate(path: Path, items: int, keypoints: int) -> None:
     """`items` image rows with random codes, written once (kept for the next run); their
     codes saved beside the catalog for the searching processes."""
     codes_file = path.parent / "codes.npy"
@@ -97,6 +103,13 @@ def populate(path: Path, items: int) -> None:
     rng = np.random.default_rng(7)
     codes = rng.integers(0, 2**64, size=(items, 2), dtype=np.uint64)
     empty = Features(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8))
+
+    def features() -> Features:
+        if not keypoints:
+            return empty
+        return Features((rng.random((keypoints, 2)) * (480, 360)).astype(np.float32),
+                        rng.integers(0, 256, (keypoints, 32), dtype=np.uint8), (480, 360))
+
     now = "2026-12-02 00:00:00.000000"
     db = sqlite3.connect(path)
     db.execute("PRAGMA synchronous=OFF")
@@ -107,7 +120,7 @@ def populate(path: Path, items: int) -> None:
             "insert into media (seq, id, tenant, media_type, metadata, created_at, "
             "fingerprint, fingerprint_version) values (?, ?, ?, 'image', '{}', ?, ?, ?)",
             ((seq, str(uuid.UUID(int=seq)), f"t{seq % TENANTS}", now,
-              encode(ImageFingerprint(int(c), empty, (int(m),))), ImageKind.version)
+              encode(ImageFingerprint(int(c), features(), (int(m),))), ImageKind.version)
              for seq, (c, m) in zip(seqs, block.tolist(), strict=True)))
         signed = block.view(np.int64)
         db.executemany("insert into media_codes (media_seq, position, code) values (?, ?, ?)",
@@ -166,14 +179,18 @@ def searches(index: Any, codes: np.ndarray, queries: int) -> dict[str, float]:
 
 
 def measure_worker(path: Path, snapshot_dir: str | None, bands: int, queries: int,
-                   together: bool) -> None:
-    """In this fresh process: ready, then searches, then memory; with `together`, memory is
-    read only once the parent says every worker is searching done (all mapped at once)."""
+                   together: bool, keypoints: bool) -> None:
+    """In this fresh process: ready (with `keypoints`, both tiers), then searches, then
+    memory; with `together`, memory is read only once the parent says every worker is
+    searching done (all mapped at once)."""
     from medialayer.service import MediaLayer
 
     ml = MediaLayer(path.parent, bands=bands, snapshot_dir=snapshot_dir)
     opened = time.perf_counter(), cpu_seconds()
     ml.indexes.prepare("image")
+    if keypoints:
+        ml.indexes.wait("image")
+        ml.indexes.prepare("image")
     ready = {"ready_s": time.perf_counter() - START, "ready_cpu": cpu_seconds(),
              "index_s": time.perf_counter() - opened[0], "index_cpu": cpu_seconds() - opened[1]}
     entry = ml.indexes.get("image")
@@ -258,15 +275,15 @@ def row(items: int, stage: str, r: dict[str, Any], keys: tuple[str, str], note: 
 
 
 def run(args: argparse.Namespace, items: int) -> None:
-    path = catalog_path(Path(args.dir), items)
+    path = catalog_path(Path(args.dir), items, args.keypoints)
     t0 = time.perf_counter()
-    child("--child-populate", str(path), str(items))
+    child("--child-populate", str(path), str(items), str(args.keypoints))
     print(f"<!-- catalog of {items:,} rows ready after {time.perf_counter() - t0:.0f} s: "
           f"{path.stat().st_size / 2**20:,.0f} MB -->", flush=True)
     snapshot_dir = str(path.parent / "snapshots")
     subprocess.run(["rm", "-rf", snapshot_dir], check=True)
     bands = str(args.bands)
-    common = [str(path), bands, str(args.queries)]
+    common = [str(path), bands, str(args.queries), str(args.keypoints)]
     built = child("--child-worker", *common, "")
     print(row(items, "worker from the catalog: ready, search", built, ("ready_s", "ready_cpu"),
               f"{built['index_mb']:,.0f} MB index"), flush=True)
@@ -294,14 +311,14 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1].startswith("--child-"):
         role, rest = sys.argv[1], sys.argv[2:]
         if role == "--child-worker":
-            measure_worker(Path(rest[0]), rest[3] or None, int(rest[1]), int(rest[2]),
-                           together="--together" in rest)
+            measure_worker(Path(rest[0]), rest[4] or None, int(rest[1]), int(rest[2]),
+                           together="--together" in rest, keypoints=int(rest[3]) > 0)
         elif role == "--child-write":
             measure_write(Path(rest[0]), rest[1], int(rest[2]))
         elif role == "--child-map":
             measure_map(rest[0], Path(rest[1]))
         elif role == "--child-populate":
-            populate(Path(rest[0]), int(rest[1]))
+            populate(Path(rest[0]), int(rest[1]), int(rest[2]))
             print(json.dumps({}))  # every child's last line is JSON
         else:
             change_feed(Path(rest[0]), int(rest[1]), int(rest[2]))
@@ -314,6 +331,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=2000)
     ap.add_argument("--changes-per-mille", type=int, default=1,
                     help="rows added after the first snapshot, per thousand items")
+    ap.add_argument("--keypoints", type=int, default=0,
+                    help="random descriptors per row (0: global tier only)")
     ap.add_argument("--dir", default="/tmp/medialayer-scale")
     args = ap.parse_args()
     print("| items | stage | wall | CPU | index wall | index CPU | RSS MB | PSS MB "

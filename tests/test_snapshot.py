@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +20,9 @@ import pytest
 from pg_fixtures import needs_postgres
 
 from medialayer.catalog.store import NewMedia, SqlCatalogStore
+from medialayer.index import local
 from medialayer.index.hamming import HammingIndex
+from medialayer.index.local import LocalFeatureIndex
 from medialayer.index.registry import IndexRegistry
 from medialayer.index.snapshot import IndexState, Position, Snapshots
 from medialayer.kinds.image import Features, ImageFingerprint
@@ -98,6 +101,63 @@ def test_a_hamming_index_over_its_mapped_state_answers_as_a_fresh_build(tmp_path
     assert _answers(again, queries) == _answers(fresh, queries)
 
 
+def _keypoint_votes(index: LocalFeatureIndex, queries: dict[int, np.ndarray]) -> list[object]:
+    return [[(v.key, v.votes, v.pairs.tolist(), v.points.tolist())
+             for v in index.vote(d, top=10, min_votes=1)] for d in queries.values()]
+
+
+def test_a_keypoint_index_over_its_mapped_state_answers_as_a_fresh_build(tmp_path, monkeypatch
+                                                                          ) -> None:
+    """Mapped read-only, its big arrays are never written: adds go to the pending and delta
+    levels, removals to the copy-on-write slot arrays, merges and compactions build new ones
+    (a write into a read-only map would raise)."""
+    monkeypatch.setattr(local, "MERGE_AT", 400)
+    rng = np.random.default_rng(3)
+    extent = 480.0
+    items = {k: (rng.integers(0, 256, (40, 32), dtype=np.uint8),
+                 rng.uniform(0, extent, (40, 2)).astype(np.float32)) for k in range(300)}
+    built = LocalFeatureIndex(extent)
+    for k, (d, p) in items.items():
+        built.add(k, d, p)
+    state = _mapped(built.state(), tmp_path)
+    mapped = LocalFeatureIndex(extent)
+    mapped.load_state(state)
+    for name in ("entries", "starts", "points"):
+        assert not state.arrays[name].flags.writeable
+    queries = {k: d[::2] for k, (d, _) in list(items.items())[::30]}
+    assert _keypoint_votes(mapped, queries) == _keypoint_votes(built, queries)
+
+    for k in range(0, 120):  # a quarter of the slots dead: a compaction after the merge
+        assert mapped.remove(k)
+        del items[k]
+    for k in range(300, 330):  # past MERGE_AT: a merge into main
+        items[k] = (rng.integers(0, 256, (40, 32), dtype=np.uint8),
+                    rng.uniform(0, extent, (40, 2)).astype(np.float32))
+        mapped.add(k, *items[k])
+    assert mapped._points is state.arrays["points"]  # still the mapped one, not a private copy
+    merge = mapped.begin_merge()  # off the lock, as the registry runs it
+    assert merge is not None
+    merge.run()
+    mapped.end_merge(merge)
+    del items[150]  # replaced: its new slot is the last
+    items[150] = (rng.integers(0, 256, (40, 32), dtype=np.uint8),
+                  rng.uniform(0, extent, (40, 2)).astype(np.float32))
+    mapped.add(150, *items[150])
+    mapped.prepare()
+    fresh = LocalFeatureIndex(extent)
+    for k, (d, p) in items.items():
+        fresh.add(k, d, p)
+    queries = {k: d[::2] for k, (d, _) in list(items.items())[::15]}
+    assert mapped._used < 330 and len(mapped) == len(fresh) == len(items)  # compacted
+    assert _keypoint_votes(mapped, queries) == _keypoint_votes(fresh, queries)
+
+    again = LocalFeatureIndex(extent)  # a snapshot written from one over a snapshot
+    again.load_state(_mapped(mapped.state(), tmp_path / "again"))
+    assert _keypoint_votes(again, queries) == _keypoint_votes(fresh, queries)
+    with pytest.raises(ValueError, match="extent 480.0, not 640.0"):
+        LocalFeatureIndex(640.0).load_state(state)
+
+
 def _row(rng: np.random.Generator, tenant: str, points: int = 20) -> NewMedia:
     code, mirror = (int(c) for c in rng.integers(0, 2**63, 2, dtype=np.int64))
     features = Features(rng.uniform(0, 480, (points, 2)).astype(np.float32),
@@ -118,14 +178,21 @@ def _registry(store: SqlCatalogStore, snapshots: Snapshots | None, bands: int | 
 
 def _searches(registry: IndexRegistry, store: SqlCatalogStore, seqs: Sequence[int]
               ) -> list[object]:
-    """Every tenant's answers to each row's fingerprint with two of its code's bits flipped."""
+    """Every tenant's answers to each row's fingerprint with two of its code's bits flipped,
+    and to a crop of it: some of its keypoints, its code's bits all flipped (so only the
+    keypoint tier finds it)."""
     answers: list[object] = []
     for seq, row in store.fingerprints_of(None, list(seqs)).items():
         stored = KIND.decode(row.encoded)
-        query = ImageFingerprint(stored.code ^ 0b101, stored.features, stored.query_codes)
+        near = ImageFingerprint(stored.code ^ 0b101, stored.features, stored.query_codes)
+        crop = Features(stored.features.points[:14], stored.features.descriptors[:14],
+                        stored.features.size)
+        far = ImageFingerprint(stored.code ^ (2**64 - 1), crop,
+                               tuple(c ^ (2**64 - 1) for c in stored.query_codes))
         for tenant in ("t0", "t1"):
-            matches = registry.search("image", query, tenant, 5)
-            answers.append((seq, tenant, [(m.key, round(m.score, 6)) for m in matches]))
+            for query in (near, far):
+                matches = registry.search("image", query, tenant, 5)
+                answers.append((seq, tenant, [(m.key, round(m.score, 6)) for m in matches]))
     return answers
 
 
@@ -146,9 +213,14 @@ def _feed_replay_matches_a_fresh_build(url: str, tmp_path: Path) -> None:
     assert isinstance(index, ImageIndex) and index.codes._over is not None  # from the snapshot
     alive = before[10:] + after[:1] + after[2:]
     assert sorted(s for s in before + after if s in index) == alive
-    assert all(s in index.local for s in alive)  # keypoints: replayed rows and loaded ones
+    assert all(s in index.local for s in alive)  # keypoints: mapped and replayed rows
+    assert not mapped._loaders and not index.local._main.slots.flags.writeable  # none loaded
     fresh = _registry(store, None)
-    assert _searches(mapped, store, alive) == _searches(fresh, store, alive)
+    answers = _searches(mapped, store, alive)
+    assert answers == _searches(fresh, store, alive)
+    crops = answers[1::2]  # each row's crop, asked by both tenants: found by its own
+    assert all(found and found[0][0] == seq for seq, tenant, found in crops
+               if tenant == f"t{(before + after).index(seq) % 2}"), crops
 
     later = store.add(_row(rng, "t0")).seq  # the feed goes on as usual after the start
     store.delete("t0", store.records([before[10]])[before[10]].id)
@@ -172,6 +244,27 @@ def _rewrite_manifest(folder: Path, **changes: object) -> None:
     path = folder / "image" / "manifest.json"
     manifest = json.loads(path.read_text())
     manifest.update(changes)
+    path.write_text(json.dumps(manifest))
+
+
+def _rewrite_keypoint_meta(folder: Path, **changes: object) -> None:
+    """The keypoint tier's parameters in the manifest changed, as a build with others
+    would have written them."""
+    path = folder / "image" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["meta"]["local"].update(changes)
+    path.write_text(json.dumps(manifest))
+
+
+def _rewrite_manifest_array(folder: Path, name: str) -> None:
+    """`name` replaced by an array of another shape (its manifest entry to match)."""
+    path = folder / "image" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    spec = manifest["arrays"][name]
+    data = folder / "image" / manifest["data"]
+    wrong = np.zeros((spec["shape"][0], 64, 2), np.uint8)
+    np.save(data / spec["file"], wrong)
+    spec.update(shape=list(wrong.shape), crc32=zlib.crc32(wrong.data))
     path.write_text(json.dumps(manifest))
 
 
@@ -200,6 +293,11 @@ def test_a_corrupt_mismatched_or_stale_snapshot_is_ignored(tmp_path, caplog) -> 
             folder, written_at=time.time() - DAY - 60),
         "no row": lambda: _rewrite_manifest(folder, last_seq=seqs[-1] + 1000),
         "deletions log is behind": lambda: _rewrite_manifest(folder, last_deletion=5),
+        "key_bits 18, not 19": lambda: _rewrite_keypoint_meta(folder, key_bits=18),
+        "tables 4, not 3": lambda: _rewrite_keypoint_meta(folder, tables=4),
+        "indexed 64, not 128": lambda: _rewrite_keypoint_meta(folder, indexed=64),
+        "extent 640": lambda: _rewrite_keypoint_meta(folder, extent=640.0),
+        "'points' is uint8": lambda: _rewrite_manifest_array(folder, "local.points"),
         "checksum": lambda: _flip_a_byte(data / "codes.codes.npy"),
         "mmap length": lambda: _truncate(data / "codes.keys.npy"),
         "Expecting": lambda: (folder / "image" / "manifest.json").write_text("{"),
@@ -246,6 +344,8 @@ _CHILD = textwrap.dedent("""
                              snapshots=Snapshots(folder, "test-catalog", 86400.0))
     index = registry.wait("image").index
     found = index.codes.radius(code, 8)
+    local = index.local  # its mapped arrays read through, as votes over time would
+    int(local._main.slots.sum()) + int(local._points.sum())
     print(json.dumps({"ready": found}), flush=True)
     sys.stdin.readline()  # both processes have mapped the files: read the pages shared
     usage = {}
@@ -265,8 +365,8 @@ def test_two_processes_map_the_same_files_and_share_their_pages(tmp_path) -> Non
     url = f"sqlite:///{tmp_path / 'catalog.db'}"
     store = SqlCatalogStore(url)
     rng = np.random.default_rng(9)
-    for _ in range(4):  # enough rows that the code arrays span many pages
-        store.add_many([_row(rng, "t0", points=0) for _ in range(2500)])
+    for _ in range(4):  # enough rows that the code and keypoint arrays span many pages
+        store.add_many([_row(rng, "t0") for _ in range(2500)])
     folder = tmp_path / "snapshots"
     assert _registry(store, Snapshots(folder, CATALOG, DAY)).write_snapshot("image")
     code = KIND.decode(store.rows_of([7])[0].encoded).code
@@ -286,10 +386,11 @@ def test_two_processes_map_the_same_files_and_share_their_pages(tmp_path) -> Non
         for c in children:
             c.kill()
     assert usages[0].keys() == usages[1].keys()
-    codes = next(path for path in usages[0] if path.endswith("codes.codes.npy"))
-    for usage in usages:  # the same file's pages, each resident in both: half each
-        rss, pss = usage[codes]["Rss"], usage[codes]["Pss"]
-        assert rss >= 64 and pss <= 0.6 * rss, usage[codes]
+    for name in ("codes.codes.npy", "local.entries.npy", "local.points.npy"):
+        path = next(path for path in usages[0] if path.endswith(name))
+        for usage in usages:  # the same file's pages, each resident in both: half each
+            rss, pss = usage[path]["Rss"], usage[path]["Pss"]
+            assert rss >= 64 and pss <= 0.6 * rss, (name, usage[path])
     store.engine.dispose()
 
 

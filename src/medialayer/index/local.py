@@ -32,10 +32,12 @@ it can be written out and mapped back as they are.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
+
+from medialayer.index.snapshot import IndexState
 
 TABLES = 3
 KEY_BITS = 19
@@ -61,6 +63,8 @@ POSITION_STEPS = 255
 each: the agreement check tolerates pixels, not fractions of one."""
 CHANCE = 0.01
 """Expected number of catalog items that reach a returned vote count by chance alone."""
+STATE_FORMAT = 1
+"""The layout of `LocalFeatureIndex.arrays` in a snapshot."""
 
 _POSITIONS = np.random.default_rng(20261125).permutation(DESCRIPTOR_BITS)[
     : TABLES * KEY_BITS].reshape(TABLES, KEY_BITS)
@@ -313,12 +317,13 @@ class LocalFeatureIndex:
     """Descriptors of many items, voted on by a query's descriptors.
 
     Keys are non-negative integers, dense enough to index an array by (catalog sequence
-    numbers). Each item has a slot: its row in `_points` and the high bits of its entries.
+    numbers). Each item has a slot: its row of positions and the high bits of its entries.
     """
 
     def __init__(self, extent: float = 1.0) -> None:
         """`extent`: the largest coordinate of the positions added; they are kept to the
         nearest step of extent / POSITION_STEPS."""
+        self._extent = extent
         self._step = extent / POSITION_STEPS
         self._slot_of = np.zeros(0, np.int32)
         """By key: its slot, or -1."""
@@ -326,7 +331,10 @@ class LocalFeatureIndex:
         """By slot: its key, or -1 once removed (the slot stops voting; its entries go at the
         next compaction)."""
         self._points = np.zeros((0, INDEXED, 2), np.uint8)
-        """By slot: the positions of its indexed descriptors, in steps."""
+        """By slot: the positions of its indexed descriptors, in steps. Never written once
+        set (it may be mapped read-only from a snapshot): slots past it are in `_added`."""
+        self._added = np.zeros((0, INDEXED, 2), np.uint8)
+        """The positions of slots `len(_points)` and up, with room to grow."""
         self._used = 0
         """Slots handed out since the last compaction."""
         self._count = 0
@@ -354,7 +362,8 @@ class LocalFeatureIndex:
         chosen = spread(len(descriptors), INDEXED)
         slot = self._new_slot(key)
         steps = np.rint(points[chosen] / self._step)
-        self._points[slot, : len(chosen)] = np.clip(steps, 0, POSITION_STEPS)
+        self._added[slot - len(self._points), : len(chosen)] = np.clip(steps, 0,
+                                                                       POSITION_STEPS)
         entries = (np.uint32(slot) << DESCRIPTOR_INDEX_BITS) | np.arange(
             len(chosen), dtype=np.uint32)
         self._pending.add(table_keys(descriptors[chosen]), entries)
@@ -364,9 +373,10 @@ class LocalFeatureIndex:
         if slot >= MAX_SLOTS:
             raise OverflowError(f"a keypoint index holds {MAX_SLOTS:,} items")
         if slot == len(self._key_of):
-            capacity = max(1024, slot + slot // 2)
-            self._key_of = grown(self._key_of, slot, capacity)
-            self._points = grown(self._points, slot, capacity)
+            self._key_of = grown(self._key_of, slot, max(1024, slot + slot // 2))
+        row = slot - len(self._points)
+        if row == len(self._added):
+            self._added = grown(self._added, row, max(1024, row + row // 2))
         if key >= len(self._slot_of):
             slot_of = np.full(max(1024, key + 1, 2 * len(self._slot_of)), -1, np.int32)
             slot_of[: len(self._slot_of)] = self._slot_of
@@ -392,7 +402,7 @@ class LocalFeatureIndex:
         unwritten, so not resident)."""
         pending = self._pending.nbytes()
         levels = self._main.nbytes() + self._frozen.nbytes() + self._delta.nbytes()
-        slots = self._used * (self._key_of.itemsize + self._points[0:1].nbytes)
+        slots = self._used * (self._key_of.itemsize + self._points.itemsize * INDEXED * 2)
         return levels + pending + slots + self._slot_of.nbytes
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -416,8 +426,46 @@ class LocalFeatureIndex:
         starts = self._main.starts
         assert starts is not None  # with_starts() gave it
         return {"entries": self._main.slots, "starts": starts,
-                "key_of": self._key_of[: self._used], "points": self._points[: self._used],
+                "key_of": self._key_of[: self._used], "points": self._positions_in_use(),
                 "slot_of": self._slot_of}
+
+    def state(self) -> IndexState:
+        """`arrays()` for a snapshot, with the parameters they hold for: `key_of` and
+        `slot_of` are written by removals and adds, so they are mapped copy-on-write."""
+        return IndexState(self.arrays(), self._layout(), frozenset({"key_of", "slot_of"}))
+
+    def load_state(self, state: IndexState) -> None:
+        """Take `state`'s arrays as this (empty) index's, without copying them; ValueError
+        if they were made with other parameters (tables, sampled bits, positions' extent)
+        or do not have the shapes these give."""
+        if self._used or len(self._slot_of):
+            raise ValueError("only an empty index can take a state")
+        wanted = self._layout()
+        other = [f"{k} {state.meta.get(k)!r}, not {v!r}" for k, v in wanted.items()
+                 if state.meta.get(k) != v]
+        if other:
+            raise ValueError(f"the keypoint state has {'; '.join(other)}")
+        arrays = state.arrays
+        slots = len(arrays["key_of"])
+        shapes = {"entries": (np.uint32, (TABLES, arrays["entries"].shape[-1])),
+                  "starts": (np.int64, (TABLES, (1 << KEY_BITS) + 1)),
+                  "key_of": (np.int64, (slots,)), "points": (np.uint8, (slots, INDEXED, 2)),
+                  "slot_of": (np.int32, (len(arrays["slot_of"]),))}
+        for name, (dtype, shape) in shapes.items():
+            a = arrays[name]
+            if a.dtype != dtype or a.shape != shape:
+                raise ValueError(f"the keypoint state's {name!r} is {a.dtype} {a.shape}, "
+                                 f"not {np.dtype(dtype)} {shape}")
+        if (arrays["starts"][:, -1] != arrays["entries"].shape[1]).any():
+            raise ValueError("the keypoint state's starts do not end at its entries")
+        self._take(arrays)
+
+    def _layout(self) -> dict[str, Any]:
+        """What `arrays()` hold for (JSON values)."""
+        return {"format": STATE_FORMAT, "tables": TABLES, "key_bits": KEY_BITS,
+                "indexed": INDEXED, "descriptor_index_bits": DESCRIPTOR_INDEX_BITS,
+                "sampled_bits": _POSITIONS.tolist(), "position_steps": POSITION_STEPS,
+                "extent": self._extent}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], extent: float = 1.0
@@ -426,12 +474,15 @@ class LocalFeatureIndex:
         changes later (adds, removals) writes into `key_of`/`slot_of`, so map those
         copy-on-write; merges and compactions build new arrays."""
         index = cls(extent)
-        index._main = _Tables(None, arrays["entries"], arrays["starts"])
-        index._key_of, index._points = arrays["key_of"], arrays["points"]
-        index._slot_of = arrays["slot_of"]
-        index._used = len(index._key_of)
-        index._count = int(np.count_nonzero(index._key_of >= 0))
+        index._take(arrays)
         return index
+
+    def _take(self, arrays: Mapping[str, np.ndarray]) -> None:
+        self._main = _Tables(None, arrays["entries"], arrays["starts"])
+        self._key_of, self._points = arrays["key_of"], arrays["points"]
+        self._slot_of = arrays["slot_of"]
+        self._used = len(self._key_of)
+        self._count = int(np.count_nonzero(self._key_of >= 0))
 
     def vote(self, descriptors: np.ndarray, top: int = 5, min_votes: int = 3,
              exclude: int | None = None, chance: float = CHANCE,
@@ -486,9 +537,21 @@ class LocalFeatureIndex:
             mine = packed[np.searchsorted(item_of, i):np.searchsorted(item_of, i, "right")]
             stored = mine & _INDEX_MASK
             pairs = np.stack([(mine >> DESCRIPTOR_INDEX_BITS) % n, stored], axis=1)
-            points = self._points[i, stored].astype(np.float32) * np.float32(self._step)
+            points = self._positions(int(i))[stored].astype(np.float32) * np.float32(self._step)
             found.append(Vote(int(self._key_of[i]), int(votes[i]), pairs, points))
         return found
+
+    def _positions(self, slot: int) -> np.ndarray:
+        """The slot's (INDEXED, 2) positions in steps."""
+        base = len(self._points)
+        rows: np.ndarray = self._points[slot] if slot < base else self._added[slot - base]
+        return rows
+
+    def _positions_in_use(self) -> np.ndarray:
+        """Every slot's positions in one array (the one there is if nothing was added)."""
+        added = self._used - len(self._points)
+        return self._points if added == 0 else np.concatenate([self._points,
+                                                               self._added[:added]])
 
     def _chance_rate(self, probes: int) -> float:
         """Collisions per item expected if the query were unrelated to the whole catalog.
@@ -584,6 +647,7 @@ class LocalFeatureIndex:
         keys = self._key_of[:used][live]
         capacity = max(1024, 2 * len(keys))
         self._key_of = grown(keys, len(keys), capacity)
-        self._points = grown(self._points[:used][live], len(keys), capacity)
+        self._points = self._positions_in_use()[live]
+        self._added = np.zeros((0, INDEXED, 2), np.uint8)
         self._slot_of[keys] = np.arange(len(keys), dtype=np.int32)
         self._used = len(keys)

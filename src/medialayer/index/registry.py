@@ -369,24 +369,23 @@ class IndexRegistry:
 
     def write_snapshot(self, media_type: str) -> Path | None:
         """Write the kind's snapshot from an index built for it alone (from the current
-        snapshot and the feed since, or from the catalog; only the tiers a snapshot holds):
-        its data folder, or None without a snapshot directory or a snapshot form."""
+        snapshot and the feed since, or from the catalog): its data folder, or None without
+        a snapshot directory or a snapshot form."""
         kind = self._kind_of(media_type)
         snapshots = self._snapshots
         if snapshots is None or not isinstance(kind.new_index(self._loader_of(kind), self._bands),
                                                Snapshottable):
             return None
-        entry = self._build(kind, details=False)
+        entry = self._build(kind)
         entry.index.prepare()
         position = Position(entry.rows.top, entry.deletions.top)
         state = cast(Snapshottable, entry.index).state()  # the kind's index, as checked above
         return snapshots.write(kind.name, kind.version, position, state)
 
-    def _build(self, kind: AnyKind, background: bool = False, details: bool = True
-               ) -> KindIndex:
+    def _build(self, kind: AnyKind, background: bool = False) -> KindIndex:
         """A new index of every row of the kind: over its snapshot and the feed since if
         there is a usable one, else in two steps if it can (see the module's docstring), the
-        second in a thread of its own if `background` (not at all without `details`)."""
+        second in a thread of its own if `background`."""
         entry = KindIndex(kind, kind.new_index(self._loader_of(kind), self._bands),
                           self._trail, self._clock, self._carriers_of(kind.name))
         entry.deletions.start(max(self._feed.last_deletion(source)  # before: rows are gone
@@ -396,16 +395,13 @@ class IndexRegistry:
         self._load_tracks(entry)
         if snapshot is not None:
             self._replay(entry, snapshot.position)
-            if details and not snapshot.state.complete and isinstance(index, TieredIndex):
+            if not snapshot.state.complete and isinstance(index, TieredIndex):
                 self._details(entry, index, snapshot.position.last_seq, background)
             else:
                 entry.complete.set()
         elif isinstance(index, TieredIndex) and isinstance(feed, CodeFeed):
             self._load_codes(entry, index, feed)
-            if details:
-                self._details(entry, index, entry.rows.top, background)
-            else:
-                entry.complete.set()
+            self._details(entry, index, entry.rows.top, background)
         else:
             self._load_whole(entry)
             entry.complete.set()

@@ -130,15 +130,19 @@ class ImageIndex:
             self.codes.add_many(keys, codes)
 
     def state(self) -> IndexState:
-        """The global tier (codes and tenants) for a snapshot; the keypoint tier is not in
-        it, so an index built over one loads its keypoints from the catalog."""
+        """Both tiers for a snapshot (codes, tenants and keypoints), so an index built over
+        one needs nothing from the catalog but the rows since."""
         self._add_loaded()
-        return IndexState.of_parts({"codes": self.codes.state(), "tenants": self.tenants.state()},
-                                   complete=False)
+        return IndexState.of_parts({"codes": self.codes.state(), "tenants": self.tenants.state(),
+                                    "local": self.local.state()}, complete=True)
 
     def load_state(self, state: IndexState) -> None:
+        """A state without the keypoint tier (`complete` false: written before it was in
+        snapshots) maps the global tier only; the registry loads the keypoints after."""
         if len(self) or self._loaded:
             raise ValueError("only an empty index can take a state")
+        if state.complete:
+            self.local.load_state(state.part("local"))
         self.codes.load_state(state.part("codes"))
         self.tenants.load_state(state.part("tenants"))
 
