@@ -295,7 +295,7 @@ def test_a_corrupt_mismatched_or_stale_snapshot_is_ignored(tmp_path, caplog) -> 
         "deletions log is behind": lambda: _rewrite_manifest(folder, last_deletion=5),
         "key_bits 18, not 19": lambda: _rewrite_keypoint_meta(folder, key_bits=18),
         "tables 4, not 3": lambda: _rewrite_keypoint_meta(folder, tables=4),
-        "indexed 64, not 128": lambda: _rewrite_keypoint_meta(folder, indexed=64),
+        f"indexed 64, not {local.INDEXED}": lambda: _rewrite_keypoint_meta(folder, indexed=64),
         "extent 640": lambda: _rewrite_keypoint_meta(folder, extent=640.0),
         "'points' is uint8": lambda: _rewrite_manifest_array(folder, "local.points"),
         "checksum": lambda: _flip_a_byte(data / "codes.codes.npy"),

@@ -42,10 +42,13 @@ from medialayer.index.snapshot import IndexState
 TABLES = 3
 KEY_BITS = 19
 DESCRIPTOR_BITS = 256
-INDEXED = 128
+INDEXED = 256
 """Descriptors of an item that go into the tables; the rest are only verified (from the
 catalog). Votes and chance collisions both scale with indexed descriptors × tables, so memory
-buys recall in either; fewer tables also mean fewer probes per query."""
+buys recall in either; fewer tables also mean fewer probes per query. All of ORB's keypoints
+are kept: a copy under a heavy watermark keeps few of them clear of the letters, and with half
+indexed those few often fall below the chance floor (the trade is measured in
+docs/benchmarks.md, "Keypoint tier: memory against watermarked copies")."""
 MERGE_AT = 65_536
 """The delta is merged into the main tables past this many entries (or a sixty-fourth of main)."""
 
