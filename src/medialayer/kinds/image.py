@@ -542,6 +542,8 @@ TEXT_KERNEL = 13
 """Strokes thinner than this (pixels at WORK_SIDE) stand out of a top-hat / black-hat: the
 letters of large overlaid text, and little else on a low-texture image."""
 TEXT_CONTRAST = 18
+TEXT_WINDOW = 21
+"""Side of the neighbourhood (pixels at WORK_SIDE) whose share of strokes TEXT_DENSITY bounds."""
 TEXT_DENSITY = 0.18
 """Share of a neighbourhood that must be strokes for it to be text; a lone line of a drawing
 is sparser."""
@@ -556,7 +558,9 @@ def text_mask(gray: np.ndarray) -> np.ndarray | None:
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (TEXT_KERNEL, TEXT_KERNEL))
     strokes = np.maximum(cv2.morphologyEx(gray, cv2.MORPH_TOPHAT, kernel),
                          cv2.morphologyEx(gray, cv2.MORPH_BLACKHAT, kernel)) > TEXT_CONTRAST
-    dense = cv2.blur(strokes.astype(np.float32), (21, 21)) > TEXT_DENSITY
+    near = cv2.boxFilter(strokes.astype(np.uint8), cv2.CV_16U, (TEXT_WINDOW, TEXT_WINDOW),
+                         normalize=False)  # stroke pixels counted in integers: no float blur
+    dense = near > TEXT_DENSITY * TEXT_WINDOW ** 2
     if np.count_nonzero(dense) < TEXT_SHARE * dense.size:
         return None
     text = cv2.dilate(dense.astype(np.uint8), np.ones((7, 7), np.uint8))
@@ -628,7 +632,7 @@ def _spread(where: np.ndarray, strength: np.ndarray, strongest: np.ndarray,
     column = np.minimum((where[:, 0] * DENSE_GRID / w).astype(np.int64), DENSE_GRID - 1)
     row = np.minimum((where[:, 1] * DENSE_GRID / h).astype(np.int64), DENSE_GRID - 1)
     cell = row * DENSE_GRID + column
-    order = np.lexsort((-strength, cell))  # by cell, strongest first
+    order = strongest[np.argsort(cell[strongest], kind="stable")]  # by cell, strongest first
     first = np.searchsorted(cell[order], cell[order])
     per_cell = max(1, round(DENSE_SPREAD * DENSE_FEATURES / DENSE_GRID ** 2))
     even = order[np.arange(len(order)) - first < per_cell]
