@@ -121,22 +121,30 @@ def _drawing(seed: int) -> Image.Image:
     return im
 
 
-def _heavy_tiles(im: Image.Image, word: str = "SAMPLE", angle: float = 35) -> Image.Image:
-    """Dark outlined words tiled densely over the image: more corners than the drawing has."""
+def _tiled_words(im: Image.Image, angle: float, size_div: int, rows: float, columns: int,
+                 fill: tuple[int, int, int, int], stroke: int,
+                 stroke_fill: tuple[int, int, int, int]) -> Image.Image:
+    """A word tiled over the whole image at an angle, each row shifted: a size of the image's
+    width / `size_div`, rows `rows` sizes apart, words `columns` sizes apart."""
     side = 2 * max(im.size)
     layer = Image.new("RGBA", (side, side), (0, 0, 0, 0))
     d = ImageDraw.Draw(layer)
-    size = im.width // 9
+    size = im.width // size_div
     font = ImageFont.load_default(size=size)
-    for row, y in enumerate(range(0, side, int(size * 2.2))):
-        for x in range(-(row % 2) * size * 3, side, size * 6):
-            d.text((x, y), word, font=font, fill=(20, 20, 20, 170), stroke_width=2,
-                   stroke_fill=(255, 255, 255, 170))
+    for row, y in enumerate(range(0, side, int(size * rows))):
+        for x in range(-(row % 2) * size * 3, side, size * columns):
+            d.text((x, y), "SAMPLE", font=font, fill=fill, stroke_width=stroke,
+                   stroke_fill=stroke_fill)
     layer = layer.rotate(angle, resample=Image.BICUBIC)
     left, top = (side - im.width) // 2, (side - im.height) // 2
     out = im.convert("RGBA")
     out.alpha_composite(layer.crop((left, top, left + im.width, top + im.height)))
     return out.convert("RGB")
+
+
+def _heavy_tiles(im: Image.Image) -> Image.Image:
+    """Dark outlined words tiled densely over the image: more corners than the drawing has."""
+    return _tiled_words(im, 35, 9, 2.2, 6, (20, 20, 20, 170), 2, (255, 255, 255, 170))
 
 
 def test_heavy_tiled_text_over_a_crop_of_line_art_still_matches() -> None:
@@ -152,23 +160,10 @@ def test_heavy_tiled_text_over_a_crop_of_line_art_still_matches() -> None:
     assert sum(score >= IMAGE.medium for score in scores) >= 2, scores  # and some confidently
 
 
-def _outlined_tiles(im: Image.Image, word: str = "SAMPLE", angle: float = 30) -> Image.Image:
+def _outlined_tiles(im: Image.Image) -> Image.Image:
     """Light words with heavy dark outlines tiled over the image: the outlines' corners are
     the strongest anywhere in it."""
-    side = 2 * max(im.size)
-    layer = Image.new("RGBA", (side, side), (0, 0, 0, 0))
-    d = ImageDraw.Draw(layer)
-    size = im.width // 8
-    font = ImageFont.load_default(size=size)
-    for row, y in enumerate(range(0, side, int(size * 2.5))):
-        for x in range(-(row % 2) * size * 3, side, size * 5):
-            d.text((x, y), word, font=font, fill=(255, 255, 255, 120), stroke_width=3,
-                   stroke_fill=(0, 0, 0, 230))
-    layer = layer.rotate(angle, resample=Image.BICUBIC)
-    left, top = (side - im.width) // 2, (side - im.height) // 2
-    out = im.convert("RGBA")
-    out.alpha_composite(layer.crop((left, top, left + im.width, top + im.height)))
-    return out.convert("RGB")
+    return _tiled_words(im, 30, 8, 2.5, 5, (255, 255, 255, 120), 3, (0, 0, 0, 230))
 
 
 def test_the_dense_view_keeps_the_photo_between_the_letters() -> None:
