@@ -239,15 +239,21 @@ def test_a_bulk_load_built_straight_into_key_starts_equals_the_two_step_build() 
     assert np.array_equal(np.sort(direct.slots[0]), np.sort(slots))
 
 
+def prepared(items: dict[int, np.ndarray], keys: range) -> Index:
+    """An index holding `keys` of `items`, folded (nothing pending)."""
+    idx = Index()
+    for key in keys:
+        idx.add(key, items[key])
+    idx.prepare()
+    return idx
+
+
 def test_a_merge_run_apart_keeps_every_item_voting_throughout(monkeypatch) -> None:
     """While a merge runs off the lock, the frozen delta votes, adds and removals go on, and
     no second merge starts; after the swap, votes are those of one index built at once."""
     monkeypatch.setattr(local, "MERGE_AT", 500)
     items = {key: descriptors() for key in range(40)}
-    idx = Index()
-    for key in range(30):
-        idx.add(key, items[key])
-    idx.prepare()
+    idx = prepared(items, range(30))
     assert idx.begin_merge() is None  # nothing due
     for key in range(30, 36):
         idx.add(key, items[key])
@@ -282,10 +288,7 @@ def test_items_added_while_a_merge_runs_survive_the_compaction_that_ends_it(monk
     the old slot numbers.)"""
     monkeypatch.setattr(local, "MERGE_AT", 1000)
     items = {key: descriptors() for key in range(60)}
-    idx = Index()
-    for key in range(40):
-        idx.add(key, items[key])
-    idx.prepare()
+    idx = prepared(items, range(40))
     monkeypatch.setattr(local, "COMPACT_MIN_DEAD", 10)
     for key in range(30):  # dead enough to compact when the next merge ends
         idx.remove(key)
