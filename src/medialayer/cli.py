@@ -220,6 +220,9 @@ def _print_results(result: SearchResult) -> None:
         table.add_row(h.media.id, h.media.name or "", h.media.external_id or "",
                       f"{h.similarity_score:.3f}", h.confidence)
     console.print(table if result.results else "no match")
+    if result.partial:
+        err.print(f"[yellow]partial:[/yellow] shards {result.missing_shards} did not answer; "
+                  "their items were not searched")
     for h in result.results:
         for line in _segment_lines(h.segments):
             console.print(f"{h.media.name or h.media.id}  {line}", soft_wrap=True)
@@ -389,6 +392,65 @@ def serve(host: Annotated[str | None, typer.Option(help="Default: MEDIALAYER_HOS
     os.environ["MEDIALAYER_DATA_DIR"] = settings.data_dir
     os.environ["MEDIALAYER_WORKERS"] = str(workers)  # each worker sizes its bulk pool by it
     serve_workers(host, port, workers, settings.log_level)
+
+
+@app.command("index-node")
+def index_node(shard: Annotated[int, typer.Option(help="The partition this node owns: rows "
+                                                  "with seq % shards == shard.")],
+               shards: Annotated[int, typer.Option(help="How many index nodes there are.")],
+               port: Annotated[int, typer.Option(help="Its HTTP port.")],
+               host: Annotated[str, typer.Option(
+                   help="Loopback or a private address only: the node has no API keys.")]
+               = "127.0.0.1",
+               snapshot_every: Annotated[float | None, typer.Option(
+                   help="Seconds between its snapshot refreshes (0: none). Default: "
+                        "MEDIALAYER_SNAPSHOT_EVERY")] = None,
+               data_dir: DataDir = None) -> None:
+    """Run an index node: one partition of the image index, built from its snapshot (under
+    MEDIALAYER_SNAPSHOT_DIR) and the catalog's change feed, answering API processes that list
+    it in MEDIALAYER_INDEX_NODES. It listens once its index is loaded."""
+    import uvicorn
+
+    from medialayer.api.node import create_node_app
+    from medialayer.config import Settings
+    from medialayer.index.shards import Partition
+    from medialayer.kinds.wire import WIRES
+    from medialayer.service import MediaLayer
+
+    settings = Settings()
+    try:
+        partition = Partition(shard, shards)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
+    ml = MediaLayer(data_dir or settings.data_dir, database_url=settings.database_url,
+                    shard=partition)
+    every = settings.snapshot_every if snapshot_every is None else snapshot_every
+    for name in WIRES:  # a restart maps the node's last snapshot and replays the feed since
+        if ml.indexes.wait(name).mapped is None and settings.snapshot_dir:
+            written = ml.indexes.write_served_snapshot(name)  # the first start writes one
+            _print_snapshots({name: written} if written else {})
+    if settings.snapshot_dir and every > 0:
+        _refresh_node_snapshots(ml, every)
+    err.print(f"index node {partition} ready on {host}:{port}")
+    uvicorn.run(create_node_app(ml, partition), host=host, port=port,
+                log_level=settings.log_level, access_log=False)
+
+
+def _refresh_node_snapshots(ml: MediaLayer, every: float) -> None:
+    """Write the node's snapshots every `every` seconds, in a thread (a build over the last
+    snapshot and the feed since: a restart then replays little)."""
+    import threading
+    import time
+
+    from medialayer.kinds.wire import WIRES
+
+    def refresh() -> None:
+        while True:
+            time.sleep(every)
+            for name in WIRES:
+                ml.write_snapshots(name)
+
+    threading.Thread(target=refresh, name="snapshots", daemon=True).start()
 
 
 @app.command()

@@ -45,10 +45,18 @@ class SearchResult:
     query_media: MediaRecord | None = None
     action: str = "allow"
     """The most severe of the hits' policy actions."""
+    missing_shards: list[int] = field(default_factory=list)
+    """Index nodes (shard numbers) that did not answer: their part of the catalog was not
+    searched, so a match may be missing from `results`."""
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.missing_shards)
 
     def as_dict(self) -> dict[str, Any]:
         return {"query_media_id": self.query_media.id if self.query_media else None,
-                "action": self.action, "results": [h.as_dict() for h in self.results]}
+                "action": self.action, "results": [h.as_dict() for h in self.results],
+                "partial": self.partial, "missing_shards": self.missing_shards}
 
 
 @dataclass(frozen=True)

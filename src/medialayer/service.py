@@ -10,8 +10,10 @@ from __future__ import annotations
 import builtins
 import ctypes
 import io
+import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,10 +27,13 @@ from medialayer.catalog.jobs import Claim, Progress
 from medialayer.catalog.store import MediaRecord, NewMedia, Within, WithinMany, open_store
 from medialayer.errors import Conflict, InvalidInput, MediaTooLarge
 from medialayer.fields import problem
-from medialayer.index.registry import DELETIONS_KEPT, IndexRegistry
-from medialayer.index.snapshot import Snapshots
+from medialayer.index.registry import DELETIONS_KEPT, ChangeFeed, IndexRegistry
+from medialayer.index.remote import Fanned, IndexNodes, ShardQuery
+from medialayer.index.shards import Partition, PartitionedFeed
+from medialayer.index.snapshot import Position, Snapshots
 from medialayer.kinds import AnyKind, carriers_of, get_kind, kinds, sniff_kind
 from medialayer.kinds.base import Loader, Match, MediaInput, Window, both_ways, tracks_of
+from medialayer.kinds.wire import wire_of
 from medialayer.policies import Policies, most_severe, verdict
 from medialayer.results import (
     Cluster,
@@ -52,6 +57,9 @@ SNIFF_BYTES = 512
 """How much of a file kinds' sniffing looks at: MPEG-TS shows its sync byte three packets
 apart (377 bytes)."""
 POLICY_ACTOR = Actor(None, "policy")
+log = logging.getLogger("medialayer.service")
+NODE_TIMEOUT = 10.0
+"""Seconds an API process waits for an index node's answer before calling it missing."""
 
 
 class MediaLayer:
@@ -59,21 +67,44 @@ class MediaLayer:
 
     def __init__(self, data_dir: str | Path | None = None, *, database_url: str | None = None,
                  tenant: str = DEFAULT_TENANT, bands: int | None = None,
-                 snapshot_dir: str | Path | None = None) -> None:
+                 snapshot_dir: str | Path | None = None, shard: Partition | None = None,
+                 index_nodes: Sequence[str] | None = None,
+                 node_timeout: float | None = None) -> None:
         """`bands`: the code indexes' bands (default MEDIALAYER_INDEX_BANDS, else each
         kind's own). `snapshot_dir`: where index snapshots are mapped from and written to
-        (default MEDIALAYER_SNAPSHOT_DIR, else none)."""
+        (default MEDIALAYER_SNAPSHOT_DIR, else none). `shard`: this process is that index
+        node: its indexes hold only its partition of the catalog (`search_shard`).
+        `index_nodes`: the URLs of the index nodes, shard i at i (default
+        MEDIALAYER_INDEX_NODES, comma-separated): kinds they serve are searched there, not in
+        this process; `node_timeout` (MEDIALAYER_INDEX_NODE_TIMEOUT) bounds each wait."""
         data_dir = data_dir or os.environ.get("MEDIALAYER_DATA_DIR") or "data"
         database_url = database_url or os.environ.get("MEDIALAYER_DATABASE_URL") or None
         bands = bands or int(os.environ.get("MEDIALAYER_INDEX_BANDS") or 0) or None
         snapshot_dir = snapshot_dir or os.environ.get("MEDIALAYER_SNAPSHOT_DIR") or None
+        index_nodes = index_nodes or _split(os.environ.get("MEDIALAYER_INDEX_NODES") or "")
+        node_timeout = node_timeout or float(os.environ.get("MEDIALAYER_INDEX_NODE_TIMEOUT")
+                                             or NODE_TIMEOUT)
         self.store = open_store(data_dir, database_url)
         self.store.prune_deletions(DELETIONS_KEPT)
         self.tenant = tenant
-        snapshots = Snapshots(snapshot_dir, _catalog_name(self.store.engine.url),
+        catalog = _catalog_name(self.store.engine.url)
+        feed: ChangeFeed = self.store
+        if shard is not None:  # its own snapshots: another shard's would not fit
+            self.feed: PartitionedFeed | None = PartitionedFeed(self.store, self.store, shard)
+            feed = self.feed
+            catalog = f"{catalog} {shard}"
+            snapshot_dir = snapshot_dir and Path(snapshot_dir) / f"shard-{shard.shard}-of-" \
+                                                                 f"{shard.shards}"
+        else:
+            self.feed = None
+        snapshots = Snapshots(snapshot_dir, catalog,
                               DELETIONS_KEPT.total_seconds() / 2) if snapshot_dir else None
-        self.indexes = IndexRegistry(self.store, get_kind, self._loader, bands,
+        self.indexes = IndexRegistry(feed, get_kind, self._loader, bands,
                                      carriers_of=carriers_of, snapshots=snapshots)
+        self.nodes = IndexNodes(index_nodes, node_timeout) if index_nodes else None
+        self._written = 0
+        """The highest seq this process wrote: index nodes see at least that far before
+        they answer its searches."""
         self.review = Review(self.store)
         self.policies = Policies(self.store)
 
@@ -121,7 +152,7 @@ class MediaLayer:
             fingerprint_version=kind.version, name=name, external_id=external_id,
             source=source_label or label, metadata=metadata or {}))
         self._unindex(known)
-        self.indexes.added(kind.name, [(record.seq, record.tenant, stored)])
+        self._added(kind.name, [(record.seq, record.tenant, stored)])
         self.indexes.added_tracks([(record.seq, record.tenant, blob)])
         self._keep_edges(record, stored)
         return record, False
@@ -133,9 +164,9 @@ class MediaLayer:
         stored = [get_kind(i.media_type).decode(i.fingerprint) for i in items]
         records = self.store.add_many(items, within)
         for media_type in dict.fromkeys(r.media_type for r in records):
-            self.indexes.added(media_type, [(r.seq, r.tenant, s)
-                                            for r, s in zip(records, stored, strict=True)
-                                            if r.media_type == media_type])
+            self._added(media_type, [(r.seq, r.tenant, s)
+                                     for r, s in zip(records, stored, strict=True)
+                                     if r.media_type == media_type])
         self.indexes.added_tracks([(r.seq, r.tenant, i.fingerprint)
                                    for r, i in zip(records, items, strict=True)])
         for record, fingerprint in zip(records, stored, strict=True) if keep_edges else ():
@@ -159,8 +190,11 @@ class MediaLayer:
         return record
 
     def _unindex(self, record: MediaRecord) -> None:
-        """Drop a deleted row from this process's index and its edges from the clusters."""
-        self.indexes.deleted(record.media_type, record.seq)
+        """Drop a deleted row from this process's index and its edges from the clusters
+        (index nodes drop it when the feed brings its deletion; until then their matches
+        of it are dropped, as rows the catalog no longer has)."""
+        if not self._remote(record.media_type):
+            self.indexes.deleted(record.media_type, record.seq)
         self.review.forget(record)
 
     # -- reads ----------------------------------------------------------------------------
@@ -176,6 +210,13 @@ class MediaLayer:
         tenant = tenant or self.tenant
         kind, media, label = self._open(source, media_type)
         query = kind.query(media)
+        if self._remote(kind.name):  # the nodes follow the feed: no local index to lock
+            fanned = self._fan_out(kind, query, ShardQuery(tenant, top_k, min_score))
+            added = None if not index else self._add(
+                kind, tenant, kind.stored_of(query), name=name or _name_of(source),
+                external_id=external_id, metadata=metadata, source=source_label or label,
+                if_exists="error", found=fanned.matches)
+            return self._answer(kind, tenant, fanned.matches, metadata, added, fanned.missing)
         if not index:
             matches = self.indexes.search(kind.name, query, tenant, top_k, min_score)
             return self._answer(kind, tenant, matches, metadata)
@@ -257,10 +298,11 @@ class MediaLayer:
         """Build every kind's index from the catalog now, not on the first request; without
         `wait`, return once the code tiers are in (the rest loads behind them, and searches
         wait for it)."""
-        for media_type in kinds():
+        local = [name for name in kinds() if not self._remote(name)]
+        for media_type in local:
             self.indexes.prepare(media_type)
         if wait:
-            for media_type in kinds():
+            for media_type in local:
                 self.indexes.wait(media_type)
             _release_freed_heap()
 
@@ -281,10 +323,34 @@ class MediaLayer:
         """Read rows other processes added or deleted since the last look (every kind's, or
         one kind's)."""
         for name in [media_type] if media_type else list(kinds()):
-            self.indexes.sync(name)
+            if not self._remote(name):
+                self.indexes.sync(name)
+
+    def search_shard(self, media_type: str, query: bytes, ask: ShardQuery) -> builtins.list[Match]:
+        """An index node's answer: the matches in its partition of a query an API process
+        sent (`medialayer.kinds.wire`), after polling the catalog if it has not seen as far
+        as `ask.after`."""
+        wire = wire_of(media_type)
+        if self.feed is None or wire is None:
+            raise InvalidInput(f"this process is no index node of {media_type}")
+        decoded = wire.load(query)
+        if self.feed.seen < ask.after:
+            self.indexes.sync(media_type)
+        return self.indexes.search(media_type, decoded, ask.tenant, ask.top_k, ask.min_score,
+                                   ask.exclude)
+
+    def shard_status(self, media_type: str) -> tuple[int, int, Position | None] | None:
+        """An index node's (items, highest catalog seq seen, snapshot it came back from), or
+        None while its index is loading."""
+        entry = self.indexes.get(media_type)
+        if not entry.complete.is_set() or entry.failure is not None:
+            return None
+        return len(entry.index), self.feed.seen if self.feed else 0, entry.mapped
 
     def close(self) -> None:
         self.indexes.close()
+        if self.nodes is not None:
+            self.nodes.close()
         self.store.engine.dispose()
 
     # -- what the API, the CLI and bulk jobs keep beside the media --------------------------
@@ -396,10 +462,32 @@ class MediaLayer:
                 if known is not None:
                     return known
             raise
-        self.indexes.added(kind.name, [(record.seq, record.tenant, stored)])
+        self._added(kind.name, [(record.seq, record.tenant, stored)])
         self.indexes.added_tracks([(record.seq, record.tenant, item.fingerprint)])
         self._keep_edges(record, stored, found)
         return record
+
+    def _remote(self, media_type: str) -> bool:
+        """Whether index nodes serve the kind (else this process's own index does)."""
+        return self.nodes is not None and wire_of(media_type) is not None
+
+    def _added(self, media_type: str, items: Sequence[tuple[int, str, Any]]) -> None:
+        """Rows this process wrote: into its own index, or remembered for the nodes (which
+        read them from the feed) so its next search waits until they have."""
+        if self._remote(media_type):
+            self._written = max([self._written, *(seq for seq, _, _ in items)])
+        else:
+            self.indexes.added(media_type, items)
+
+    def _fan_out(self, kind: AnyKind, query: Any, ask: ShardQuery) -> Fanned:
+        """The query sent to every index node, and again with every view if the kind widens
+        it after a first look (as one process's index would)."""
+        wire = wire_of(kind.name)
+        assert self.nodes is not None and wire is not None  # only for `_remote` kinds
+        ask = replace(ask, after=self._written)
+        fanned = self.nodes.search(kind.name, wire.dump(query), ask)
+        wider = wire.widened(query, max((m.score for m in fanned.matches), default=0.0))
+        return fanned if wider is None else self.nodes.search(kind.name, wire.dump(wider), ask)
 
     def _keep_edges(self, record: MediaRecord, stored: Any,
                     found: builtins.list[Match] | None = None) -> None:
@@ -422,8 +510,15 @@ class MediaLayer:
 
     def _neighbours(self, kind: AnyKind, tenant: str, seq: int, stored: Any
                     ) -> builtins.list[Match]:
-        return self.indexes.search(kind.name, kind.query_of(stored), tenant, NEIGHBOURS, 0.0,
-                                   exclude=seq)
+        if not self._remote(kind.name):
+            return self.indexes.search(kind.name, kind.query_of(stored), tenant, NEIGHBOURS,
+                                       0.0, exclude=seq)
+        fanned = self._fan_out(kind, kind.query_of(stored), ShardQuery(
+            tenant, NEIGHBOURS, exclude=seq))
+        if fanned.missing:  # nothing to flag on an ingest: the log says which edges may lack
+            log.warning("edges of %s row %d kept without shards %s (no answer)", kind.name, seq,
+                        fanned.missing)
+        return fanned.matches
 
     def _loader(self, kind: AnyKind) -> Loader[Any]:
         """How a kind's index reads its candidates' fingerprints back from the catalog."""
@@ -442,8 +537,8 @@ class MediaLayer:
                 yield row.seq, kind.decode(row.encoded)
 
     def _answer(self, kind: AnyKind, tenant: str, matches: builtins.list[Match],
-                metadata: dict[str, Any] | None, added: MediaRecord | None = None
-                ) -> SearchResult:
+                metadata: dict[str, Any] | None, added: MediaRecord | None = None,
+                missing: builtins.list[int] | None = None) -> SearchResult:
         """The hits with their canonical items and the tenant's policy's actions; an ingested
         query the policy auto-rejects is marked rejected (audited as the policy's decision)."""
         records = self.store.records([m.key for m in matches])
@@ -458,7 +553,7 @@ class MediaLayer:
         if added is not None and action == "auto_reject":
             self.review.decide(tenant, POLICY_ACTOR, "reject", added.id,
                                note="auto_reject by the tenant's policy")
-        return SearchResult(hits, added, action)
+        return SearchResult(hits, added, action, sorted(missing or []))
 
     def _kind_of_operands(self, a: Source, b: Source, media_type: str | None,
                           tenant: str) -> AnyKind:
@@ -527,6 +622,10 @@ def _size_and_head(path: Path) -> tuple[int, bytes]:
     except OSError as e:
         raise InvalidInput(f"cannot read {path}: {e.strerror}") from e
 
+
+
+def _split(text: str) -> builtins.list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _storable(**fields: Any) -> None:

@@ -159,6 +159,11 @@ class SearchOut(BaseModel):
         default="allow", description="The most severe of the results' policy actions; an "
         "ingested query (index=true) that the policy auto-rejects is marked rejected.")
     results: list[HitOut]
+    partial: bool = Field(default=False, description="True when an index node (a shard of "
+                          "the catalog) did not answer: its items were not searched, so a "
+                          "match may be missing. Search again, or treat as unknown.")
+    missing_shards: list[int] = Field(default_factory=list, description="The shards that "
+                                      "did not answer (empty unless `partial`).")
 
 
 class CompareOut(BaseModel):

@@ -200,6 +200,9 @@ class KindIndex:
         self.complete = threading.Event()
         """Set once every tier is loaded (the details of a two-step build come after)."""
         self.failure: BaseException | None = None
+        self.mapped: Position | None = None
+        """The position of the snapshot the index was built over (None: from the catalog),
+        so an index node can say how it came back."""
 
 
 class IndexRegistry:
@@ -382,6 +385,19 @@ class IndexRegistry:
         state = cast(Snapshottable, entry.index).state()  # the kind's index, as checked above
         return snapshots.write(kind.name, kind.version, position, state)
 
+    def write_served_snapshot(self, media_type: str) -> Path | None:
+        """Write the kind's snapshot from the index this process serves, once loaded, under
+        its exclusive lock: no second build (an index node's first start), but searches wait
+        while the arrays are written. None without a snapshot directory or form."""
+        entry = self.wait(media_type)
+        snapshots, index = self._snapshots, entry.index
+        if snapshots is None or not isinstance(index, Snapshottable):
+            return None
+        with entry.lock.write():
+            entry.index.prepare()
+            position = Position(entry.rows.top, entry.deletions.top)
+            return snapshots.write(entry.kind.name, entry.kind.version, position, index.state())
+
     def _build(self, kind: AnyKind, background: bool = False) -> KindIndex:
         """A new index of every row of the kind: over its snapshot and the feed since if
         there is a usable one, else in two steps if it can (see the module's docstring), the
@@ -391,6 +407,7 @@ class IndexRegistry:
         entry.deletions.start(max(self._feed.last_deletion(source)  # before: rows are gone
                                   for source in (kind.name, *entry.carriers)))
         snapshot = self._map(entry)
+        entry.mapped = snapshot.position if snapshot is not None else None
         index, feed = entry.index, self._feed
         self._load_tracks(entry)
         if snapshot is not None:
@@ -554,6 +571,7 @@ class IndexRegistry:
             entry.failure = fresh.failure
             entry.index, entry.rows, entry.deletions = fresh.index, fresh.rows, fresh.deletions
             entry.stale, entry.polled_at = fresh.stale, fresh.polled_at
+            entry.mapped = fresh.mapped
 
     def _decoded(self, entry: KindIndex, rows: Iterable[FeedRow]) -> list[tuple[int, str, Any]]:
         kind = entry.kind
