@@ -21,6 +21,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from pg_fixtures import needs_postgres
+from PIL import ImageOps
 
 from medialayer.api.app import create_app
 from medialayer.catalog.store import MediaRecord
@@ -106,6 +107,7 @@ class Cluster:
     images: dict[str, bytes] = field(default_factory=dict)
     """Media id -> the image indexed under it."""
     records: dict[str, MediaRecord] = field(default_factory=dict)
+    seeds: dict[str, int] = field(default_factory=dict)
 
     def index(self, seeds: range) -> None:
         for seed in seeds:
@@ -113,10 +115,13 @@ class Cluster:
             record = self.ml.index(data, "image", tenant="acme")
             self.images[record.id] = data
             self.records[record.id] = record
+            self.seeds[record.id] = seed
 
-    def search(self, media_id: str) -> dict[str, Any]:
+    def search(self, media_id: str, image: bytes | None = None) -> dict[str, Any]:
+        """A search through the API for the item (or for `image`, a copy of it)."""
+        image = self.images[media_id] if image is None else image
         answer = self.api.post("/v1/search/image/upload", headers=self.headers,
-                               files={"file": ("q.jpg", self.images[media_id], "image/jpeg")},
+                               files={"file": ("q.jpg", image, "image/jpeg")},
                                data={"top_k": "3"})
         assert answer.status_code == 200, answer.text
         return dict(answer.json())
@@ -162,6 +167,10 @@ def test_a_killed_node_degrades_answers_to_partial_and_comes_back_from_snapshot_
         answer = cluster.search(media_id)
         assert not answer["partial"] and answer["missing_shards"] == []
         assert answer["results"][0]["media_id"] == media_id
+    for media_id, seed in list(cluster.seeds.items())[:4]:  # only the mirror view finds these
+        copy = synth.jpeg(ImageOps.mirror(synth.crop_corner(synth.photo(seed), 0.7)))
+        answer = cluster.search(media_id, copy)
+        assert answer["results"][0]["media_id"] == media_id and not answer["partial"]
 
     answers = _searches_around(cluster, lambda: cluster.nodes[1].kill())
     assert all(a["partial"] for _, a in answers[-len(cluster.images) + 1:])
