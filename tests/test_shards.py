@@ -40,6 +40,9 @@ pytest_plugins = ["pg_fixtures"]
 
 READY_WITHIN = 180.0
 """Seconds a node may take to load on a loaded machine before the test gives up on it."""
+NODE_TIMEOUT = 120.0
+"""Far above any search of this catalog, so only a dead node makes an answer partial (a
+killed node's port refuses at once)."""
 
 
 def free_port() -> int:
@@ -141,7 +144,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]
         env["MEDIALAYER_DATABASE_URL"] = database_url
     nodes = [Node(shard, 2, env) for shard in range(2)]
     ml = MediaLayer(tmp_path / "data", database_url=database_url,
-                    index_nodes=[n.url for n in nodes])
+                    index_nodes=[n.url for n in nodes], node_timeout=NODE_TIMEOUT)
     settings = settings_for(tmp_path / "data")
     client = TestClient(create_app(settings, ml), raise_server_exceptions=False)
     client.__enter__()

@@ -425,8 +425,9 @@ def index_node(shard: Annotated[int, typer.Option(help="The partition this node 
     ml = MediaLayer(data_dir or settings.data_dir, database_url=settings.database_url,
                     shard=partition)
     every = settings.snapshot_every if snapshot_every is None else snapshot_every
-    for name in WIRES:  # a restart maps the node's last snapshot and replays the feed since
-        if ml.indexes.wait(name).mapped is None and settings.snapshot_dir:
+    ml.warm_up(only=WIRES)  # a restart maps the node's last snapshot and replays the feed since
+    for name in WIRES:
+        if ml.indexes.get(name).mapped is None and settings.snapshot_dir:
             written = ml.indexes.write_served_snapshot(name)  # the first start writes one
             _print_snapshots({name: written} if written else {})
     if settings.snapshot_dir and every > 0:

@@ -31,6 +31,13 @@ class Settings(BaseSettings):
     snapshot_every: float = 3600.0
     """Seconds between the snapshot refreshes `serve --workers N` runs (0: none): workers that
     start later (restarts) map a recent one and replay less."""
+    index_nodes: str | None = None
+    """Comma-separated URLs of the index nodes (`medialayer index-node`), shard i at place i:
+    the kinds they serve (image) are searched there, not in this process's memory. Read by
+    every process from MEDIALAYER_INDEX_NODES (docs/deployment.md, "Index nodes")."""
+    index_node_timeout: float = 10.0
+    """Seconds an API process waits for an index node; one that has not answered by then is
+    missing from the answer, which is flagged partial."""
     log_json: bool = False
     log_level: str = "info"
     # safe URL fetching

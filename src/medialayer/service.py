@@ -12,7 +12,7 @@ import ctypes
 import io
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,7 +101,8 @@ class MediaLayer:
                               DELETIONS_KEPT.total_seconds() / 2) if snapshot_dir else None
         self.indexes = IndexRegistry(feed, get_kind, self._loader, bands,
                                      carriers_of=carriers_of, snapshots=snapshots)
-        self.nodes = IndexNodes(index_nodes, node_timeout) if index_nodes else None
+        self.nodes = IndexNodes(index_nodes, node_timeout) if index_nodes and shard is None \
+            else None  # a node searches its own partition, whatever the environment says
         self._written = 0
         """The highest seq this process wrote: index nodes see at least that far before
         they answer its searches."""
@@ -294,11 +295,12 @@ class MediaLayer:
                   tenant: str | None = None) -> builtins.list[dict[str, Any]]:
         return self.review.decisions(tenant or self.tenant, media_id, None, limit)[0]
 
-    def warm_up(self, wait: bool = True) -> None:
-        """Build every kind's index from the catalog now, not on the first request; without
-        `wait`, return once the code tiers are in (the rest loads behind them, and searches
-        wait for it)."""
-        local = [name for name in kinds() if not self._remote(name)]
+    def warm_up(self, wait: bool = True, only: Collection[str] | None = None) -> None:
+        """Build every kind's index (or those named in `only`) from the catalog now, not on
+        the first request; without `wait`, return once the code tiers are in (the rest loads
+        behind them, and searches wait for it)."""
+        local = [name for name in kinds() if not self._remote(name)
+                 and (only is None or name in only)]
         for media_type in local:
             self.indexes.prepare(media_type)
         if wait:
@@ -312,9 +314,12 @@ class MediaLayer:
 
     def write_snapshots(self, media_type: str | None = None) -> dict[str, Path]:
         """Write the snapshot of every kind that has one (or of `media_type`) for the
-        processes of this catalog to map: the data folder of each written."""
+        processes of this catalog to map: the data folder of each written. Kinds that index
+        nodes serve have none here (each node writes its own)."""
         written = {}
         for name in [get_kind(media_type).name] if media_type else list(kinds()):
+            if self._remote(name):
+                continue
             if (path := self.indexes.write_snapshot(name)) is not None:
                 written[name] = path
         return written

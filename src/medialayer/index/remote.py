@@ -66,7 +66,7 @@ class IndexNodes:
         if not urls:
             raise ValueError("no index node configured")
         self.urls = [url.rstrip("/") for url in urls]
-        self._http = httpx.Client(timeout=timeout, limits=httpx.Limits(
+        self._http = httpx.Client(timeout=timeout, trust_env=False, limits=httpx.Limits(
             max_connections=None, max_keepalive_connections=8 * len(urls)))
         self._pool = ThreadPoolExecutor(max_workers=8 * len(urls),
                                         thread_name_prefix="index-nodes")
@@ -95,8 +95,10 @@ class IndexNodes:
         """The shard's matches, or None (logged) if it cannot give them."""
         url = self.urls[shard] + SEARCH_PATH.format(media_type=media_type)
         try:
-            response = self._http.post(url, content=query, params=ask.params(),
-                                       headers={"Content-Type": "application/octet-stream"})
+            try:
+                response = self._post(url, query, ask)
+            except httpx.TransportError:  # a kept-alive connection the node had closed
+                response = self._post(url, query, ask)
             response.raise_for_status()
             body = response.json()
             if (body.get("shard"), body.get("shards")) != (shard, len(self.urls)):
@@ -107,6 +109,11 @@ class IndexNodes:
             log.warning("index node %s (shard %d) did not answer: %s", self.urls[shard], shard,
                         e)
             return None
+
+
+    def _post(self, url: str, query: bytes, ask: ShardQuery) -> httpx.Response:
+        return self._http.post(url, content=query, params=ask.params(),
+                               headers={"Content-Type": "application/octet-stream"})
 
 
 def match_json(match: Match) -> dict[str, Any]:
