@@ -4,6 +4,7 @@ and started again from its snapshot and the change feed."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import signal
@@ -22,9 +23,11 @@ import pytest
 from fastapi.testclient import TestClient
 from pg_fixtures import needs_postgres
 from PIL import ImageOps
+from typer.testing import CliRunner
 
 from medialayer.api.app import create_app
 from medialayer.catalog.store import MediaRecord
+from medialayer.cli import app
 from medialayer.errors import InvalidInput
 from medialayer.index.remote import ShardQuery
 from medialayer.index.shards import Partition
@@ -203,6 +206,9 @@ def test_a_killed_node_degrades_answers_to_partial_and_comes_back_from_snapshot_
         answer = cluster.search(media_id)
         assert not answer["partial"], answer
         assert answer["results"][0]["media_id"] == media_id
+    gone = added[-1]  # a deletion reaches the searches at once (the nodes verify from the catalog)
+    assert cluster.api.delete(f"/v1/media/{gone}", headers=cluster.headers).status_code == 204
+    assert gone not in {r["media_id"] for r in cluster.search(gone)["results"]}
 
 
 def _searches_around(cluster: Cluster, event: Callable[[], None]
@@ -263,3 +269,28 @@ def test_a_node_answers_only_for_its_partition(tmp_path: Path) -> None:
             assert [m.key for m in found[:1]] == ([record.seq] if record.seq % 2 == 1 else [])
     finally:
         node.close()
+
+
+def test_with_no_node_answering_every_surface_says_partial(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """The library, the CLI's JSON and its table: an answer without its shards says so."""
+    image = tmp_path / "a.jpg"
+    image.write_bytes(synth.jpeg(synth.photo(1)))
+    MediaLayer(tmp_path / "data").close()
+    monkeypatch.setenv("MEDIALAYER_INDEX_NODES", ",".join(
+        f"http://127.0.0.1:{free_port()}" for _ in range(2)))  # nothing listens there
+    ml = MediaLayer(tmp_path / "data")
+    try:
+        ml.index(image)
+        result = ml.search(image)
+    finally:
+        ml.close()
+    assert result.results == [] and result.partial and result.missing_shards == [0, 1]
+    runner = CliRunner()
+    found = runner.invoke(app, ["search", str(image), "--data-dir", str(tmp_path / "data"),
+                                "--json"])
+    assert found.exit_code == 0, found.output
+    assert json.loads(found.stdout)["missing_shards"] == [0, 1]
+    table = runner.invoke(app, ["search", str(image), "--data-dir", str(tmp_path / "data")])
+    assert "no match" in table.stdout and "partial" in table.output
