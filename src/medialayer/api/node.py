@@ -22,7 +22,7 @@ from medialayer.kinds.wire import WIRES
 from medialayer.service import MediaLayer
 
 MAX_QUERY_BYTES = 4 * 1024 * 1024
-"""A query's byte form is tens of kilobytes; anything much larger is not one."""
+"""Far above any query's byte form: a larger body is not one."""
 
 
 def create_node_app(ml: MediaLayer, partition: Partition) -> FastAPI:
