@@ -61,6 +61,8 @@ class Node:
     shard: int
     shards: int
     env: dict[str, str]
+    log: Path
+    """Its output (a file: a pipe nobody reads could fill and stop it)."""
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
@@ -69,18 +71,18 @@ class Node:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "medialayer", "index-node", "--shard", str(self.shard),
-             "--shards", str(self.shards), "--port", str(self.port), "--snapshot-every", "0"],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "medialayer", "index-node", "--shard", str(self.shard),
+                 "--shards", str(self.shards), "--port", str(self.port),
+                 "--snapshot-every", "0"], env=self.env, stdout=out, stderr=subprocess.STDOUT)
 
     def ready(self) -> dict[str, Any]:
         """Its /ready answer once it gives one (polled: no wall-clock margin but the cap)."""
         assert self.process is not None
         deadline = time.monotonic() + READY_WITHIN
         while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.process.stderr.read().decode()[-3000:] \
-                if self.process.stderr else "exited"
+            assert self.process.poll() is None, self.log.read_text()[-3000:]
             try:
                 answer = httpx.get(f"{self.url}/v1/shard/ready", timeout=10)
                 if answer.status_code == 200:
@@ -145,7 +147,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]
     if request.param == "postgresql":
         database_url = request.getfixturevalue("pg_url")
         env["MEDIALAYER_DATABASE_URL"] = database_url
-    nodes = [Node(shard, 2, env) for shard in range(2)]
+    nodes = [Node(shard, 2, env, tmp_path / f"node-{shard}.log") for shard in range(2)]
     ml = MediaLayer(tmp_path / "data", database_url=database_url,
                     index_nodes=[n.url for n in nodes], node_timeout=NODE_TIMEOUT)
     settings = settings_for(tmp_path / "data")
