@@ -28,6 +28,7 @@ from typer.testing import CliRunner
 from medialayer.api.app import create_app
 from medialayer.catalog.store import MediaRecord
 from medialayer.cli import app
+from medialayer.config import Settings
 from medialayer.errors import InvalidInput
 from medialayer.index.remote import ShardQuery
 from medialayer.index.shards import Partition
@@ -37,7 +38,6 @@ from medialayer.kinds.wire import ImageWire
 from medialayer.service import MediaLayer
 
 import synth
-from api_fixtures import settings_for
 
 pytest_plugins = ["pg_fixtures"]
 
@@ -150,7 +150,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]
     nodes = [Node(shard, 2, env, tmp_path / f"node-{shard}.log") for shard in range(2)]
     ml = MediaLayer(tmp_path / "data", database_url=database_url,
                     index_nodes=[n.url for n in nodes], node_timeout=NODE_TIMEOUT)
-    settings = settings_for(tmp_path / "data")
+    settings = Settings(data_dir=str(tmp_path / "data"))
     client = TestClient(create_app(settings, ml), raise_server_exceptions=False)
     client.__enter__()
     _, key = create_key(ml.store, "acme", ["index", "search"])

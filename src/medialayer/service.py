@@ -350,7 +350,9 @@ class MediaLayer:
         entry = self.indexes.get(media_type)
         if not entry.complete.is_set() or entry.failure is not None:
             return None
-        return len(entry.index), self.feed.seen if self.feed else 0, entry.mapped
+        with entry.lock.read():
+            items = len(entry.index)
+        return items, self.feed.seen if self.feed else 0, entry.mapped
 
     def close(self) -> None:
         self.indexes.close()
