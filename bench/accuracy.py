@@ -1,17 +1,24 @@
 """Accuracy on an image corpus (catalog/, queries/, negatives/, ground_truth.csv).
 
     python bench/accuracy.py --corpus eval-data/image-dev --out results.csv [--peers]
+        [--distractors N [--distractor-keypoints K] [--distractor-dir /tmp/ml-distractors]]
 
 Indexes catalog/ through the public library API into a fresh data directory, searches every query
 and negative, writes `query,match,similarity_score,confidence` per row, and prints R@1 and R@T per
 edit family. With --peers it scores imagehash dhash/phash and PDQ (8 dihedral query hashes) on the
 same files in the same run.
+
+With --distractors N the data directory starts as a copy of a catalog of N synthetic image rows
+in the corpus's tenant (`bench/scale.py`'s rows: random codes and, with --distractor-keypoints,
+K random descriptors each), written once under --distractor-dir and kept for the next run; the
+corpus is indexed on top, so every search also faces N strangers in both tiers.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import shutil
 import sys
 import tempfile
 import time
@@ -26,13 +33,30 @@ from medialayer import MediaLayer  # noqa: E402
 from evaluation import Answer, false_positive_rate, per_family, read_truth, threshold  # noqa: E402
 
 
-def run_medialayer(corpus: Path, out: Path, extra: bool) -> dict[str, Answer]:
+def with_distractors(data_dir: Path, cache: Path, items: int, keypoints: int) -> None:
+    """Start `data_dir` as a copy of the cached catalog of `items` distractor rows."""
+    from scale import catalog_path, populate
+
+    from medialayer.service import DEFAULT_TENANT
+
+    source = catalog_path(cache, items, keypoints)
+    t0 = time.perf_counter()
+    populate(source, items, keypoints, tenant=DEFAULT_TENANT)
+    shutil.copyfile(source, data_dir / source.name)
+    print(f"{items} distractors ready in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+
+
+def run_medialayer(corpus: Path, out: Path, extra: bool, distractors: int = 0,
+                   keypoints: int = 0, cache: Path | None = None) -> dict[str, Answer]:
     truth = read_truth(corpus)
     catalog = sorted((corpus / "catalog").iterdir())
     if extra and (corpus / "extra" / "catalog").is_dir():
         catalog += sorted((corpus / "extra" / "catalog").iterdir())
-    with tempfile.TemporaryDirectory() as data_dir:
+    with tempfile.TemporaryDirectory(dir=cache) as data_dir:
+        if distractors:
+            with_distractors(Path(data_dir), cache or Path(data_dir), distractors, keypoints)
         ml = MediaLayer(data_dir)
+        ml.indexes.wait("image")
         t0 = time.perf_counter()
         names = {}
         for path in catalog:
@@ -117,8 +141,18 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--peers", action="store_true", help="also score imagehash and PDQ")
     ap.add_argument("--extra", action="store_true", help="add extra/catalog distractors")
+    ap.add_argument("--distractors", type=int, default=0,
+                    help="synthetic image rows in the catalog before the corpus")
+    ap.add_argument("--distractor-keypoints", type=int, default=0,
+                    help="random descriptors per distractor row (0: global codes only)")
+    ap.add_argument("--distractor-dir", type=Path, default=Path("/tmp/ml-distractors"),
+                    help="where the distractor catalogs are kept between runs")
     args = ap.parse_args()
-    systems = {"MediaLayer": run_medialayer(args.corpus, args.out, args.extra)}
+    cache = args.distractor_dir if args.distractors else None
+    if cache:
+        cache.mkdir(parents=True, exist_ok=True)
+    systems = {"MediaLayer": run_medialayer(args.corpus, args.out, args.extra, args.distractors,
+                                            args.distractor_keypoints, cache)}
     if args.peers:
         systems.update(run_peers(args.corpus))
     report(args.corpus, systems)

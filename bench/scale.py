@@ -88,9 +88,10 @@ def catalog_path(folder: Path, items: int, keypoints: int) -> Path:
                      ) / "catalog.db"
 
 
-def populate(path: Path, items: int, keypoints: int) -> None:
+def populate(path: Path, items: int, keypoints: int, tenant: str | None = None) -> None:
     """`items` image rows with random codes, written once (kept for the next run); their
-    codes saved beside the catalog for the searching processes."""
+    codes saved beside the catalog for the searching processes. The rows spread over
+    `TENANTS` tenants, or all go into `tenant` (distractors for a corpus indexed there)."""
     codes_file = path.parent / "codes.npy"
     if path.exists() and codes_file.exists():
         return
@@ -119,7 +120,7 @@ def populate(path: Path, items: int, keypoints: int) -> None:
         db.executemany(
             "insert into media (seq, id, tenant, media_type, metadata, created_at, "
             "fingerprint, fingerprint_version) values (?, ?, ?, 'image', '{}', ?, ?, ?)",
-            ((seq, str(uuid.UUID(int=seq)), f"t{seq % TENANTS}", now,
+            ((seq, str(uuid.UUID(int=seq)), tenant or f"t{seq % TENANTS}", now,
               encode(ImageFingerprint(int(c), features(), (int(m),))), ImageKind.version)
              for seq, (c, m) in zip(seqs, block.tolist(), strict=True)))
         signed = block.view(np.int64)
