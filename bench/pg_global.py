@@ -1,7 +1,8 @@
 """PostgreSQL serving the global tier itself, side by side with the in-memory tier.
 
     .venv/bin/python bench/pg_global.py --items 1000000 [--items 10000000] [--queries 2000]
-        [--scan-queries 200] [--clients 1,4] [--dsn postgresql://postgres@127.0.0.1/test]
+        [--scan-queries 200] [--clients 4] [--even] [--keep]
+        [--dsn postgresql://postgres@127.0.0.1:5432/test] [--schema pgtier_bench]
 
 Issue 15 item 3, design (a): could the database answer "which of this tenant's images have a
 64-bit code within r bits of the query's (or its mirror's)?" from the code columns, so that
@@ -11,8 +12,9 @@ its own (schema `--schema`, dropped at the end unless `--keep`), LIST-partitione
 (a search is always one tenant's), with the code's four 16-bit substrings as smallint columns,
 and measures two ways of searching it:
 
-* **mih**: multi-index hashing. A btree on each substring, `INCLUDE (code, seq)` so a probe is
-  an index-only scan. By the generalised pigeonhole principle an item within r bits differs in
+* **mih**: multi-index hashing. A btree on each substring, `INCLUDE (code, seq, tenant)` so a
+  probe is an index-only scan (without the tenant, its clause sends every candidate to the
+  heap). By the generalised pigeonhole principle an item within r bits differs in
   at most t_b bits in some band b when sum(t_b + 1) = r + 1; the probe radii are the in-memory
   tier's own (`HammingIndex._alloc`, 2,1,1,1 for r = 8; `--even` uses the textbook floor(r/4)
   in every band). Each band's substring variants go in one `= ANY(...)`, each branch keeps the
@@ -32,8 +34,10 @@ timed pass reads warm caches, as a serving index would. Recall is against the ex
 answer (numpy over the tenant's codes). Latency is wall time per query at the client, with 1
 client and with C clients at once (each on a connection of its own; for `memory` the C clients
 are threads of this one process); throughput is queries completed per second of the C-client
-run. "server CPU" is the backend processes' CPU time (/proc, the server runs on this machine)
-per query in the 1-client run, parallel workers not included.
+run. "CPU" is, per query of the 1-client run, the client thread's CPU time plus the backend
+process's (/proc: the server runs on this machine; the scan's parallel workers not included).
+Session settings: `jit = off`, generic plans (a custom plan of the MIH query costs about as much
+planning as executing), `--parallel` workers per gather, `work_mem = 64MB`.
 """
 
 from __future__ import annotations
