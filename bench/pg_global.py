@@ -241,7 +241,8 @@ def memory_search(codes: np.ndarray, r: int) -> tuple[Search, dict[str, float]]:
     def search(query: Query) -> list[int]:
         hits = index.radius_many([query[0], query[1]], r)
         found = np.fromiter((k for k, _ in hits), np.int64, len(hits))
-        return found[tenants.mask(found, f"t{query[2]}")].tolist()
+        mine: list[int] = found[tenants.mask(found, f"t{query[2]}")].tolist()
+        return mine
 
     return search, {"build_s": built,
                     "index_mb": (index.nbytes() + tenants.nbytes()) / 2**20}
@@ -305,10 +306,13 @@ def measure(connect: Callable[[], tuple[Search, Callable[[], int]]], warm: Seque
     return out
 
 
+def pct(run: dict[str, Any]) -> str:
+    return f"{np.percentile(run['walls'], 50):.2f} / {np.percentile(run['walls'], 99):.2f}"
+
+
 def table_row(items: int, method: str, setup: str, size: str, runs: list[dict[str, Any]],
               clients: int) -> str:
     one, many = runs
-    pct = lambda r: f"{np.percentile(r['walls'], 50):.2f} / {np.percentile(r['walls'], 99):.2f}"  # noqa: E731
     return (f"| {items:,} | {method} | {setup} | {size} | {pct(one)} | "
             f"{one['client_cpu']:.2f} + {one['server_cpu']:.2f} | {pct(many)} | "
             f"{one['qps']:,.0f} / {many['qps']:,.0f} ({clients}) | {one['recall']:.4f} | "
