@@ -169,7 +169,7 @@ def searches(index: Any, codes: np.ndarray, queries: int) -> dict[str, float]:
         t0, c0 = time.perf_counter(), time.thread_time()
         hits = index.codes.radius_many([q, int(codes[i, 1])], 8)
         keys = np.fromiter((k for k, _ in hits), np.int64, len(hits))
-        mine = index.tenants.mask(keys, f"t{i % TENANTS}")
+        mine = index.tenants.mask(keys, f"t{(i + 1) % TENANTS}")  # row i has seq i + 1
         walls.append(time.perf_counter() - t0)
         cpus.append(time.thread_time() - c0)
         found += int(mine.sum())
