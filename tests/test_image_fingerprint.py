@@ -195,3 +195,52 @@ def test_threads_fingerprint_with_their_own_orb_detector() -> None:
         detectors = set(pool.map(detector, range(3)))
     assert together == alone * 3
     assert len(detectors) == 3
+
+
+def test_a_query_looks_for_its_photo_blob_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page test and the last-resort photo view of a query that is not a page are the
+    same blob search: the expansion takes the blob the page test found, not a second one."""
+    from medialayer.kinds import image
+
+    searched = []
+    largest = image._largest_blob
+
+    def counted(gray: np.ndarray, tol: int) -> object:
+        searched.append(gray.shape)
+        return largest(gray, tol)
+
+    monkeypatch.setattr(image, "_largest_blob", counted)
+    padded = synth.pad(ORIGINAL, 0.2, "white")  # a blob on a plain background, not a page
+    fp = fingerprint_bytes(synth.jpeg(padded), query=True)
+    full = fp.expanded()
+    assert not fp.page and len(searched) == 1
+    work = image.shrink(image.decode_gray(synth.jpeg(padded), image.WORK_SIDE), image.WORK_SIDE)
+    blob = largest(work, image.BLOB_TOLERANCE)
+    assert blob is not None  # so the expansion has its last-resort view, from that blob
+    assert full.codes[len(fp.codes):] == image.trimmed_codes(
+        image._in_gray(image.decode_gray(synth.jpeg(padded), image.WORK_SIDE), work, blob[0]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 3000), st.integers(0, 2**32 - 1))
+def test_the_dense_view_spreads_its_corners_over_the_grid(count: int, seed: int) -> None:
+    """`_spread` keeps the strongest few of every cell, strongest first within a cell and
+    cells in order, then the strongest of the rest up to DENSE_FEATURES."""
+    from medialayer.kinds import image
+
+    rng = np.random.default_rng(seed)
+    shape = (360, 480)
+    where = (rng.random((count, 2)) * [shape[1], shape[0]]).astype(np.float32)
+    strength = rng.integers(0, 50, count).astype(np.float32)  # ties, as Harris rarely has
+    strongest = np.argsort(-strength, kind="stable")
+    per_cell = max(1, round(image.DENSE_SPREAD * image.DENSE_FEATURES / image.DENSE_GRID ** 2))
+    cells: dict[int, list[int]] = {}
+    for i in strongest.tolist():
+        x, y = where[i]
+        column = min(int(x * image.DENSE_GRID / shape[1]), image.DENSE_GRID - 1)
+        row = min(int(y * image.DENSE_GRID / shape[0]), image.DENSE_GRID - 1)
+        cells.setdefault(row * image.DENSE_GRID + column, []).append(i)
+    even = [i for cell in sorted(cells) for i in cells[cell][:per_cell]]
+    rest = [i for i in strongest.tolist() if i not in set(even)]
+    expected = even + rest[:max(0, image.DENSE_FEATURES - len(even))]
+    assert image._spread(where, strength, strongest, shape).tolist() == expected

@@ -219,7 +219,11 @@ def shrink(gray: np.ndarray, side: int) -> np.ndarray:
     return cv2.resize(gray, size, interpolation=method)
 
 
-def photo_region(gray: np.ndarray, tol: int = 12) -> tuple[int, int, int, int] | None:
+BLOB_TOLERANCE = 12
+"""Grey levels from the background that are still background, for pages and photo blobs."""
+
+
+def photo_region(gray: np.ndarray, tol: int = BLOB_TOLERANCE) -> tuple[int, int, int, int] | None:
     """The box of the largest compact non-background blob: the photo in a listing screenshot.
 
     Page text and buttons are many small or thin blobs; the photo is one large, roughly square
@@ -229,7 +233,7 @@ def photo_region(gray: np.ndarray, tol: int = 12) -> tuple[int, int, int, int] |
     return None if found is None else found[0]
 
 
-def page_region(gray: np.ndarray, tol: int = 12) -> tuple[int, int, int, int] | None:
+def page_region(gray: np.ndarray, tol: int = BLOB_TOLERANCE) -> tuple[int, int, int, int] | None:
     """The photo of a listing page, or None for anything that is not a page.
 
     A page is a solid photo region with sharp chrome around it (header, text, buttons: other
@@ -238,7 +242,11 @@ def page_region(gray: np.ndarray, tol: int = 12) -> tuple[int, int, int, int] | 
     gradient image has blobs but no crisp edges, line art has outlines but no solid blob: all
     stay images matched as a whole.
     """
-    found = _largest_blob(gray, tol)
+    return _page_of(_largest_blob(gray, tol))
+
+
+def _page_of(found: tuple[Box, _Blob] | None) -> Box | None:
+    """The blob's box if what surrounds it makes the image a page (`page_region`)."""
     if found is None:
         return None
     box, blob = found
@@ -491,7 +499,8 @@ def fingerprint_gray(gray: np.ndarray, query: bool = False, local: bool = True
     they are not stored.
     """
     work = shrink(gray, WORK_SIDE)
-    region = page_region(work)
+    blob = _largest_blob(work, BLOB_TOLERANCE)  # the page's photo, or a query's last view
+    region = _page_of(blob)
     if region is None:
         small = shrink(work, GLOBAL_SIDE)
         y0, y1, x0, x1 = content_box(small)
@@ -508,22 +517,22 @@ def fingerprint_gray(gray: np.ndarray, query: bool = False, local: bool = True
     if not query or not local:
         return fp
     def expand() -> ImageFingerprint:
-        codes, views = _more_views(gray, work, fp, corners)
+        codes, views = _more_views(gray, work, fp, corners, None if blob is None else blob[0])
         return replace(fp, query_codes=(*fp.query_codes, *codes), query_views=views, more=None)
 
     return replace(fp, more=functools.cache(expand))
 
 
-def _more_views(gray: np.ndarray, work: np.ndarray, fp: ImageFingerprint, corners: Corners
-                ) -> tuple[tuple[int, ...], tuple[Features, ...]]:
+def _more_views(gray: np.ndarray, work: np.ndarray, fp: ImageFingerprint, corners: Corners,
+                photo: Box | None) -> tuple[tuple[int, ...], tuple[Features, ...]]:
     """The query's costlier codes and views: keypoints of its mirror image (ORB is not
     mirror-invariant, so a flipped and cropped copy needs them); when large text covers it,
     a dense view of keypoints off the text and spread over the whole image (the letters of
     a watermark take the strongest keypoints, the photo's own are weaker and lie between
     them); and on
     something that is not quite a page, the largest photo-like blob found on a plain
-    background (both tiers), as a last resort for screenshots `page_region` does not
-    accept."""
+    background (both tiers, `photo`: `photo_region` of the work image, found with the page
+    test), as a last resort for screenshots `page_region` does not accept."""
     box = fp.box if fp.page and fp.box is not None else (0, work.shape[0], 0, work.shape[1])
     codes: list[int] = []
     views = [_region_features(gray, work, box, True, corners)[0]]
@@ -531,7 +540,7 @@ def _more_views(gray: np.ndarray, work: np.ndarray, fp: ImageFingerprint, corner
     mask = text_mask(work[y0:y1, x0:x1])
     if mask is not None:
         views.append(_text_view(work, box, mask))
-    blob = None if fp.page else photo_region(work)
+    blob = None if fp.page else photo
     if blob is not None:
         codes += trimmed_codes(_in_gray(gray, work, blob))
         views.append(_region_features(gray, work, blob, False)[0])
@@ -632,11 +641,14 @@ def _spread(where: np.ndarray, strength: np.ndarray, strongest: np.ndarray,
     column = np.minimum((where[:, 0] * DENSE_GRID / w).astype(np.int64), DENSE_GRID - 1)
     row = np.minimum((where[:, 1] * DENSE_GRID / h).astype(np.int64), DENSE_GRID - 1)
     cell = row * DENSE_GRID + column
-    order = strongest[np.argsort(cell[strongest], kind="stable")]  # by cell, strongest first
+    in_cell = cell.astype(np.uint8)[strongest]  # small keys: numpy's stable sort is a radix sort
+    order = strongest[np.argsort(in_cell, kind="stable")]  # by cell, strongest first
     first = np.searchsorted(cell[order], cell[order])
     per_cell = max(1, round(DENSE_SPREAD * DENSE_FEATURES / DENSE_GRID ** 2))
     even = order[np.arange(len(order)) - first < per_cell]
-    rest = np.setdiff1d(strongest, even, assume_unique=True)
+    taken = np.zeros(len(where), bool)
+    taken[even] = True
+    rest = strongest[~taken[strongest]]
     return np.concatenate([even, rest[:max(0, DENSE_FEATURES - len(even))]])
 
 
@@ -865,8 +877,8 @@ def _fit(src: np.ndarray, dst: np.ndarray, refine: bool = True, tries: int = 500
         refineIters=10 if refine else 0)
     if transform is None or mask is None:
         return None
-    scale = float(np.sqrt(abs(np.linalg.det(transform[:, :2]))))
-    if not 0.2 < scale < 5.0:
+    (a, b, _), (c, d, _) = transform.tolist()
+    if not 0.2 < math.sqrt(abs(a * d - b * c)) < 5.0:  # the scale, its determinant's root
         return None
     return transform, mask.ravel().astype(bool)
 
