@@ -49,6 +49,9 @@ class FakeFeed:
     def last_deletion(self, media_type: str) -> int:
         return max((d for d, _ in self.deletions), default=0)
 
+    def count_between(self, media_type: str, after_seq: int, upto_seq: int) -> int:
+        return sum(after_seq < s <= upto_seq for s in self.rows)
+
 
 def _file(seed: int) -> object:
     import io
@@ -85,6 +88,31 @@ def test_a_late_seq_is_applied_and_the_trail_moves_up(monkeypatch) -> None:
     now[0] += 1
     reg.sync("lines")
     assert 2 not in entry.index and 1 in entry.index
+
+
+def test_a_new_index_watches_the_rows_below_its_build_by_their_count() -> None:
+    now = [1000.0]
+    feed = FakeFeed()
+    for seq in (1, 2, 4, 5):  # seq 3 is taken by a writer that has not committed yet
+        feed.commit(seq, seq)
+    reg = IndexRegistry(feed, lambda name: KIND, lambda kind: lambda keys, windows=None: {},
+                        trail=10.0, clock=lambda: now[0])
+    entry = reg.get("lines")
+    for _ in range(3):
+        now[0] += 1
+        reg.sync("lines")
+    assert feed.asked[-3:] == [0, 5, 5]  # the window read once, then only its count
+    feed.commit(3, 3)
+    now[0] += 1
+    reg.sync("lines")
+    assert feed.asked[-1] == 0 and 3 in entry.index
+    now[0] += 1
+    reg.sync("lines")
+    assert feed.asked[-1] == 5
+    feed.commit(2_000, 7)
+    now[0] += 20  # the window's time is over: polls read above the trail alone
+    reg.sync("lines")
+    assert feed.asked[-1] == 5 and 2_000 in entry.index and entry.window is None
 
 
 def _image_row(kind: ImageKind, rng: np.random.Generator, tenant: str, points: int) -> NewMedia:

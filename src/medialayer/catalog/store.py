@@ -308,6 +308,12 @@ class SqlCatalogStore:
             return list(c.execute(_SEQS_SINCE, {"type": media_type, "after": after_seq})
                         .scalars())
 
+    def count_between(self, media_type: str, after_seq: int, upto_seq: int) -> int:
+        """Rows in (after_seq, upto_seq], counted on the (media_type, seq) index alone."""
+        with self.engine.connect() as c:
+            return int(c.execute(_COUNT_BETWEEN, {"type": media_type, "after": after_seq,
+                                                  "upto": upto_seq}).scalar_one())
+
     def deletions_since(self, media_type: str, after_seq: int) -> builtins.list[tuple[int, int]]:
         """(deletion seq, media seq) logged after `after_seq`."""
         with self.engine.connect() as c:
@@ -352,6 +358,9 @@ _RECORDS_BY_SEQ = select(*RECORD_COLUMNS).where(Media.seq.in_(bindparam("seqs", 
 _SEQS_SINCE = (select(Media.seq)
                .where(Media.media_type == bindparam("type"), Media.seq > bindparam("after"))
                .order_by(Media.seq))
+_COUNT_BETWEEN = (select(func.count())
+                  .where(Media.media_type == bindparam("type"), Media.seq > bindparam("after"),
+                         Media.seq <= bindparam("upto")))
 _DELETIONS_SINCE = (select(Deletion.seq, Deletion.media_seq)
                     .where(Deletion.media_type == bindparam("type"),
                            Deletion.seq > bindparam("after"))

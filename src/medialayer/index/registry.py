@@ -5,7 +5,10 @@ implements; this package never imports it). Keeping in step with other processes
 a row whose sequence number is taken before, and committed after, a higher one (overlapping
 writers on PostgreSQL): a poll re-reads the seqs of a trailing window (every seq above the
 highest one seen `trail` seconds ago) and fetches the rows the index lacks. Deletions are
-idempotent, so their trailing window is simply applied again.
+idempotent, so their trailing window is simply applied again. A freshly built index cannot know
+which of the rows below its build's highest seq were still uncommitted, so for `trail` seconds
+it also watches a start window of rows below that seq (`_StartWindow`): cheaply, by their
+count, and re-reading their seqs only when the count moves.
 
 Searches share a read lock; writes to an index take the exclusive one, but what costs time
 (reading and decoding rows) is done before taking it, and a merge of big tables that an index
@@ -62,9 +65,9 @@ TRAIL_SECONDS = 60.0
 """How long a seq may stay uncommitted behind higher ones and still be picked up: longer than
 any catalog write transaction."""
 START_TRAIL_ROWS = 20_000
-"""Until `trail` seconds have passed since the build, polls re-read the seqs of this many rows
-below the build's highest: a row still uncommitted when the build read past it is among them
-unless more rows than this committed meanwhile."""
+"""Until `trail` seconds have passed since the build, polls watch this many rows below the
+build's highest (`_StartWindow`): a row still uncommitted when the build read past it is among
+them unless more rows than this committed meanwhile."""
 BATCH = 5000
 DELETIONS_KEPT = timedelta(days=1)
 """How long the catalog keeps its deletions log; an index that has not polled for half of it
@@ -99,6 +102,11 @@ class ChangeFeed(Protocol):
         ...
 
     def last_deletion(self, media_type: str) -> int: ...
+
+    def count_between(self, media_type: str, after_seq: int, upto_seq: int) -> int:
+        """A count of the visible rows of `media_type` in (after_seq, upto_seq] that changes
+        whenever one of them commits or is deleted (cheap: an index range count)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -180,6 +188,17 @@ class _Trail:
         return floor
 
 
+@dataclass
+class _StartWindow:
+    """The rows just below a new index's highest seq, which may still commit: `count` is
+    what the feed counted there when the index last read them all."""
+
+    floor: int
+    top: int
+    count: int
+    until: float
+
+
 class KindIndex:
     """One kind's index with its lock and its place in the change feed."""
 
@@ -200,6 +219,7 @@ class KindIndex:
         self.complete = threading.Event()
         """Set once every tier is loaded (the details of a two-step build come after)."""
         self.failure: BaseException | None = None
+        self.window: _StartWindow | None = None
         self.mapped: Position | None = None
         """The position of the snapshot the index was built over (None: from the catalog),
         so an index node can say how it came back."""
@@ -317,7 +337,7 @@ class IndexRegistry:
             return
         entry.polled_at = now  # one poll per interval, not one per thread
         name = entry.kind.name
-        floor = entry.rows.floor()
+        floor = min(entry.rows.floor(), self._window_floor(entry, now))
         own = self._unseen(entry, self._feed.seqs_since(name, floor))
         carried = self._unseen(entry, [seq for carrier in entry.carriers
                                        for seq in self._feed.seqs_since(carrier, floor)])
@@ -335,6 +355,33 @@ class IndexRegistry:
             for _, seq in deletions:
                 entry.index.delete(seq)
         self._saw(entry, missing, deletions)
+
+    def _window_floor(self, entry: KindIndex, now: float) -> int:
+        """Where a poll must read from for the start window: its floor if a row there
+        committed or went since it was last read, else nowhere below the trail."""
+        window = entry.window
+        if window is None or now >= window.until:
+            entry.window = None
+            return entry.rows.top
+        count = self._window_count(entry, window)
+        if count == window.count:
+            return entry.rows.top
+        window.count = count  # counted before the read below: a later change moves it again
+        return window.floor
+
+    def _window_count(self, entry: KindIndex, window: _StartWindow) -> int:
+        return sum(self._feed.count_between(source, window.floor, window.top)
+                   for source in (entry.kind.name, *entry.carriers))
+
+    def _open_window(self, entry: KindIndex) -> None:
+        """Watch the rows below the build's highest seq for `trail` seconds; the first poll
+        reads them all once, after counting them."""
+        top = entry.rows.top
+        entry.rows = _Trail(self._trail, self._clock)
+        entry.rows.start(top)
+        floor = max(0, top - START_TRAIL_ROWS)
+        if floor < top:
+            entry.window = _StartWindow(floor, top, -1, self._clock() + self._trail)
 
     @staticmethod
     def _unseen(entry: KindIndex, seqs: list[int]) -> list[int]:
@@ -422,10 +469,7 @@ class IndexRegistry:
         else:
             self._load_whole(entry)
             entry.complete.set()
-        top = entry.rows.top
-        entry.rows = _Trail(self._trail, self._clock)
-        entry.rows.start(max(0, top - START_TRAIL_ROWS))
-        entry.rows.saw(top)
+        self._open_window(entry)
         entry.polled_at = self._clock()
         return entry
 

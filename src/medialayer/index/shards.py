@@ -81,6 +81,11 @@ class PartitionedFeed:
         """The catalog's deletion position (a position, not a row: no filter)."""
         return self._feed.last_deletion(media_type)
 
+    def count_between(self, media_type: str, after_seq: int, upto_seq: int) -> int:
+        """The whole catalog's count (a count is only compared with an earlier one: every
+        partition's row moves it, this one's among them)."""
+        return self._feed.count_between(media_type, after_seq, upto_seq)
+
     def code_batches(self, media_type: str) -> Iterator[CodeBatch]:
         for batch in self._codes.code_batches(media_type):
             self._saw(int(batch.seqs.max(initial=0)))
