@@ -106,6 +106,20 @@ def test_votes_carry_their_correspondences_and_stored_positions(index: Index) ->
     assert np.abs(vote.points - where[original]).max() <= step / 2 + 1e-3
 
 
+def test_descriptors_one_key_bit_off_in_every_table_still_vote(index: Index) -> None:
+    """A copy's descriptor that misses its stored twin's key in every table by one sampled bit
+    is found by the probes of the keys next to its own."""
+    target = descriptors()
+    index.add(1000, target)
+    bits = np.unpackbits(target, axis=1)
+    rows = np.arange(len(bits))
+    for sampled in local._POSITIONS:  # one sampled bit of each table, a different one per row
+        bits[rows, sampled[rows % local.KEY_BITS]] ^= 1
+    query = np.packbits(bits, axis=1)
+    assert (local.table_keys(query) != local.table_keys(target)).all()
+    assert index.vote(query)[0].key == 1000
+
+
 def test_unrelated_items_do_not_reach_the_chance_floor() -> None:
     idx = Index()
     for key in range(3000):
@@ -374,6 +388,11 @@ def test_an_item_costs_its_entries_positions_and_slot() -> None:
         sizes.append(idx.nbytes())
     per_item = (sizes[1] - sizes[0]) / 2000
     assert per_item <= local.INDEXED * (4 * local.TABLES + 2) + 8 + 4 + 16
+
+
+def test_key_starts_hold_a_full_index() -> None:
+    """The start tables' integers count every entry of a table of MAX_SLOTS items."""
+    assert local.MAX_SLOTS * local.INDEXED <= np.iinfo(local.STARTS).max
 
 
 def test_keys_are_non_negative() -> None:

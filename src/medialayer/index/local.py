@@ -10,8 +10,11 @@ position.
 
 Similar descriptors are found with bit-sampling LSH: each of `TABLES` tables keys a descriptor by
 `KEY_BITS` fixed bit positions. Two descriptors of the same scene point differ in about 10-15 % of
-their bits, so they share a key in at least one table with good odds, while unrelated ones share
-one with odds 2^-KEY_BITS per table.
+their bits, so a whole key of theirs often differs in a bit or two; unrelated ones share a key
+with odds 2^-KEY_BITS. So a query probes, in each table, its own key and every key `FLIPS` bits
+from it (multi-probe LSH): a query-side cost that finds several times the correspondences of the
+own key alone, where another table would store an entry per indexed descriptor more. Long keys
+keep the extra probes' chance collisions few; the chance floor counts every probe.
 
 Each table is a sorted key array kept in three levels so that neither bulk loading nor
 search-after-every-insert costs a full sort: new items wait unsorted; the first vote after them
@@ -31,6 +34,7 @@ it can be written out and mapped back as they are.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -39,16 +43,19 @@ import numpy as np
 
 from medialayer.index.snapshot import IndexState
 
-TABLES = 3
-KEY_BITS = 19
+TABLES = 2
+KEY_BITS = 22
 DESCRIPTOR_BITS = 256
-INDEXED = 256
+INDEXED = 192
 """Descriptors of an item that go into the tables; the rest are only verified (from the
 catalog). Votes and chance collisions both scale with indexed descriptors × tables, so memory
-buys recall in either; fewer tables also mean fewer probes per query. All of ORB's keypoints
-are kept: a copy under a heavy watermark keeps few of them clear of the letters, and with half
-indexed those few often fall below the chance floor (the trade is measured in
-docs/benchmarks.md, "Keypoint tier: memory against watermarked copies")."""
+buys recall in either. Under a heavy watermark few of a copy's keypoints stay clear of the
+letters: with half of them indexed and single probes, those few often fell below the chance
+floor; the probes of neighbouring keys win back what three quarters and two tables lose
+(measured in docs/benchmarks.md, "Keypoint tier: multi-probe keys")."""
+FLIPS = 1
+"""A query probes each table with its own key and the keys up to this many bits from it: KEY_BITS
+more probes per table at 1, where 2 would add KEY_BITS^2 / 2 more, mostly chance collisions."""
 MERGE_AT = 65_536
 """The delta is merged into the main tables past this many entries (or a sixty-fourth of main)."""
 
@@ -57,6 +64,9 @@ DESCRIPTOR_INDEX_BITS = 8
 the item's indexed ones (below INDEXED)."""
 _INDEX_MASK = (1 << DESCRIPTOR_INDEX_BITS) - 1
 MAX_SLOTS = 1 << (32 - DESCRIPTOR_INDEX_BITS)
+STARTS = np.uint32
+"""Where each key's entries begin in a table: 32 bits hold them while MAX_SLOTS items' INDEXED
+descriptors are fewer than 2^32, and halve the start tables of 64 bits."""
 COMPACT_MIN_DEAD = 64
 """Dead slots are dropped once there are this many and they are a quarter of all slots: the
 quarter rule spreads a compaction's cost over the deletes behind it, and the floor keeps a small
@@ -66,12 +76,15 @@ POSITION_STEPS = 255
 each: the agreement check tolerates pixels, not fractions of one."""
 CHANCE = 0.01
 """Expected number of catalog items that reach a returned vote count by chance alone."""
-STATE_FORMAT = 1
+STATE_FORMAT = 2
 """The layout of `LocalFeatureIndex.arrays` in a snapshot."""
 
 _POSITIONS = np.random.default_rng(20261125).permutation(DESCRIPTOR_BITS)[
     : TABLES * KEY_BITS].reshape(TABLES, KEY_BITS)
 _WEIGHTS = (1 << np.arange(KEY_BITS, dtype=np.uint32)).astype(np.uint32)
+_NEAR = np.array([sum(1 << b for b in bits) for r in range(1, FLIPS + 1)
+                  for bits in itertools.combinations(range(KEY_BITS), r)], np.int64)
+"""The masks that take a key to each of its neighbours FLIPS bits or fewer away."""
 
 
 def table_keys(descriptors: np.ndarray) -> np.ndarray:
@@ -79,6 +92,14 @@ def table_keys(descriptors: np.ndarray) -> np.ndarray:
     bits = np.unpackbits(descriptors, axis=1)
     return np.stack([bits[:, pos].astype(np.uint32) @ _WEIGHTS
                      for pos in _POSITIONS])
+
+
+def probe_keys(descriptors: np.ndarray) -> np.ndarray:
+    """(probes, n) int64 (table << KEY_BITS | key) each descriptor probes: first its own key in
+    every table, then those FLIPS bits or fewer from it."""
+    own = (np.arange(TABLES, dtype=np.int64)[:, None] << KEY_BITS) + table_keys(descriptors)
+    near = own[:, None, :] ^ _NEAR[None, :, None]
+    return np.concatenate([own, near.reshape(-1, own.shape[1])])
 
 
 def spread(count: int, n: int = INDEXED) -> np.ndarray:
@@ -177,16 +198,15 @@ class _Tables:
                  starts: np.ndarray | None = None) -> None:
         self.keys = keys  # (TABLES, n) uint32, each row sorted; None once `starts` replace them
         self.slots = slots  # (TABLES, n) uint32 entries (slot << 8 | descriptor), as keys
-        self.starts = starts  # (TABLES, 2^KEY_BITS + 1) int64: where each key's entries begin
+        self.starts = starts  # (TABLES, 2^KEY_BITS + 1) STARTS: where each key's entries begin
 
     def with_starts(self) -> _Tables:
         """Replace the keys by each key's first position per table: probes become O(1)
-        lookups. Worth it for the main level only. (64-bit: a table of MAX_SLOTS items'
-        INDEXED descriptors can overflow 32.)"""
+        lookups. Worth it for the main level only."""
         if self.starts is None and self.keys is not None:
-            starts = np.zeros((TABLES, (1 << KEY_BITS) + 1), np.int64)
+            starts = np.zeros((TABLES, (1 << KEY_BITS) + 1), STARTS)
             for t in range(TABLES):
-                np.cumsum(_key_counts(self.keys[t]), out=starts[t, 1:])
+                starts[t, 1:] = np.cumsum(_key_counts(self.keys[t]))
             self.keys, self.starts = None, starts
         return self
 
@@ -206,12 +226,12 @@ class _Tables:
         """
         slots = pending.slots[: pending.size]
         keys = None if with_starts else np.empty((TABLES, len(slots)), np.uint32)
-        starts = np.zeros((TABLES, (1 << KEY_BITS) + 1), np.int64) if with_starts else None
+        starts = np.zeros((TABLES, (1 << KEY_BITS) + 1), STARTS) if with_starts else None
         sorted_slots = np.empty((TABLES, len(slots)), np.uint32)
         for t in range(TABLES):
             table = pending.take_keys(t)
             if starts is not None:
-                np.cumsum(_key_counts(table), out=starts[t, 1:])
+                starts[t, 1:] = np.cumsum(_key_counts(table))
             packed = table.astype(np.uint64)
             del table
             packed <<= np.uint64(32)
@@ -251,9 +271,9 @@ class _Tables:
         starts, slots = self.starts.copy(), []
         for t in range(TABLES):
             # after the entries of its key: where a right-sided binary search would put it
-            slots.append(np.insert(self.slots[t], self.starts[t][other_keys[t] + 1],
-                                   other.slots[t]))
-            starts[t, 1:] += np.cumsum(_key_counts(other_keys[t]))
+            at = self.starts[t][other_keys[t] + 1].astype(np.int64)
+            slots.append(np.insert(self.slots[t], at, other.slots[t]))
+            starts[t, 1:] += np.cumsum(_key_counts(other_keys[t])).astype(STARTS)
         return _Tables(None, np.stack(slots), starts)
 
     def alive(self, live: np.ndarray, remap: np.ndarray) -> _Tables:
@@ -280,7 +300,8 @@ class _Tables:
             return np.zeros(0, np.int64), np.zeros(0, np.uint32)
         if self.starts is not None:
             at = tables * ((1 << KEY_BITS) + 1) + keys
-            lo, hi = self.starts.ravel()[at], self.starts.ravel()[at + 1]
+            lo = self.starts.ravel()[at].astype(np.int64)
+            hi = self.starts.ravel()[at + 1].astype(np.int64)
         else:
             lo, hi = np.empty(len(keys), np.int64), np.empty(len(keys), np.int64)
             bounds = np.searchsorted(tables, np.arange(TABLES + 1))
@@ -414,7 +435,7 @@ class LocalFeatureIndex:
         them back, mapped read-only or copy-on-write.
 
         `entries` (TABLES, n) uint32: slot << DESCRIPTOR_INDEX_BITS | descriptor, each row
-        sorted by key; `starts` (TABLES, 2^KEY_BITS + 1) int64: where each key's entries
+        sorted by key; `starts` (TABLES, 2^KEY_BITS + 1) STARTS: where each key's entries
         begin; `key_of` (slots,) int64: each slot's key, -1 if removed; `points` (slots,
         INDEXED, 2) uint8: each slot's descriptor positions in steps; `slot_of` (keys,)
         int32: each key's slot, -1 if none. They hold for this module's TABLES, KEY_BITS,
@@ -451,7 +472,7 @@ class LocalFeatureIndex:
         arrays = state.arrays
         slots = len(arrays["key_of"])
         shapes = {"entries": (np.uint32, (TABLES, arrays["entries"].shape[-1])),
-                  "starts": (np.int64, (TABLES, (1 << KEY_BITS) + 1)),
+                  "starts": (STARTS, (TABLES, (1 << KEY_BITS) + 1)),
                   "key_of": (np.int64, (slots,)), "points": (np.uint8, (slots, INDEXED, 2)),
                   "slot_of": (np.int32, (len(arrays["slot_of"]),))}
         for name, (dtype, shape) in shapes.items():
@@ -493,9 +514,10 @@ class LocalFeatureIndex:
              population: int | None = None) -> list[Vote]:
         """The items sharing keys with the most query descriptors, best first.
 
-        A query descriptor votes once per item however many of its tables collide, and query
-        descriptors sharing a key in a table probe it once: repetitive texture collides many
-        times at once and must not outvote real correspondences. Only items with more votes
+        A query descriptor votes once per item however many of its probes collide, and a key
+        probed by several query descriptors is probed once, for one whose own key it is if
+        any: repetitive texture collides many times at once and must not outvote real
+        correspondences. Only items with more votes
         than `chance` would give any item of the catalog are returned (see `chance_votes`), so
         verification is spent on candidates and not on the luckiest of 100k strangers.
         Collisions are first counted per item, an upper bound on its votes, so only the few
@@ -509,8 +531,8 @@ class LocalFeatureIndex:
         self._fold()
         n = len(descriptors)
         # one probe per distinct (table, key), credited to the first descriptor that has it
-        flat = (np.arange(TABLES, dtype=np.int64)[:, None] << KEY_BITS) + table_keys(descriptors)
-        probes, first = np.unique(flat.ravel(), return_index=True)
+        # as its own key, else to the first that has it as a neighbour
+        probes, first = np.unique(probe_keys(descriptors).ravel(), return_index=True)
         qidx, entries = self._collisions(probes, first % n)
         items = (entries >> DESCRIPTOR_INDEX_BITS).astype(np.int64)
         bound = np.bincount(items, minlength=self._used)
