@@ -390,6 +390,13 @@ def test_an_item_costs_its_entries_positions_and_slot() -> None:
     assert per_item <= local.INDEXED * (4 * local.TABLES + 2) + 8 + 4 + 16
 
 
+def test_each_probe_is_credited_to_its_first_descriptor_as_np_unique_would() -> None:
+    values = RNG.integers(0, 1 << 23, 5000)
+    values[3000:4000] = values[:1000]  # repeats, the first ones earlier
+    got, want = local.first_of_each(values), np.unique(values, return_index=True)
+    assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
+
+
 def test_key_starts_hold_a_full_index() -> None:
     """The start tables' integers count every entry of a table of MAX_SLOTS items."""
     assert local.MAX_SLOTS * local.INDEXED <= np.iinfo(local.STARTS).max

@@ -102,6 +102,18 @@ def probe_keys(descriptors: np.ndarray) -> np.ndarray:
     return np.concatenate([own, near.reshape(-1, own.shape[1])])
 
 
+def first_of_each(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`np.unique(values, return_index=True)` for non-negative values below 2^31 and fewer than
+    2^32 of them: each value packed with its index and sorted as one integer, several times
+    faster than the stable argsort `np.unique` does for them."""
+    packed = (values << 32) | np.arange(len(values), dtype=np.int64)
+    packed.sort()
+    keys = packed >> 32
+    first = np.ones(len(packed), bool)
+    first[1:] = keys[1:] != keys[:-1]
+    return keys[first], packed[first] & 0xFFFF_FFFF
+
+
 def spread(count: int, n: int = INDEXED) -> np.ndarray:
     """Which `n` of an item's `count` keypoints to index: evenly through their order.
 
@@ -532,7 +544,7 @@ class LocalFeatureIndex:
         n = len(descriptors)
         # one probe per distinct (table, key), credited to the first descriptor that has it
         # as its own key, else to the first that has it as a neighbour
-        probes, first = np.unique(probe_keys(descriptors).ravel(), return_index=True)
+        probes, first = first_of_each(probe_keys(descriptors).ravel())
         qidx, entries = self._collisions(probes, first % n)
         items = (entries >> DESCRIPTOR_INDEX_BITS).astype(np.int64)
         bound = np.bincount(items, minlength=self._used)
