@@ -73,6 +73,7 @@ def test_exclude_skips_the_querys_own_item(index: Index) -> None:
 
 def test_results_are_the_same_before_and_after_a_merge(monkeypatch) -> None:
     monkeypatch.setattr(local, "MERGE_AT", 10**9)
+    monkeypatch.setattr(local, "STARTS_FROM", 0)
     idx = Index()
     items = {k: descriptors() for k in range(30)}
     for k, d in items.items():
@@ -208,6 +209,7 @@ def test_a_main_level_kept_as_key_offsets_merges_and_compacts_like_a_fresh_build
     """The main level keeps where each key's entries start, not the keys: merging a delta into
     it and compacting it must leave the votes a freshly built index of the same items gives."""
     monkeypatch.setattr(local, "MERGE_AT", 500)
+    monkeypatch.setattr(local, "STARTS_FROM", 0)
     items = {k: descriptors(20) for k in range(3100)}
     idx = Index()
     for k in range(3000):
@@ -233,7 +235,9 @@ def test_a_main_level_kept_as_key_offsets_merges_and_compacts_like_a_fresh_build
     assert idx.vote(items[5]) == []  # removed before the merge, gone after it
 
 
-def test_a_bulk_load_built_straight_into_key_starts_equals_the_two_step_build() -> None:
+def test_a_bulk_load_built_straight_into_key_starts_equals_the_two_step_build(monkeypatch
+                                                                              ) -> None:
+    monkeypatch.setattr(local, "STARTS_FROM", 0)
     items = [descriptors(50) for _ in range(40)]
     slots = RNG.permutation(2000).astype(np.uint32)
 
@@ -376,9 +380,36 @@ def test_the_state_as_flat_arrays_gives_back_the_same_index(monkeypatch) -> None
     assert back.vote(items[7]) == []
 
 
-def test_an_item_costs_its_entries_positions_and_slot() -> None:
+def test_a_small_main_level_keeps_its_keys_and_votes_as_with_starts(monkeypatch) -> None:
+    """Below STARTS_FROM entries the main level keeps its keys: the start tables would cost
+    more than the keys, a fixed size whatever the catalog's."""
+    monkeypatch.setattr(local, "MERGE_AT", 500)
+    items = {k: descriptors(50) for k in range(60)}
+    indexes = []
+    for starts_from in (local.STARTS_FROM, 0):
+        monkeypatch.setattr(local, "STARTS_FROM", starts_from)
+        idx = Index()
+        for k, d in items.items():
+            idx.add(k, d)
+        idx.prepare()
+        assert idx._main.size == len(items) * 50
+        indexes.append(idx)
+    small, with_starts = indexes
+    assert small._main.starts is None and with_starts._main.starts is not None
+    assert small.nbytes() < with_starts.nbytes() / 10
+    for k in (0, 31, 59):
+        query = flip_bits(items[k], 0.05)
+        assert plain(small.vote(query, top=10, min_votes=1)) == \
+            plain(with_starts.vote(query, top=10, min_votes=1))
+    arrays = small.arrays()  # a snapshot's layout has the starts whatever the size
+    assert plain(LocalFeatureIndex.from_arrays(arrays, EXTENT).vote(query)) == \
+        plain(with_starts.vote(query))
+
+
+def test_an_item_costs_its_entries_positions_and_slot(monkeypatch) -> None:
     """Per item: a 4-byte entry per indexed descriptor and table, two position bytes per
     indexed descriptor, its key and its slot; the rest is fixed per index."""
+    monkeypatch.setattr(local, "STARTS_FROM", 0)
     sizes = []
     for items in (2000, 4000):
         idx = Index()

@@ -356,7 +356,8 @@ _CHILD = textwrap.dedent("""
         if "-" in fields[0] and len(fields) >= 6:
             path = fields[5] if fields[5].endswith(".npy") else None
         elif path and fields[0] in ("Rss:", "Pss:"):
-            usage.setdefault(path, {})[fields[0][:-1]] = int(fields[1])
+            mine = usage.setdefault(path, {})  # over all of the file's mappings: the kernel
+            mine[fields[0][:-1]] = mine.get(fields[0][:-1], 0) + int(fields[1])  # may split one
     print(json.dumps(usage), flush=True)
     sys.stdin.readline()  # until the other one has read its own
 """)

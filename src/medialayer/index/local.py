@@ -67,6 +67,10 @@ MAX_SLOTS = 1 << (32 - DESCRIPTOR_INDEX_BITS)
 STARTS = np.uint32
 """Where each key's entries begin in a table: 32 bits hold them while MAX_SLOTS items' INDEXED
 descriptors are fewer than 2^32, and halve the start tables of 64 bits."""
+STARTS_FROM = 1 << KEY_BITS
+"""The main level keeps each key's start instead of the keys from this many entries per table:
+below it its keys (4 bytes per entry) cost less than the starts (4 bytes per key), and a small
+catalog does not carry the starts' fixed tens of megabytes."""
 COMPACT_MIN_DEAD = 64
 """Dead slots are dropped once there are this many and they are a quarter of all slots: the
 quarter rule spreads a compaction's cost over the deletes behind it, and the floor keeps a small
@@ -212,10 +216,12 @@ class _Tables:
         self.slots = slots  # (TABLES, n) uint32 entries (slot << 8 | descriptor), as keys
         self.starts = starts  # (TABLES, 2^KEY_BITS + 1) STARTS: where each key's entries begin
 
-    def with_starts(self) -> _Tables:
+    def with_starts(self, always: bool = False) -> _Tables:
         """Replace the keys by each key's first position per table: probes become O(1)
-        lookups. Worth it for the main level only."""
-        if self.starts is None and self.keys is not None:
+        lookups. Worth it for the main level only, and only from STARTS_FROM entries (or
+        `always`, for a snapshot's fixed layout)."""
+        if self.starts is None and self.keys is not None and (always
+                                                              or self.size >= STARTS_FROM):
             starts = np.zeros((TABLES, (1 << KEY_BITS) + 1), STARTS)
             for t in range(TABLES):
                 starts[t, 1:] = np.cumsum(_key_counts(self.keys[t]))
@@ -456,7 +462,7 @@ class LocalFeatureIndex:
         if self._merge is not None:
             raise ValueError("a merge is running: end it first")
         self._fold(merge=False)
-        self._main = self._main.merged(self._delta).with_starts()
+        self._main = self._main.merged(self._delta).with_starts(always=True)
         self._delta = _Tables.empty()
         self._compact()
         starts = self._main.starts
@@ -652,9 +658,9 @@ class LocalFeatureIndex:
             pending, self._pending = self._pending, _Pending()
             empty = self._main.size + self._frozen.size + self._delta.size == 0
             if empty and self._merge is None and pending.size > MERGE_AT:
-                # a bulk load (start-up): straight into a keyless main level, as the delta
-                # would go there at once anyway, and 4 bytes per entry lighter on the way
-                self._main = _Tables.build(pending, with_starts=True)
+                # a bulk load (start-up): straight into the main level, as the delta would go
+                # there at once anyway; keyless if large, 4 bytes per entry lighter on the way
+                self._main = _Tables.build(pending, with_starts=pending.size >= STARTS_FROM)
                 self._compact()
                 return
             self._delta = self._delta.merged(_Tables.build(pending))
