@@ -325,9 +325,9 @@ class _Tables:
             bounds = np.searchsorted(tables, np.arange(TABLES + 1))
             own_keys = self.sorted_keys()
             for t in range(TABLES):
-                mine = slice(int(bounds[t]), int(bounds[t + 1]))
-                lo[mine] = np.searchsorted(own_keys[t], keys[mine], side="left")
-                hi[mine] = np.searchsorted(own_keys[t], keys[mine], side="right")
+                mine = keys[int(bounds[t]):int(bounds[t + 1])].astype(np.uint32)  # as the keys:
+                lo[bounds[t]:bounds[t + 1]] = np.searchsorted(own_keys[t], mine)  # no copy of
+                hi[bounds[t]:bounds[t + 1]] = np.searchsorted(own_keys[t], mine, "right")  # them
         counts = hi - lo
         total = int(counts.sum())
         if total == 0:
