@@ -205,9 +205,10 @@ class _Tables:
     """Per table: the entries (item slot and descriptor) sorted by their descriptor's key.
 
     Where each key's entries are is kept in one of two forms: the sorted keys themselves (small
-    levels, probed by binary search), or, for the main level, each key's first position
-    (`starts`), where a probe is two array reads. The starts are all a level needs to merge or
-    compact, so with them the main level keeps no keys: 4 bytes per entry.
+    levels, probed by binary search), or, for a main level of STARTS_FROM entries or more, each
+    key's first position (`starts`), where a probe is two array reads. The starts are all a
+    level needs to merge or compact, so with them the main level keeps no keys: 4 bytes per
+    entry.
     """
 
     def __init__(self, keys: np.ndarray | None, slots: np.ndarray,
@@ -325,9 +326,10 @@ class _Tables:
             bounds = np.searchsorted(tables, np.arange(TABLES + 1))
             own_keys = self.sorted_keys()
             for t in range(TABLES):
-                mine = keys[int(bounds[t]):int(bounds[t + 1])].astype(np.uint32)  # as the keys:
-                lo[bounds[t]:bounds[t + 1]] = np.searchsorted(own_keys[t], mine)  # no copy of
-                hi[bounds[t]:bounds[t + 1]] = np.searchsorted(own_keys[t], mine, "right")  # them
+                mine = slice(int(bounds[t]), int(bounds[t + 1]))
+                wanted = keys[mine].astype(np.uint32)  # the keys' own type: they are not copied
+                lo[mine] = np.searchsorted(own_keys[t], wanted, side="left")
+                hi[mine] = np.searchsorted(own_keys[t], wanted, side="right")
         counts = hi - lo
         total = int(counts.sum())
         if total == 0:
@@ -535,9 +537,9 @@ class LocalFeatureIndex:
         A query descriptor votes once per item however many of its probes collide, and a key
         probed by several query descriptors is probed once, for one whose own key it is if
         any: repetitive texture collides many times at once and must not outvote real
-        correspondences. Only items with more votes
-        than `chance` would give any item of the catalog are returned (see `chance_votes`), so
-        verification is spent on candidates and not on the luckiest of 100k strangers.
+        correspondences. Only items with more votes than `chance` would give any item of the
+        catalog are returned (see `chance_votes`), so verification is spent on candidates and
+        not on the luckiest of 100k strangers.
         Collisions are first counted per item, an upper bound on its votes, so only the few
         items that can pass need the exact, de-duplicated count.
 
