@@ -69,8 +69,8 @@ STARTS = np.uint32
 descriptors are fewer than 2^32, and halve the start tables of 64 bits."""
 STARTS_FROM = 1 << KEY_BITS
 """The main level keeps each key's start instead of the keys from this many entries per table:
-below it its keys (4 bytes per entry) cost less than the starts (4 bytes per key), and a small
-catalog does not carry the starts' fixed tens of megabytes."""
+below it its keys (4 bytes per entry) cost less than the starts (4 bytes per key, whatever the
+catalog's size), and a small catalog does not carry them."""
 COMPACT_MIN_DEAD = 64
 """Dead slots are dropped once there are this many and they are a quarter of all slots: the
 quarter rule spreads a compaction's cost over the deletes behind it, and the floor keeps a small
