@@ -73,6 +73,7 @@ def test_exclude_skips_the_querys_own_item(index: Index) -> None:
 
 def test_results_are_the_same_before_and_after_a_merge(monkeypatch) -> None:
     monkeypatch.setattr(local, "MERGE_AT", 10**9)
+    monkeypatch.setattr(local, "STARTS_FROM", 0)
     idx = Index()
     items = {k: descriptors() for k in range(30)}
     for k, d in items.items():
@@ -104,6 +105,20 @@ def test_votes_carry_their_correspondences_and_stored_positions(index: Index) ->
     assert np.mean(vote.pairs[:, 0] == original) > 0.95
     step = EXTENT / local.POSITION_STEPS
     assert np.abs(vote.points - where[original]).max() <= step / 2 + 1e-3
+
+
+def test_descriptors_one_key_bit_off_in_every_table_still_vote(index: Index) -> None:
+    """A copy's descriptor that misses its stored twin's key in every table by one sampled bit
+    is found by the probes of the keys next to its own."""
+    target = descriptors()
+    index.add(1000, target)
+    bits = np.unpackbits(target, axis=1)
+    rows = np.arange(len(bits))
+    for sampled in local._POSITIONS:  # one sampled bit of each table, a different one per row
+        bits[rows, sampled[rows % local.KEY_BITS]] ^= 1
+    query = np.packbits(bits, axis=1)
+    assert (local.table_keys(query) != local.table_keys(target)).all()
+    assert index.vote(query)[0].key == 1000
 
 
 def test_unrelated_items_do_not_reach_the_chance_floor() -> None:
@@ -194,6 +209,7 @@ def test_a_main_level_kept_as_key_offsets_merges_and_compacts_like_a_fresh_build
     """The main level keeps where each key's entries start, not the keys: merging a delta into
     it and compacting it must leave the votes a freshly built index of the same items gives."""
     monkeypatch.setattr(local, "MERGE_AT", 500)
+    monkeypatch.setattr(local, "STARTS_FROM", 0)
     items = {k: descriptors(20) for k in range(3100)}
     idx = Index()
     for k in range(3000):
@@ -219,7 +235,9 @@ def test_a_main_level_kept_as_key_offsets_merges_and_compacts_like_a_fresh_build
     assert idx.vote(items[5]) == []  # removed before the merge, gone after it
 
 
-def test_a_bulk_load_built_straight_into_key_starts_equals_the_two_step_build() -> None:
+def test_a_bulk_load_built_straight_into_key_starts_equals_the_two_step_build(monkeypatch
+                                                                              ) -> None:
+    monkeypatch.setattr(local, "STARTS_FROM", 0)
     items = [descriptors(50) for _ in range(40)]
     slots = RNG.permutation(2000).astype(np.uint32)
 
@@ -362,9 +380,36 @@ def test_the_state_as_flat_arrays_gives_back_the_same_index(monkeypatch) -> None
     assert back.vote(items[7]) == []
 
 
-def test_an_item_costs_its_entries_positions_and_slot() -> None:
+def test_a_small_main_level_keeps_its_keys_and_votes_as_with_starts(monkeypatch) -> None:
+    """Below STARTS_FROM entries the main level keeps its keys: the start tables would cost
+    more than the keys, a fixed size whatever the catalog's."""
+    monkeypatch.setattr(local, "MERGE_AT", 500)
+    items = {k: descriptors(50) for k in range(60)}
+    indexes = []
+    for starts_from in (local.STARTS_FROM, 0):
+        monkeypatch.setattr(local, "STARTS_FROM", starts_from)
+        idx = Index()
+        for k, d in items.items():
+            idx.add(k, d)
+        idx.prepare()
+        assert idx._main.size == len(items) * 50
+        indexes.append(idx)
+    small, with_starts = indexes
+    assert small._main.starts is None and with_starts._main.starts is not None
+    assert small.nbytes() < with_starts.nbytes() / 10
+    for k in (0, 31, 59):
+        query = flip_bits(items[k], 0.05)
+        assert plain(small.vote(query, top=10, min_votes=1)) == \
+            plain(with_starts.vote(query, top=10, min_votes=1))
+    arrays = small.arrays()  # a snapshot's layout has the starts whatever the size
+    assert plain(LocalFeatureIndex.from_arrays(arrays, EXTENT).vote(query)) == \
+        plain(with_starts.vote(query))
+
+
+def test_an_item_costs_its_entries_positions_and_slot(monkeypatch) -> None:
     """Per item: a 4-byte entry per indexed descriptor and table, two position bytes per
     indexed descriptor, its key and its slot; the rest is fixed per index."""
+    monkeypatch.setattr(local, "STARTS_FROM", 0)
     sizes = []
     for items in (2000, 4000):
         idx = Index()
@@ -374,6 +419,18 @@ def test_an_item_costs_its_entries_positions_and_slot() -> None:
         sizes.append(idx.nbytes())
     per_item = (sizes[1] - sizes[0]) / 2000
     assert per_item <= local.INDEXED * (4 * local.TABLES + 2) + 8 + 4 + 16
+
+
+def test_each_probe_is_credited_to_its_first_descriptor_as_np_unique_would() -> None:
+    values = RNG.integers(0, 1 << 23, 5000)
+    values[3000:4000] = values[:1000]  # repeats, the first ones earlier
+    got, want = local.first_of_each(values), np.unique(values, return_index=True)
+    assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
+
+
+def test_key_starts_hold_a_full_index() -> None:
+    """The start tables' integers count every entry of a table of MAX_SLOTS items."""
+    assert local.MAX_SLOTS * local.INDEXED <= np.iinfo(local.STARTS).max
 
 
 def test_keys_are_non_negative() -> None:

@@ -293,8 +293,9 @@ def test_a_corrupt_mismatched_or_stale_snapshot_is_ignored(tmp_path, caplog) -> 
             folder, written_at=time.time() - DAY - 60),
         "no row": lambda: _rewrite_manifest(folder, last_seq=seqs[-1] + 1000),
         "deletions log is behind": lambda: _rewrite_manifest(folder, last_deletion=5),
-        "key_bits 18, not 19": lambda: _rewrite_keypoint_meta(folder, key_bits=18),
-        "tables 4, not 3": lambda: _rewrite_keypoint_meta(folder, tables=4),
+        f"format 1, not {local.STATE_FORMAT}": lambda: _rewrite_keypoint_meta(folder, format=1),
+        f"key_bits 18, not {local.KEY_BITS}": lambda: _rewrite_keypoint_meta(folder, key_bits=18),
+        f"tables 4, not {local.TABLES}": lambda: _rewrite_keypoint_meta(folder, tables=4),
         f"indexed 64, not {local.INDEXED}": lambda: _rewrite_keypoint_meta(folder, indexed=64),
         "extent 640": lambda: _rewrite_keypoint_meta(folder, extent=640.0),
         "'points' is uint8": lambda: _rewrite_manifest_array(folder, "local.points"),
@@ -355,7 +356,8 @@ _CHILD = textwrap.dedent("""
         if "-" in fields[0] and len(fields) >= 6:
             path = fields[5] if fields[5].endswith(".npy") else None
         elif path and fields[0] in ("Rss:", "Pss:"):
-            usage.setdefault(path, {})[fields[0][:-1]] = int(fields[1])
+            mine = usage.setdefault(path, {})  # over all of the file's mappings: the kernel
+            mine[fields[0][:-1]] = mine.get(fields[0][:-1], 0) + int(fields[1])  # may split one
     print(json.dumps(usage), flush=True)
     sys.stdin.readline()  # until the other one has read its own
 """)

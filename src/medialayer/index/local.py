@@ -10,8 +10,11 @@ position.
 
 Similar descriptors are found with bit-sampling LSH: each of `TABLES` tables keys a descriptor by
 `KEY_BITS` fixed bit positions. Two descriptors of the same scene point differ in about 10-15 % of
-their bits, so they share a key in at least one table with good odds, while unrelated ones share
-one with odds 2^-KEY_BITS per table.
+their bits, so a whole key of theirs often differs in a bit or two; unrelated ones share a key
+with odds 2^-KEY_BITS. So a query probes, in each table, its own key and every key `FLIPS` bits
+from it (multi-probe LSH): a query-side cost that finds several times the correspondences of the
+own key alone, where another table would store an entry per indexed descriptor more. Long keys
+keep the extra probes' chance collisions few; the chance floor counts every probe.
 
 Each table is a sorted key array kept in three levels so that neither bulk loading nor
 search-after-every-insert costs a full sort: new items wait unsorted; the first vote after them
@@ -31,6 +34,7 @@ it can be written out and mapped back as they are.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -39,16 +43,19 @@ import numpy as np
 
 from medialayer.index.snapshot import IndexState
 
-TABLES = 3
-KEY_BITS = 19
+TABLES = 2
+KEY_BITS = 22
 DESCRIPTOR_BITS = 256
-INDEXED = 256
+INDEXED = 192
 """Descriptors of an item that go into the tables; the rest are only verified (from the
 catalog). Votes and chance collisions both scale with indexed descriptors × tables, so memory
-buys recall in either; fewer tables also mean fewer probes per query. All of ORB's keypoints
-are kept: a copy under a heavy watermark keeps few of them clear of the letters, and with half
-indexed those few often fall below the chance floor (the trade is measured in
-docs/benchmarks.md, "Keypoint tier: memory against watermarked copies")."""
+buys recall in either. Under a heavy watermark few of a copy's keypoints stay clear of the
+letters: with half of them indexed and single probes, those few often fell below the chance
+floor; the probes of neighbouring keys win back what three quarters and two tables lose
+(measured in docs/benchmarks.md, "Keypoint tier: multi-probe keys")."""
+FLIPS = 1
+"""A query probes each table with its own key and the keys up to this many bits from it: KEY_BITS
+more probes per table at 1, where 2 would add KEY_BITS^2 / 2 more, mostly chance collisions."""
 MERGE_AT = 65_536
 """The delta is merged into the main tables past this many entries (or a sixty-fourth of main)."""
 
@@ -57,6 +64,13 @@ DESCRIPTOR_INDEX_BITS = 8
 the item's indexed ones (below INDEXED)."""
 _INDEX_MASK = (1 << DESCRIPTOR_INDEX_BITS) - 1
 MAX_SLOTS = 1 << (32 - DESCRIPTOR_INDEX_BITS)
+STARTS = np.uint32
+"""Where each key's entries begin in a table: 32 bits hold them while MAX_SLOTS items' INDEXED
+descriptors are fewer than 2^32, and halve the start tables of 64 bits."""
+STARTS_FROM = 1 << KEY_BITS
+"""The main level keeps each key's start instead of the keys from this many entries per table:
+below it its keys (4 bytes per entry) cost less than the starts (4 bytes per key, whatever the
+catalog's size), and a small catalog does not carry them."""
 COMPACT_MIN_DEAD = 64
 """Dead slots are dropped once there are this many and they are a quarter of all slots: the
 quarter rule spreads a compaction's cost over the deletes behind it, and the floor keeps a small
@@ -66,12 +80,15 @@ POSITION_STEPS = 255
 each: the agreement check tolerates pixels, not fractions of one."""
 CHANCE = 0.01
 """Expected number of catalog items that reach a returned vote count by chance alone."""
-STATE_FORMAT = 1
+STATE_FORMAT = 2
 """The layout of `LocalFeatureIndex.arrays` in a snapshot."""
 
 _POSITIONS = np.random.default_rng(20261125).permutation(DESCRIPTOR_BITS)[
     : TABLES * KEY_BITS].reshape(TABLES, KEY_BITS)
 _WEIGHTS = (1 << np.arange(KEY_BITS, dtype=np.uint32)).astype(np.uint32)
+_NEAR = np.array([sum(1 << b for b in bits) for r in range(1, FLIPS + 1)
+                  for bits in itertools.combinations(range(KEY_BITS), r)], np.int64)
+"""The masks that take a key to each of its neighbours FLIPS bits or fewer away."""
 
 
 def table_keys(descriptors: np.ndarray) -> np.ndarray:
@@ -79,6 +96,26 @@ def table_keys(descriptors: np.ndarray) -> np.ndarray:
     bits = np.unpackbits(descriptors, axis=1)
     return np.stack([bits[:, pos].astype(np.uint32) @ _WEIGHTS
                      for pos in _POSITIONS])
+
+
+def probe_keys(descriptors: np.ndarray) -> np.ndarray:
+    """(probes, n) int64 (table << KEY_BITS | key) each descriptor probes: first its own key in
+    every table, then those FLIPS bits or fewer from it."""
+    own = (np.arange(TABLES, dtype=np.int64)[:, None] << KEY_BITS) + table_keys(descriptors)
+    near = own[:, None, :] ^ _NEAR[None, :, None]
+    return np.concatenate([own, near.reshape(-1, own.shape[1])])
+
+
+def first_of_each(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`np.unique(values, return_index=True)` for non-negative values below 2^31 and fewer than
+    2^32 of them: each value packed with its index and sorted as one integer, several times
+    faster than the stable argsort `np.unique` does for them."""
+    packed = (values << 32) | np.arange(len(values), dtype=np.int64)
+    packed.sort()
+    keys = packed >> 32
+    first = np.ones(len(packed), bool)
+    first[1:] = keys[1:] != keys[:-1]
+    return keys[first], packed[first] & 0xFFFF_FFFF
 
 
 def spread(count: int, n: int = INDEXED) -> np.ndarray:
@@ -168,25 +205,27 @@ class _Tables:
     """Per table: the entries (item slot and descriptor) sorted by their descriptor's key.
 
     Where each key's entries are is kept in one of two forms: the sorted keys themselves (small
-    levels, probed by binary search), or, for the main level, each key's first position
-    (`starts`), where a probe is two array reads. The starts are all a level needs to merge or
-    compact, so with them the main level keeps no keys: 4 bytes per entry.
+    levels, probed by binary search), or, for a main level of STARTS_FROM entries or more, each
+    key's first position (`starts`), where a probe is two array reads. The starts are all a
+    level needs to merge or compact, so with them the main level keeps no keys: 4 bytes per
+    entry.
     """
 
     def __init__(self, keys: np.ndarray | None, slots: np.ndarray,
                  starts: np.ndarray | None = None) -> None:
         self.keys = keys  # (TABLES, n) uint32, each row sorted; None once `starts` replace them
         self.slots = slots  # (TABLES, n) uint32 entries (slot << 8 | descriptor), as keys
-        self.starts = starts  # (TABLES, 2^KEY_BITS + 1) int64: where each key's entries begin
+        self.starts = starts  # (TABLES, 2^KEY_BITS + 1) STARTS: where each key's entries begin
 
-    def with_starts(self) -> _Tables:
+    def with_starts(self, always: bool = False) -> _Tables:
         """Replace the keys by each key's first position per table: probes become O(1)
-        lookups. Worth it for the main level only. (64-bit: a table of MAX_SLOTS items'
-        INDEXED descriptors can overflow 32.)"""
-        if self.starts is None and self.keys is not None:
-            starts = np.zeros((TABLES, (1 << KEY_BITS) + 1), np.int64)
+        lookups. Worth it for the main level only, and only from STARTS_FROM entries (or
+        `always`, for a snapshot's fixed layout)."""
+        if self.starts is None and self.keys is not None and (always
+                                                              or self.size >= STARTS_FROM):
+            starts = np.zeros((TABLES, (1 << KEY_BITS) + 1), STARTS)
             for t in range(TABLES):
-                np.cumsum(_key_counts(self.keys[t]), out=starts[t, 1:])
+                starts[t, 1:] = np.cumsum(_key_counts(self.keys[t]))
             self.keys, self.starts = None, starts
         return self
 
@@ -206,12 +245,12 @@ class _Tables:
         """
         slots = pending.slots[: pending.size]
         keys = None if with_starts else np.empty((TABLES, len(slots)), np.uint32)
-        starts = np.zeros((TABLES, (1 << KEY_BITS) + 1), np.int64) if with_starts else None
+        starts = np.zeros((TABLES, (1 << KEY_BITS) + 1), STARTS) if with_starts else None
         sorted_slots = np.empty((TABLES, len(slots)), np.uint32)
         for t in range(TABLES):
             table = pending.take_keys(t)
             if starts is not None:
-                np.cumsum(_key_counts(table), out=starts[t, 1:])
+                starts[t, 1:] = np.cumsum(_key_counts(table))
             packed = table.astype(np.uint64)
             del table
             packed <<= np.uint64(32)
@@ -251,9 +290,9 @@ class _Tables:
         starts, slots = self.starts.copy(), []
         for t in range(TABLES):
             # after the entries of its key: where a right-sided binary search would put it
-            slots.append(np.insert(self.slots[t], self.starts[t][other_keys[t] + 1],
-                                   other.slots[t]))
-            starts[t, 1:] += np.cumsum(_key_counts(other_keys[t]))
+            at = self.starts[t][other_keys[t] + 1].astype(np.int64)
+            slots.append(np.insert(self.slots[t], at, other.slots[t]))
+            starts[t, 1:] += np.cumsum(_key_counts(other_keys[t])).astype(STARTS)
         return _Tables(None, np.stack(slots), starts)
 
     def alive(self, live: np.ndarray, remap: np.ndarray) -> _Tables:
@@ -280,15 +319,17 @@ class _Tables:
             return np.zeros(0, np.int64), np.zeros(0, np.uint32)
         if self.starts is not None:
             at = tables * ((1 << KEY_BITS) + 1) + keys
-            lo, hi = self.starts.ravel()[at], self.starts.ravel()[at + 1]
+            lo = self.starts.ravel()[at].astype(np.int64)
+            hi = self.starts.ravel()[at + 1].astype(np.int64)
         else:
             lo, hi = np.empty(len(keys), np.int64), np.empty(len(keys), np.int64)
             bounds = np.searchsorted(tables, np.arange(TABLES + 1))
             own_keys = self.sorted_keys()
             for t in range(TABLES):
                 mine = slice(int(bounds[t]), int(bounds[t + 1]))
-                lo[mine] = np.searchsorted(own_keys[t], keys[mine], side="left")
-                hi[mine] = np.searchsorted(own_keys[t], keys[mine], side="right")
+                wanted = keys[mine].astype(np.uint32)  # the keys' own type: they are not copied
+                lo[mine] = np.searchsorted(own_keys[t], wanted, side="left")
+                hi[mine] = np.searchsorted(own_keys[t], wanted, side="right")
         counts = hi - lo
         total = int(counts.sum())
         if total == 0:
@@ -414,7 +455,7 @@ class LocalFeatureIndex:
         them back, mapped read-only or copy-on-write.
 
         `entries` (TABLES, n) uint32: slot << DESCRIPTOR_INDEX_BITS | descriptor, each row
-        sorted by key; `starts` (TABLES, 2^KEY_BITS + 1) int64: where each key's entries
+        sorted by key; `starts` (TABLES, 2^KEY_BITS + 1) STARTS: where each key's entries
         begin; `key_of` (slots,) int64: each slot's key, -1 if removed; `points` (slots,
         INDEXED, 2) uint8: each slot's descriptor positions in steps; `slot_of` (keys,)
         int32: each key's slot, -1 if none. They hold for this module's TABLES, KEY_BITS,
@@ -423,7 +464,7 @@ class LocalFeatureIndex:
         if self._merge is not None:
             raise ValueError("a merge is running: end it first")
         self._fold(merge=False)
-        self._main = self._main.merged(self._delta).with_starts()
+        self._main = self._main.merged(self._delta).with_starts(always=True)
         self._delta = _Tables.empty()
         self._compact()
         starts = self._main.starts
@@ -451,7 +492,7 @@ class LocalFeatureIndex:
         arrays = state.arrays
         slots = len(arrays["key_of"])
         shapes = {"entries": (np.uint32, (TABLES, arrays["entries"].shape[-1])),
-                  "starts": (np.int64, (TABLES, (1 << KEY_BITS) + 1)),
+                  "starts": (STARTS, (TABLES, (1 << KEY_BITS) + 1)),
                   "key_of": (np.int64, (slots,)), "points": (np.uint8, (slots, INDEXED, 2)),
                   "slot_of": (np.int32, (len(arrays["slot_of"]),))}
         for name, (dtype, shape) in shapes.items():
@@ -493,11 +534,12 @@ class LocalFeatureIndex:
              population: int | None = None) -> list[Vote]:
         """The items sharing keys with the most query descriptors, best first.
 
-        A query descriptor votes once per item however many of its tables collide, and query
-        descriptors sharing a key in a table probe it once: repetitive texture collides many
-        times at once and must not outvote real correspondences. Only items with more votes
-        than `chance` would give any item of the catalog are returned (see `chance_votes`), so
-        verification is spent on candidates and not on the luckiest of 100k strangers.
+        A query descriptor votes once per item however many of its probes collide, and a key
+        probed by several query descriptors is probed once, for one whose own key it is if
+        any: repetitive texture collides many times at once and must not outvote real
+        correspondences. Only items with more votes than `chance` would give any item of the
+        catalog are returned (see `chance_votes`), so verification is spent on candidates and
+        not on the luckiest of 100k strangers.
         Collisions are first counted per item, an upper bound on its votes, so only the few
         items that can pass need the exact, de-duplicated count.
 
@@ -509,8 +551,8 @@ class LocalFeatureIndex:
         self._fold()
         n = len(descriptors)
         # one probe per distinct (table, key), credited to the first descriptor that has it
-        flat = (np.arange(TABLES, dtype=np.int64)[:, None] << KEY_BITS) + table_keys(descriptors)
-        probes, first = np.unique(flat.ravel(), return_index=True)
+        # as its own key, else to the first that has it as a neighbour
+        probes, first = first_of_each(probe_keys(descriptors).ravel())
         qidx, entries = self._collisions(probes, first % n)
         items = (entries >> DESCRIPTOR_INDEX_BITS).astype(np.int64)
         bound = np.bincount(items, minlength=self._used)
@@ -618,9 +660,9 @@ class LocalFeatureIndex:
             pending, self._pending = self._pending, _Pending()
             empty = self._main.size + self._frozen.size + self._delta.size == 0
             if empty and self._merge is None and pending.size > MERGE_AT:
-                # a bulk load (start-up): straight into a keyless main level, as the delta
-                # would go there at once anyway, and 4 bytes per entry lighter on the way
-                self._main = _Tables.build(pending, with_starts=True)
+                # a bulk load (start-up): straight into the main level, as the delta would go
+                # there at once anyway; keyless if large, 4 bytes per entry lighter on the way
+                self._main = _Tables.build(pending, with_starts=pending.size >= STARTS_FROM)
                 self._compact()
                 return
             self._delta = self._delta.merged(_Tables.build(pending))
