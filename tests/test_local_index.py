@@ -436,3 +436,62 @@ def test_key_starts_hold_a_full_index() -> None:
 def test_keys_are_non_negative() -> None:
     with pytest.raises(ValueError):
         Index().add(-1, descriptors(10))
+
+
+def brute_force_votes(items: dict[int, np.ndarray], query: np.ndarray
+                      ) -> dict[int, tuple[int, list[list[int]]]]:
+    """Each item's votes and (query, stored) pairs by the rules, item by item: a (table, key)
+    probed is credited to the first query descriptor whose own key it is, else to the first
+    it is one bit from (in the order the bits are flipped); an item's stored descriptor votes
+    with the credited descriptor of each of its keys; one pair per query descriptor, with its
+    lowest stored descriptor."""
+    own = local.table_keys(query)
+    credit: dict[tuple[int, int], int] = {}
+    for t in range(local.TABLES):
+        for d in range(len(query)):
+            credit.setdefault((t, int(own[t, d])), d)
+    for t in range(local.TABLES):
+        for bit in range(local.KEY_BITS):
+            for d in range(len(query)):
+                credit.setdefault((t, int(own[t, d]) ^ (1 << bit)), d)
+    found = {}
+    for key, d in items.items():
+        stored = local.table_keys(d[local.spread(len(d))])
+        lowest: dict[int, int] = {}
+        for t in range(local.TABLES):
+            for j, k in enumerate(stored[t].tolist()):
+                if (t, k) in credit:
+                    q = credit[t, k]
+                    lowest[q] = min(lowest.get(q, j), j)
+        if lowest:
+            found[key] = (len(lowest), sorted([q, j] for q, j in lowest.items()))
+    return found
+
+
+def test_votes_across_every_level_are_the_brute_force_ones(monkeypatch) -> None:
+    """Main kept as key starts, a delta frozen by a running merge and a new delta vote
+    together, with removed, excluded and filtered-out items skipped: the same votes and
+    pairs as counting each item's collisions by itself."""
+    monkeypatch.setattr(local, "MERGE_AT", 500)
+    monkeypatch.setattr(local, "STARTS_FROM", 0)
+    items = {key: descriptors(80) for key in range(40)}
+    idx = prepared(items, range(20))
+    for key in range(20, 30):
+        idx.add(key, items[key])
+    merge = idx.begin_merge()
+    for key in range(30, 40):
+        idx.add(key, items[key])
+    idx.prepare()
+    assert merge is not None and idx._main.starts is not None
+    assert idx._frozen.size and idx._delta.size
+    for key in (5, 25):
+        idx.remove(key)
+    query = np.concatenate([flip_bits(items[k][:30], 0.06) for k in (3, 5, 7, 24, 25, 33)]
+                           + [items[36][:10], descriptors(60)])
+    votes = idx.vote(query, top=100, min_votes=1, chance=1e9, exclude=3,
+                     allowed=lambda keys: keys != 7)
+    live = {k: d for k, d in items.items() if k not in (3, 5, 7, 25)}
+    want = brute_force_votes(live, query)
+    assert {v.key: (v.votes, sorted(v.pairs.tolist())) for v in votes} == want
+    assert {24, 33, 36} <= set(want) and len(want) < 30
+    assert [v.votes for v in votes] == sorted((v.votes for v in votes), reverse=True)

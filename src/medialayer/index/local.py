@@ -313,14 +313,15 @@ class _Tables:
         return _Tables(np.stack(keys) if keys else None, np.stack(slots), starts)
 
     def probe(self, tables: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(probe index, entry) for every stored descriptor whose key in `tables[i]` is
-        `keys[i]`, all tables in one gather; probes come sorted by table."""
+        """(ends, entries): every stored descriptor whose key in `tables[i]` is `keys[i]`,
+        all tables in one gather, probe by probe, and where each probe's entries end among
+        them; probes come sorted by table."""
         if self.size == 0 or len(keys) == 0:
-            return np.zeros(0, np.int64), np.zeros(0, np.uint32)
+            return np.zeros(len(keys), np.int64), np.zeros(0, np.uint32)
         if self.starts is not None:
-            at = tables * ((1 << KEY_BITS) + 1) + keys
-            lo = self.starts.ravel()[at].astype(np.int64)
-            hi = self.starts.ravel()[at + 1].astype(np.int64)
+            at = tables * ((1 << KEY_BITS) + 1) + keys  # np.take: faster than indexing
+            lo = np.take(self.starts.ravel(), at).astype(np.int64)
+            hi = np.take(self.starts.ravel(), at + 1).astype(np.int64)
         else:
             lo, hi = np.empty(len(keys), np.int64), np.empty(len(keys), np.int64)
             bounds = np.searchsorted(tables, np.arange(TABLES + 1))
@@ -331,13 +332,14 @@ class _Tables:
                 lo[mine] = np.searchsorted(own_keys[t], wanted, side="left")
                 hi[mine] = np.searchsorted(own_keys[t], wanted, side="right")
         counts = hi - lo
-        total = int(counts.sum())
+        ends = np.cumsum(counts)
+        total = int(ends[-1])
         if total == 0:
-            return np.zeros(0, np.int64), np.zeros(0, np.uint32)
-        first = lo + tables * self.size  # positions in the flattened (TABLES, n) entries
-        probe = np.repeat(np.arange(len(keys)), counts)
-        starts = np.repeat(first - np.cumsum(counts) + counts, counts)
-        return probe, self.slots.ravel()[starts + np.arange(total)]
+            return ends, np.zeros(0, np.uint32)
+        lo += tables * self.size  # positions in the flattened (TABLES, n) entries
+        at = np.repeat(lo - ends + counts, counts)
+        at += np.arange(total)
+        return ends, np.take(self.slots.ravel(), at)
 
     def nbytes(self) -> int:
         return sum(a.nbytes for a in (self.keys, self.slots, self.starts) if a is not None)
@@ -541,7 +543,9 @@ class LocalFeatureIndex:
         catalog are returned (see `chance_votes`), so verification is spent on candidates and
         not on the luckiest of 100k strangers.
         Collisions are first counted per item, an upper bound on its votes, so only the few
-        items that can pass need the exact, de-duplicated count.
+        items that can pass need the exact, de-duplicated count; only they are checked for
+        removal, exclusion and `allowed`, and only their collisions' query descriptors are
+        looked up, not those of the hundreds of thousands of chance collisions of a catalog.
 
         `allowed(keys)` filters items (a tenant's), `population` their number: the chance
         floor is that of the allowed items, not of the whole index.
@@ -553,37 +557,43 @@ class LocalFeatureIndex:
         # one probe per distinct (table, key), credited to the first descriptor that has it
         # as its own key, else to the first that has it as a neighbour
         probes, first = first_of_each(probe_keys(descriptors).ravel())
-        qidx, entries = self._collisions(probes, first % n)
-        items = (entries >> DESCRIPTOR_INDEX_BITS).astype(np.int64)
-        bound = np.bincount(items, minlength=self._used)
-        bound[self._key_of[: len(bound)] < 0] = 0
-        if exclude is not None and exclude in self:
-            bound[self._slot_of[exclude]] = 0
         floor = max(min_votes, chance_votes(self._chance_rate(len(probes)),
                                             population or self._count, chance))
-        if allowed is not None:
-            able = np.flatnonzero(bound >= floor)
-            bound[able[~allowed(self._key_of[able])]] = 0
-        hopeful = (bound >= floor)[items]
-        if not hopeful.any():
+        ends, entries = self._collisions(probes)
+        items = entries >> DESCRIPTOR_INDEX_BITS
+        hopeful = np.flatnonzero(np.take(np.bincount(items) >= floor, items))
+        if len(hopeful) == 0:
             return []
+        able, which = np.unique(items[hopeful], return_inverse=True)
+        keep = self._key_of[able] >= 0
+        if exclude is not None and exclude in self:
+            keep &= able != self._slot_of[exclude]
+        if allowed is not None:
+            keep[keep] = allowed(self._key_of[able[keep]])
+        hopeful = hopeful[keep[which]]
+        if len(hopeful) == 0:
+            return []
+        # the query descriptor behind each collision: its probe's (levels are probed in turn)
+        qidx = (first % n)[np.searchsorted(ends, hopeful, side="right") % len(probes)]
         # (item, query descriptor) pairs, each with one stored descriptor, sorted by pair
-        packed = np.sort(((items[hopeful] * n + qidx[hopeful]) << DESCRIPTOR_INDEX_BITS)
+        packed = np.sort(((items[hopeful].astype(np.int64) * n + qidx) << DESCRIPTOR_INDEX_BITS)
                          | (entries[hopeful] & _INDEX_MASK))
         pair = packed >> DESCRIPTOR_INDEX_BITS
         first = np.ones(packed.size, dtype=bool)
         first[1:] = pair[1:] != pair[:-1]  # one vote per (item, query descriptor)
         packed, item_of = packed[first], pair[first] // n
-        votes = np.bincount(item_of, minlength=len(bound))
+        # sorted by item: each item's votes are a run
+        starts = np.flatnonzero(np.concatenate([[True], item_of[1:] != item_of[:-1]]))
+        votes = np.diff(starts, append=len(item_of))
         voted = np.flatnonzero(votes >= floor)
-        best = voted[np.argsort(-votes[voted], kind="stable")[:top]]
         found = []
-        for i in best:
-            mine = packed[np.searchsorted(item_of, i):np.searchsorted(item_of, i, "right")]
+        for run in voted[np.argsort(-votes[voted], kind="stable")[:top]]:
+            mine = packed[starts[run]:starts[run] + votes[run]]
             stored = mine & _INDEX_MASK
             pairs = np.stack([(mine >> DESCRIPTOR_INDEX_BITS) % n, stored], axis=1)
-            points = self._positions(int(i))[stored].astype(np.float32) * np.float32(self._step)
-            found.append(Vote(int(self._key_of[i]), int(votes[i]), pairs, points))
+            slot = int(item_of[starts[run]])
+            points = self._positions(slot)[stored].astype(np.float32) * np.float32(self._step)
+            found.append(Vote(int(self._key_of[slot]), int(votes[run]), pairs, points))
         return found
 
     def _positions(self, slot: int) -> np.ndarray:
@@ -608,20 +618,25 @@ class LocalFeatureIndex:
         per_bucket = (self._main.size + self._frozen.size + self._delta.size) / (1 << KEY_BITS)
         return probes * per_bucket / self._count
 
-    def _collisions(self, probes: np.ndarray, owners: np.ndarray
-                    ) -> tuple[np.ndarray, np.ndarray]:
-        """(query descriptor, entry) for every stored entry sharing a table key with the query.
+    def _collisions(self, probes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ends, entries): every stored entry sharing a table key with the query, probe by
+        probe in each level that holds any; `ends` (levels × probes) where each probe's
+        entries end among them.
 
-        `probes` are sorted (table << KEY_BITS | key) values; `owners` the query descriptor
-        credited with each.
+        `probes` are sorted (table << KEY_BITS | key) values.
         """
         tables, keys = probes >> KEY_BITS, probes & ((1 << KEY_BITS) - 1)
-        qidx, entries = [], []
+        ends, entries = [], []
+        total = 0
         for level in (self._main, self._frozen, self._delta):
-            p, e = level.probe(tables, keys)
-            qidx.append(owners[p])
-            entries.append(e)
-        return np.concatenate(qidx), np.concatenate(entries)
+            if level.size:
+                e, found = level.probe(tables, keys)
+                ends.append(e + total)
+                entries.append(found)
+                total += len(found)
+        if not entries:
+            return np.zeros(0, np.int64), np.zeros(0, np.uint32)
+        return np.concatenate(ends), np.concatenate(entries)
 
     def prepare(self) -> None:
         """Sort what is pending now, so the next vote pays nothing for a bulk load."""
