@@ -299,8 +299,10 @@ def keys_create(tenant: Annotated[str, typer.Option()] = "default",
                     help="Requests per minute (default: the service's).")] = None,
                 data_dir: DataDir = None) -> None:
     """Create a key; it is printed once and stored only as a hash."""
+    from medialayer.config import comma_list
+
     ml = _open(data_dir, create=True)
-    info, plaintext = _run(lambda: ml.create_key(tenant, _split(scopes), name, rate_limit))
+    info, plaintext = _run(lambda: ml.create_key(tenant, comma_list(scopes), name, rate_limit))
     ml.close()
     console.print(f"id {info.id}  tenant {info.tenant}  scopes {','.join(info.scopes)}")
     print(plaintext)
@@ -342,10 +344,6 @@ def _one_of(value: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}")
     return value
-
-
-def _split(text: str) -> list[str]:
-    return [s.strip() for s in text.split(",") if s.strip()]
 
 
 def _run(call: Callable[[], T]) -> T:

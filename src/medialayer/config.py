@@ -93,3 +93,8 @@ class Settings(BaseSettings):
         if self.bulk_workers:
             return max(1, self.bulk_workers)
         return max(1, (os.cpu_count() or 1) // max(1, self.workers))
+
+
+def comma_list(text: str | None) -> list[str]:
+    """The items of a comma-separated setting or option (scopes, index node URLs)."""
+    return [part.strip() for part in (text or "").split(",") if part.strip()]

@@ -25,6 +25,7 @@ from medialayer.catalog import upserts
 from medialayer.catalog.decisions import Actor, Mark
 from medialayer.catalog.jobs import Claim, Progress
 from medialayer.catalog.store import MediaRecord, NewMedia, Within, WithinMany, open_store
+from medialayer.config import comma_list
 from medialayer.errors import Conflict, InvalidInput, MediaTooLarge
 from medialayer.fields import problem
 from medialayer.index.registry import DELETIONS_KEPT, ChangeFeed, IndexRegistry
@@ -81,7 +82,7 @@ class MediaLayer:
         database_url = database_url or os.environ.get("MEDIALAYER_DATABASE_URL") or None
         bands = bands or int(os.environ.get("MEDIALAYER_INDEX_BANDS") or 0) or None
         snapshot_dir = snapshot_dir or os.environ.get("MEDIALAYER_SNAPSHOT_DIR") or None
-        index_nodes = index_nodes or _split(os.environ.get("MEDIALAYER_INDEX_NODES") or "")
+        index_nodes = index_nodes or comma_list(os.environ.get("MEDIALAYER_INDEX_NODES"))
         node_timeout = node_timeout or float(os.environ.get("MEDIALAYER_INDEX_NODE_TIMEOUT")
                                              or NODE_TIMEOUT)
         self.store = open_store(data_dir, database_url)
@@ -629,10 +630,6 @@ def _size_and_head(path: Path) -> tuple[int, bytes]:
     except OSError as e:
         raise InvalidInput(f"cannot read {path}: {e.strerror}") from e
 
-
-
-def _split(text: str) -> builtins.list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _storable(**fields: Any) -> None:

@@ -110,7 +110,6 @@ class IndexNodes:
                         e)
             return None
 
-
     def _post(self, url: str, query: bytes, ask: ShardQuery) -> httpx.Response:
         return self._http.post(url, content=query, params=ask.params(),
                                headers={"Content-Type": "application/octet-stream"})
